@@ -1,0 +1,29 @@
+# Every target works alone on a fresh machine with Python 3.11: the first one
+# that needs the environment creates .venv and installs the package into it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test docs bench clean
+
+# Re-run only when the dependency list changes.
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[test,docs,data]'
+	touch $(STAMP)
+
+.venv venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dgl-capsules demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs docs/_build

@@ -1,0 +1,141 @@
+"""Capsule non-linearity, losses and routing diagnostics."""
+import torch
+
+__all__ = ["squash", "margin_loss", "coupling_entropy"]
+
+
+def squash(s, dim=-1, eps=None):
+    r"""Shrink vectors to a length in [0, 1) keeping their direction (Sabour et al. 2017, eq. 1).
+
+    .. math::
+
+        v = \frac{\lVert s \rVert^2}{1 + \lVert s \rVert^2} \frac{s}{\lVert s \rVert}
+          = \frac{\lVert s \rVert}{1 + \lVert s \rVert^2}\, s
+
+    NOTE: the second form, with :math:`\lVert s \rVert = \sqrt{\lVert s
+    \rVert^2 + \epsilon}`, is equal to the paper's but has a finite value and
+    gradient at :math:`s = 0`.
+
+    Parameters
+    ----------
+    s : torch.Tensor
+        Vectors along ``dim``.
+    dim : int
+        The vector dimension.
+    eps : float, optional
+        Added under the square root; defaults to the smallest normal number of
+        the dtype, so the result equals the paper's formula to rounding.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape as ``s``, every vector of length < 1.
+
+    Examples
+    --------
+    >>> import torch
+    >>> v = squash(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+    >>> [round(x, 4) for x in v.norm(dim=-1).tolist()]
+    [0.9615, 0.0]
+    """
+    if eps is None:
+        eps = torch.finfo(s.dtype).tiny
+    sq = (s * s).sum(dim, keepdim=True)
+    return s * (torch.sqrt(sq + eps) / (1 + sq))
+
+
+def margin_loss(lengths, target, m_plus=0.9, m_minus=0.1, lam=0.5):
+    r"""Margin loss of Sabour et al. 2017 (eq. 4), summed over classes, averaged over the batch.
+
+    .. math::
+
+        L_k = T_k \max(0, m^+ - \lVert v_k \rVert)^2
+            + \lambda (1 - T_k) \max(0, \lVert v_k \rVert - m^-)^2
+
+    Parameters
+    ----------
+    lengths : torch.Tensor
+        Class capsule lengths ``(B, K)``.
+    target : torch.Tensor
+        Class indices ``(B,)``, or a 0/1 (multi-)hot matrix ``(B, K)`` for
+        several digits per image.
+    m_plus, m_minus, lam : float
+        The margins and the down-weighting of absent classes.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+
+    Examples
+    --------
+    >>> import torch
+    >>> margin_loss(torch.tensor([[0.9, 0.1]]), torch.tensor([0]))
+    tensor(0.)
+    """
+    if lengths.dim() != 2:
+        raise ValueError(f"lengths must have shape (B, K); got {tuple(lengths.shape)}")
+    if target.dim() == 1:
+        if target.shape[0] != lengths.shape[0]:
+            raise ValueError(
+                f"target must have shape (B,) = ({lengths.shape[0]},) or (B, K); "
+                f"got {tuple(target.shape)}"
+            )
+        t = torch.nn.functional.one_hot(target.long(), lengths.shape[1]).to(lengths.dtype)
+    elif target.shape == lengths.shape:
+        t = target.to(lengths.dtype)
+    else:
+        raise ValueError(
+            f"target must have shape (B,) or (B, K) = {tuple(lengths.shape)}; "
+            f"got {tuple(target.shape)}"
+        )
+    present = t * torch.relu(m_plus - lengths) ** 2
+    absent = lam * (1 - t) * torch.relu(lengths - m_minus) ** 2
+    return (present + absent).sum(1).mean()
+
+
+def coupling_entropy(g, coupling):
+    r"""Entropy of each child's coupling over its parents, per sample.
+
+    .. math:: H_i = -\sum_{j \in \mathcal{N}(i)} c_{ij} \log c_{ij}
+
+    Edges are grouped by their source node as read from ``g.edges()``; the
+    edge order does not matter. A uniform coupling gives :math:`\log
+    |\mathcal{N}(i)|`; a child attached to one parent gives 0.
+
+    Parameters
+    ----------
+    g : dgl.DGLGraph
+        The capsule graph the coupling was routed on.
+    coupling : torch.Tensor
+        ``(|E|, *)`` couplings (each child's sum to 1).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N_src, *)`` entropies in nats.
+
+    Examples
+    --------
+    >>> import torch, dgl_capsules as dc
+    >>> g = dc.capsule_graph(3, 4)
+    >>> h = coupling_entropy(g, torch.full((12, 2), 0.25))
+    >>> h.shape, torch.allclose(h, torch.tensor(4.0).log())
+    (torch.Size([3, 2]), True)
+    """
+    if not isinstance(coupling, torch.Tensor) or coupling.dim() < 1 or coupling.shape[0] != g.num_edges():
+        shape = tuple(coupling.shape) if isinstance(coupling, torch.Tensor) else type(coupling).__name__
+        raise ValueError(
+            f"coupling must have shape (|E|, *) with |E| = {g.num_edges()} edges of the graph; "
+            f"got {shape}"
+        )
+    src, _ = g.edges()
+    h = -torch.special.xlogy(coupling, coupling)  # (E, *)
+    out = h.new_zeros((g.num_src_nodes(),) + tuple(h.shape[1:]))
+    return out.index_add(0, src.to(h.device), h)  # (N_src, *)
+
+
+def uniform_entropy(g):
+    """``log(number of parents)`` of every child of ``g``, ``(N_src,)``: the entropy of an even split."""
+    return torch.log(g.out_degrees().to(torch.get_default_dtype()))
+

@@ -1,0 +1,93 @@
+"""Fully connected capsule layer routed by agreement."""
+import torch
+from torch import nn
+
+from ..graph import _check_positive_int, capsule_graph
+from ..routing import dynamic_routing
+from ..routing._common import check_n_iters
+
+__all__ = ["DynamicCaps"]
+
+
+class DynamicCaps(nn.Module):
+    r"""Fully connected capsule layer with dynamic routing (Sabour et al. 2017, "DigitCaps").
+
+    Every child ``i`` votes for every parent ``j`` with its own transformation
+    matrix: :math:`\hat u_{j|i} = W_{ij} u_i`. The votes are computed straight
+    into the edge layout of :func:`~dgl_capsules.capsule_graph` and routed by
+    :func:`~dgl_capsules.routing.dynamic_routing`, the mini-batch in the
+    feature dimensions.
+
+    Parameters
+    ----------
+    in_caps, out_caps : int
+        Number of child and parent capsules.
+    in_dim, out_dim : int
+        Their dimensions.
+    n_iters : int
+        Routing iterations.
+
+    Shape
+    -----
+    - Input: ``(B, in_caps, in_dim)``, batch first as in PyTorch.
+    - Output: ``(B, out_caps, out_dim)``; the class probability of parent
+      ``j`` is the length of its vector.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = DynamicCaps(in_caps=1152, out_caps=10, in_dim=8, out_dim=16)
+    >>> v, r = layer(torch.randn(2, 1152, 8), return_routing=True)
+    >>> v.shape, r.coupling.shape
+    (torch.Size([2, 10, 16]), torch.Size([11520, 2]))
+    """
+
+    def __init__(self, in_caps, out_caps, in_dim, out_dim, n_iters=3):
+        super().__init__()
+        self.in_caps = _check_positive_int("in_caps", in_caps)
+        self.out_caps = _check_positive_int("out_caps", out_caps)
+        self.in_dim = _check_positive_int("in_dim", in_dim)
+        self.out_dim = _check_positive_int("out_dim", out_dim)
+        self.n_iters = check_n_iters(n_iters)
+        self.weight = nn.Parameter(torch.empty(in_caps, out_caps, in_dim, out_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """Weights from :math:`\\mathcal{N}(0, 0.05^2)`: votes start small, so the squash is not saturated."""
+        nn.init.normal_(self.weight, std=0.05)
+
+    def votes(self, g, x):
+        """Votes :math:`W_{ij} u_i` in the edge order of ``g``: ``(|E|, B, out_dim)``."""
+        src, dst = g.edges()
+        u = x.transpose(0, 1)[src]  # (E, B, in_dim)
+        w = self.weight[src, dst]  # (E, in_dim, out_dim)
+        return torch.bmm(u, w)  # (E, B, out_dim)
+
+    def forward(self, x, return_routing=False, return_trace=False):
+        """Route a batch of child capsules.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            ``(B, in_caps, in_dim)`` child capsules.
+        return_routing : bool
+            Also return the :class:`~dgl_capsules.routing.RoutingResult`
+            (couplings in the graph's edge order, batch in dim 1).
+        return_trace : bool
+            Record the coupling of every iteration in that result.
+        """
+        if x.dim() != 3 or x.shape[1:] != (self.in_caps, self.in_dim):
+            raise ValueError(
+                f"x must have shape (B, in_caps, in_dim) = (B, {self.in_caps}, {self.in_dim}); "
+                f"got {tuple(x.shape)}"
+            )
+        g = capsule_graph(self.in_caps, self.out_caps, device=x.device)
+        r = dynamic_routing(g, self.votes(g, x), self.n_iters, return_trace=return_trace)
+        v = r.poses.transpose(0, 1)  # (B, out_caps, out_dim)
+        return (v, r) if return_routing else v
+
+    def extra_repr(self):
+        return (
+            f"in_caps={self.in_caps}, out_caps={self.out_caps}, in_dim={self.in_dim}, "
+            f"out_dim={self.out_dim}, n_iters={self.n_iters}"
+        )

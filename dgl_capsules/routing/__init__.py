@@ -1,0 +1,5 @@
+"""Routing algorithms as message passing over capsule graphs."""
+from ._common import RoutingResult
+from .dynamic import dynamic_routing
+
+__all__ = ["RoutingResult", "dynamic_routing"]

@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+import dgl_capsules as dc
+from dgl_capsules.nn import DynamicCaps
+from test_routing_dynamic import dense_dynamic_routing
+
+
+def test_dynamic_caps_equals_dense_formula():
+    layer = DynamicCaps(in_caps=6, out_caps=3, in_dim=4, out_dim=5, n_iters=3).double()
+    x = torch.randn(2, 6, 4, dtype=torch.float64)
+    u_hat = torch.einsum("ijkd,bik->bijd", layer.weight, x)  # (B, I, J, D)
+    v, _ = dense_dynamic_routing(u_hat, torch.ones(6, 3, dtype=torch.bool), 3)
+    torch.testing.assert_close(layer(x), v, rtol=1e-10, atol=1e-12)
+
+
+def test_dynamic_caps_gradcheck():
+    layer = DynamicCaps(in_caps=3, out_caps=2, in_dim=2, out_dim=3, n_iters=2).double()
+    x = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
+    w = layer.weight.detach().clone().requires_grad_(True)
+
+    def f(x, w):
+        return torch.func.functional_call(layer, {"weight": w}, (x,))
+
+    assert torch.autograd.gradcheck(f, (x, w))
+
+
+def test_dynamic_caps_returns_routing_and_keeps_no_state():
+    layer = DynamicCaps(in_caps=10, out_caps=4, in_dim=3, out_dim=6)
+    x = torch.randn(5, 10, 3)
+    v, r = layer(x, return_routing=True, return_trace=True)
+    assert v.shape == (5, 4, 6) and r.coupling.shape == (40, 5) and len(r.trace) == 3
+    assert torch.equal(layer(x), v)
+    assert len(dc.capsule_graph(10, 4).edata) == 0
+    assert "in_caps=10, out_caps=4, in_dim=3, out_dim=6, n_iters=3" in repr(layer)
+    assert [n for n, _ in layer.named_parameters()] == ["weight"]
+
+
+def test_dynamic_caps_rejects_bad_input():
+    layer = DynamicCaps(in_caps=10, out_caps=4, in_dim=3, out_dim=6)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, in_caps, in_dim\) = \(B, 10, 3\); got \(5, 10, 4\)"):
+        layer(torch.randn(5, 10, 4))
+    with pytest.raises(ValueError, match="in_caps must be a positive integer; got 0"):
+        DynamicCaps(0, 4, 3, 6)
+    with pytest.raises(ValueError, match="n_iters must be an integer >= 1; got 0"):
+        DynamicCaps(10, 4, 3, 6, n_iters=0)

@@ -1,0 +1,187 @@
+import dgl
+import pytest
+import torch
+
+import dgl_capsules as dc
+from dgl_capsules.routing import dynamic_routing
+from helpers import dense_mask, edge_to_dense, permuted
+
+
+def dense_dynamic_routing(u, mask, n_iters):
+    """Sabour et al. 2017, Procedure 1, written densely from the paper.
+
+    u: (B, I, J, D) prediction vectors u_hat_{j|i}; mask: (I, J) which child votes for which parent.
+    Returns v (B, J, D) and c (B, I, J) of the last iteration.
+    """
+    b = torch.zeros(u.shape[:3], dtype=u.dtype)
+    for r in range(n_iters):
+        c = torch.softmax(b.masked_fill(~mask, float("-inf")), dim=2).nan_to_num(0.0)
+        s = torch.einsum("bij,bijd->bjd", c * mask, u)
+        norm = torch.linalg.vector_norm(s, dim=-1, keepdim=True)
+        v = norm**2 / (1 + norm**2) * s / norm
+        b = b + torch.einsum("bijd,bjd->bij", u, v)
+    return v, c
+
+
+def graphs():
+    return {
+        "complete": dc.capsule_graph(6, 4),
+        "conv": dc.conv_capsule_graph((5, 5), kernel=3, stride=1, in_types=2, out_types=2),
+        "conv_stride2": dc.conv_capsule_graph((7, 6), kernel=3, stride=2, in_types=1, out_types=3),
+    }
+
+
+def route_both(g, votes, n_iters):
+    """Graph path and dense path on the same float64 votes (E, B, D); returns both (v, c) in graph layout."""
+    r = dynamic_routing(g, votes, n_iters=n_iters)
+    u = edge_to_dense(g, votes).permute(2, 0, 1, 3)  # (B, I, J, D)
+    v, c = dense_dynamic_routing(u, dense_mask(g), n_iters)
+    src, dst = g.edges()
+    return r, v.transpose(0, 1), c[:, src, dst].transpose(0, 1)
+
+
+@pytest.mark.parametrize("name", ["complete", "conv", "conv_stride2"])
+@pytest.mark.parametrize("n_iters", [1, 2, 3, 4, 5])
+def test_equals_dense_procedure_1(name, n_iters):
+    g = graphs()[name]
+    votes = torch.randn(g.num_edges(), 3, 5, dtype=torch.float64)
+    r, v, c = route_both(g, votes, n_iters)
+    torch.testing.assert_close(r.poses, v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(r.coupling, c, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["complete", "conv"])
+def test_gradients_equal_dense(name):
+    g = graphs()[name]
+    votes = torch.randn(g.num_edges(), 2, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(g.num_dst_nodes(), 2, 4, dtype=torch.float64)
+    r, v, c = route_both(g, votes, 3)
+    (grad_graph,) = torch.autograd.grad((r.poses * weight).sum() + r.coupling.sum(), votes)
+    (grad_dense,) = torch.autograd.grad((v * weight).sum() + c.sum(), votes)
+    torch.testing.assert_close(grad_graph, grad_dense, rtol=1e-9, atol=1e-11)
+
+
+def test_gradcheck_tiny():
+    g = dc.capsule_graph(3, 2)
+    votes = torch.randn(g.num_edges(), 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: dynamic_routing(g, x, n_iters=3).poses, (votes,))
+
+
+def test_ragged_batch_equals_each_sample_alone():
+    sizes = [(3, 2), (7, 4), (1, 3), (5, 5)]
+    parts = [dc.capsule_graph(i, j) for i, j in sizes]
+    bg = dgl.batch(parts)
+    votes = [torch.randn(p.num_edges(), 4, dtype=torch.float64) for p in parts]
+    r = dynamic_routing(bg, torch.cat(votes), n_iters=3)
+    poses = torch.split(r.poses, [j for _, j in sizes])
+    couplings = torch.split(r.coupling, [p.num_edges() for p in parts])
+    for p, x, v, c in zip(parts, votes, poses, couplings):
+        alone = dynamic_routing(p, x, n_iters=3)
+        torch.testing.assert_close(v, alone.poses, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(c, alone.coupling, rtol=1e-12, atol=1e-12)
+        u = edge_to_dense(p, x).unsqueeze(0)
+        v_dense, _ = dense_dynamic_routing(u, dense_mask(p), 3)
+        torch.testing.assert_close(v, v_dense[0], rtol=1e-10, atol=1e-12)
+
+
+def test_ragged_batch_of_conv_graphs():
+    parts = [dc.conv_capsule_graph((h, h), 3, 1, 1, 2) for h in (3, 4, 6)]
+    bg = dgl.batch(parts)
+    votes = [torch.randn(p.num_edges(), 3, dtype=torch.float64) for p in parts]
+    r = dynamic_routing(bg, torch.cat(votes), n_iters=2)
+    for p, x, v in zip(parts, votes, torch.split(r.poses, [p.num_dst_nodes() for p in parts])):
+        torch.testing.assert_close(v, dynamic_routing(p, x, n_iters=2).poses, rtol=1e-12, atol=1e-12)
+
+
+def test_couplings_of_each_child_sum_to_one():
+    g = graphs()["conv_stride2"]
+    r = dynamic_routing(g, torch.randn(g.num_edges(), 4, 8), n_iters=3, return_trace=True)
+    src, _ = g.edges()
+    has_parent = g.out_degrees() > 0
+    for c in r.trace:
+        sums = torch.zeros(g.num_src_nodes(), 4).index_add(0, src, c)
+        torch.testing.assert_close(sums[has_parent], torch.ones_like(sums[has_parent]))
+        assert (c >= 0).all()
+
+
+def test_permuting_edge_ids_changes_nothing():
+    g = graphs()["conv"]
+    h, perm = permuted(g)
+    votes = torch.randn(g.num_edges(), 2, 6, dtype=torch.float64)
+    a = dynamic_routing(g, votes, n_iters=3)
+    b = dynamic_routing(h, votes[perm], n_iters=3)
+    torch.testing.assert_close(a.poses, b.poses, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a.coupling[perm], b.coupling, rtol=1e-12, atol=1e-12)
+
+
+def test_one_sample_alone_equals_it_inside_a_shuffled_batch():
+    g = dc.capsule_graph(20, 5)
+    votes = torch.randn(g.num_edges(), 6, 8)
+    order = torch.randperm(6)
+    batch = dynamic_routing(g, votes[:, order], n_iters=3)
+    k = int((order == 4).nonzero())
+    alone = dynamic_routing(g, votes[:, 4:5], n_iters=3)
+    torch.testing.assert_close(batch.poses[:, k], alone.poses[:, 0])
+    torch.testing.assert_close(batch.coupling[:, k], alone.coupling[:, 0])
+
+
+def test_extra_batch_dims_and_repeat_calls_are_identical():
+    g = dc.capsule_graph(8, 3)
+    votes = torch.randn(g.num_edges(), 2, 3, 4)
+    a = dynamic_routing(g, votes, n_iters=3)
+    b = dynamic_routing(g, votes, n_iters=3)
+    assert a.poses.shape == (3, 2, 3, 4) and a.coupling.shape == (24, 2, 3)
+    assert torch.equal(a.poses, b.poses) and torch.equal(a.coupling, b.coupling)
+    flat = dynamic_routing(g, votes.reshape(24, 6, 4), n_iters=3)
+    torch.testing.assert_close(flat.poses.reshape(3, 2, 3, 4), a.poses)
+
+
+def test_leaves_no_features_on_the_graph_and_returns_a_trace():
+    g = dc.capsule_graph(10, 4)
+    c = dc.conv_capsule_graph((4, 4), 2, 1, 1, 1)
+    keys = set(c.edata.keys())
+    r = dynamic_routing(g, torch.randn(40, 2, 3), n_iters=4, return_trace=True)
+    dynamic_routing(c, torch.randn(c.num_edges(), 3), n_iters=2)
+    assert len(g.edata) == 0 and len(g.dstdata) == 0
+    assert set(c.edata.keys()) == keys
+    assert len(r.trace) == 4 and torch.equal(r.trace[-1], r.coupling)
+    assert r.activations is None and r.sigma2 is None
+    assert dynamic_routing(g, torch.randn(40, 3), n_iters=2).trace is None
+
+
+def test_agreeing_children_settle_on_their_parent():
+    p = dc.data.planted_clusters(n_in=40, n_out=4, dim=8, batch=3)
+    r = dynamic_routing(p.graph, p.votes, n_iters=6, return_trace=True)
+    entropy = [dc.functional.coupling_entropy(p.graph, c).mean().item() for c in r.trace]
+    assert all(b < a for a, b in zip(entropy, entropy[1:]))
+    src, dst = p.graph.edges()
+    assert r.coupling[p.assignment[src] == dst].mean() > 0.6
+
+
+def test_bad_inputs_name_the_argument():
+    g = dc.capsule_graph(4, 3)
+    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, D\) with \|E\| = 12 edges of the graph; got \(11, 16\)"):
+        dynamic_routing(g, torch.randn(11, 16))
+    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, D\).*got \(12,\)"):
+        dynamic_routing(g, torch.randn(12))
+    with pytest.raises(TypeError, match="votes must be a floating-point tensor; got dtype torch.int64"):
+        dynamic_routing(g, torch.ones(12, 4, dtype=torch.long))
+    with pytest.raises(TypeError, match="votes must be a torch.Tensor"):
+        dynamic_routing(g, [[0.0] * 4] * 12)
+    for n in (0, -1, 1.5):
+        with pytest.raises(ValueError, match=f"n_iters must be an integer >= 1; got {n}"):
+            dynamic_routing(g, torch.randn(12, 4), n_iters=n)
+
+
+def test_bad_graphs_raise_dgl_errors():
+    homogeneous = dgl.graph((torch.tensor([0, 1]), torch.tensor([1, 2])))
+    with pytest.raises(dgl.DGLError, match="must be a bipartite capsule graph"):
+        dynamic_routing(homogeneous, torch.randn(2, 4))
+    lonely = dgl.heterograph(
+        {("child", "vote", "parent"): (torch.tensor([0, 1]), torch.tensor([0, 0]))},
+        num_nodes_dict={"child": 2, "parent": 3},
+    )
+    with pytest.raises(dgl.DGLError, match="2 parent capsule\\(s\\) of g have no children"):
+        dynamic_routing(lonely, torch.randn(2, 4))
+    with pytest.raises(TypeError, match="g must be a dgl.DGLGraph; got str"):
+        dynamic_routing("graph", torch.randn(2, 4))
