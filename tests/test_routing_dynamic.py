@@ -185,3 +185,21 @@ def test_bad_graphs_raise_dgl_errors():
         dynamic_routing(lonely, torch.randn(2, 4))
     with pytest.raises(TypeError, match="g must be a dgl.DGLGraph; got str"):
         dynamic_routing("graph", torch.randn(2, 4))
+
+
+def test_shared_input_checks_name_the_argument():
+    from dgl_capsules.routing._common import check_node_tensor, per_item, uniform_coupling
+
+    like = torch.zeros(1, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"a_in must have shape \(N_src, \*\) = \(4, 2\); got \(4, 3\)"):
+        check_node_tensor("a_in", torch.rand(4, 3), 4, (2,), "(N_src, *)")
+    with pytest.raises(TypeError, match="a_in must be a floating-point tensor; got dtype torch.int64"):
+        check_node_tensor("a_in", torch.ones(4, 2, dtype=torch.long), 4, (2,), "(N_src, *)")
+    with pytest.raises(ValueError, match=r"beta_u must be a scalar or have shape \(N_dst,\) = \(3,\); got \(4,\)"):
+        per_item("beta_u", torch.zeros(4), 3, "N_dst", like)
+    assert per_item("beta_u", 0.5, 3, "N_dst", like).dtype == torch.float64
+    g = dc.conv_capsule_graph((4, 4), 3, 1, 1, 1)
+    r = uniform_coupling(g, (2,), like)
+    src, _ = g.edges()
+    sums = torch.zeros(16, 2, dtype=torch.float64).index_add(0, src, r)
+    torch.testing.assert_close(sums, torch.ones(16, 2, dtype=torch.float64))

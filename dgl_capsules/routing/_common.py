@@ -69,3 +69,33 @@ def check_edge_tensor(name, x, g, min_dim, layout):
             f"{name} must have shape {layout} with |E| = {g.num_edges()} edges of the graph; "
             f"got {tuple(x.shape)}"
         )
+
+
+def check_node_tensor(name, x, n, batch_shape, layout):
+    """Check a per-node tensor: floating point with shape ``(n, *batch_shape)``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}; got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    expected = (n,) + tuple(batch_shape)
+    if tuple(x.shape) != expected:
+        raise ValueError(f"{name} must have shape {layout} = {expected}; got {tuple(x.shape)}")
+
+
+def per_item(name, value, n, what, like):
+    """A scalar or a length-``n`` vector (one value per ``what``) as a tensor broadcastable over items.
+
+    Returns a tensor of shape ``()`` or ``(n,)`` with the dtype and device of ``like``.
+    """
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if t.dim() == 0 or (t.dim() == 1 and t.shape[0] == n):
+        return t
+    raise ValueError(f"{name} must be a scalar or have shape ({what},) = ({n},); got {tuple(t.shape)}")
+
+
+def uniform_coupling(g, batch_shape, like):
+    """``R_ij = 1 / (number of parents of i)`` on every edge: ``(|E|, *batch_shape)``."""
+    src, _ = g.edges()
+    deg = g.out_degrees().to(device=like.device, dtype=like.dtype)
+    r = 1.0 / deg[src.to(like.device)]  # (E,)
+    return r.view((-1,) + (1,) * len(batch_shape)).expand((-1,) + tuple(batch_shape))
