@@ -1,0 +1,192 @@
+"""Heinsen routing (Heinsen 2019, "An Algorithm for Routing Capsules in All Domains")."""
+from numbers import Real
+
+import dgl.function as fn
+import torch
+import torch.nn.functional as F
+from dgl.ops import edge_softmax
+
+from ._common import (
+    RoutingResult,
+    check_edge_tensor,
+    check_graph,
+    check_n_iters,
+    check_node_tensor,
+    per_item,
+    uniform_coupling,
+)
+
+__all__ = ["heinsen_routing", "P_MODELS"]
+
+P_MODELS = ("gaussian", "skm")
+
+
+def check_p_model(p_model):
+    if p_model not in P_MODELS:
+        raise ValueError(f"p_model must be one of {P_MODELS}; got {p_model!r}")
+    return p_model
+
+
+def check_eps(eps):
+    if isinstance(eps, bool) or not isinstance(eps, Real) or not eps > 0:
+        raise ValueError(f"eps must be a positive number; got {eps!r}")
+    return float(eps)
+
+
+def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_model="gaussian",
+                    return_trace=False):
+    r"""Route capsule votes by expectation-maximisation with "use" and "ignore" shares (Heinsen 2019).
+
+    Every child :math:`i` has a score logit :math:`a_i` and casts a vote
+    :math:`V_{ij}` (a :math:`C \times H` matrix) for each of its parents
+    :math:`j \in \mathcal{N}(i)`. With :math:`f` the logistic sigmoid, the
+    routing starts from :math:`R_{ij} = 1 / |\mathcal{N}(i)|` and repeats
+    ``n_iters`` times a D-step and an M-step,
+
+    .. math::
+
+        D^{use}_{ij} = f(a_i) R_{ij}, \qquad D^{ign}_{ij} = f(a_i) - D^{use}_{ij},
+
+        a^{out}_j = \sum_{i \in \mathcal{N}(j)} \beta^{use}_{ij} D^{use}_{ij}
+                  - \sum_{i \in \mathcal{N}(j)} \beta^{ign}_{ij} D^{ign}_{ij},
+
+        \mu_j = \frac{\sum_i D^{use}_{ij} V_{ij}}{\sum_i D^{use}_{ij} + \epsilon}, \qquad
+        \sigma^2_j = \frac{\sum_i D^{use}_{ij} (V_{ij} - \mu_j)^2}{\sum_i D^{use}_{ij} + \epsilon}
+                   + \epsilon,
+
+    each but the first preceded by an E-step that recomputes the shares,
+
+    .. math::
+
+        R_{ij} = \operatorname{softmax}_{j \in \mathcal{N}(i)}
+                 \bigl(\log f(a^{out}_j) + \log p_{ij}\bigr),
+
+    with, for ``p_model="gaussian"``,
+    :math:`\log p_{ij} = -\sum_{ch} \frac{(V_{ij} - \mu_j)^2}{2 \sigma^2_j}
+    - \sum_{ch} \log \sqrt{\sigma^2_j}`, or for ``p_model="skm"`` (soft
+    k-means) :math:`\log p_{ij} = \operatorname{log\,softmax}_{j \in
+    \mathcal{N}(i)} \bigl(-\sum_{ch} (V_{ij} - \mu_j)^2\bigr)`. Squares and
+    sums over :math:`ch` are elementwise over the :math:`C \times H` entries.
+
+    The mini-batch lives in the feature dimensions ``*``: one graph serves
+    every sample and each sample keeps its own routing state. A ragged batch
+    (say sequences of different lengths) is a :func:`dgl.batch` of capsule
+    graphs with the votes of all its edges concatenated.
+
+    Parameters
+    ----------
+    g : dgl.DGLGraph
+        Unibipartite capsule graph, e.g. :func:`~dgl_capsules.capsule_graph`.
+    votes : torch.Tensor
+        Votes :math:`V_{ij}` on the edges, ``(|E|, *, C, H)``.
+    a_in : torch.Tensor
+        Child score logits :math:`a_i`, ``(N_src, *)``.
+    beta_use, beta_ign : float or torch.Tensor
+        :math:`\beta^{use}` and :math:`\beta^{ign}`: scalars, or one value per
+        edge ``(|E|,)``.
+    n_iters : int
+        Routing iterations ``>= 1``.
+    eps : float
+        :math:`\epsilon > 0` for numerical stability.
+    p_model : {"gaussian", "skm"}
+        How the E-step scores a vote at a parent.
+    return_trace : bool
+        Also return :math:`R` of every iteration.
+
+    Returns
+    -------
+    RoutingResult
+        ``activations`` :math:`a^{out}_j` (logits) ``(N_dst, *)``, ``poses``
+        :math:`\mu_j` and ``sigma2`` :math:`\sigma^2_j` ``(N_dst, *, C, H)``,
+        ``coupling`` :math:`R_{ij}` ``(|E|, *)`` used by the last M-step and,
+        on request, ``trace``, the ``n_iters`` couplings in order.
+
+    Raises
+    ------
+    TypeError
+        If ``votes`` or ``a_in`` is not a floating-point tensor.
+    ValueError
+        If a tensor has the wrong shape, a beta is neither a scalar nor
+        ``(|E|,)``, ``n_iters < 1``, ``eps <= 0`` or ``p_model`` is unknown.
+    dgl.DGLError
+        If ``g`` is not a unibipartite graph or a parent has no children.
+
+    Examples
+    --------
+    >>> import torch, dgl_capsules as dc
+    >>> g = dc.capsule_graph(100, 10)
+    >>> votes = torch.randn(g.num_edges(), 8, 4, 4)  # batch of 8, 4 x 4 poses
+    >>> r = dc.routing.heinsen_routing(g, votes, torch.randn(100, 8), 0.0, 0.0)
+    >>> r.activations.shape, r.poses.shape, r.sigma2.shape, r.coupling.shape
+    (torch.Size([10, 8]), torch.Size([10, 8, 4, 4]), torch.Size([10, 8, 4, 4]), torch.Size([1000, 8]))
+    """
+    check_graph(g, "heinsen_routing")
+    check_edge_tensor("votes", votes, g, 3, "(|E|, *, C, H)")
+    batch = tuple(votes.shape[1:-2])
+    check_node_tensor("a_in", a_in, g.num_src_nodes(), batch, "(N_src, *)")
+    n_edges = g.num_edges()
+    beta_use = per_item("beta_use", beta_use, n_edges, "|E|", votes)
+    beta_ign = per_item("beta_ign", beta_ign, n_edges, "|E|", votes)
+    n_iters = check_n_iters(n_iters)
+    eps = check_eps(eps)
+    gaussian = check_p_model(p_model) == "gaussian"
+
+    lead = (-1,) + (1,) * len(batch)
+    beta_use = beta_use.view(lead) if beta_use.dim() else beta_use  # (E, 1...) or ()
+    beta_ign = beta_ign.view(lead) if beta_ign.dim() else beta_ign
+    flat = votes.shape[:-2] + (-1,)  # (., *, C*H): e_dot_v contracts the last dim
+
+    trace = [] if return_trace else None
+    with g.local_scope():
+        g.srcdata["fa"] = torch.sigmoid(a_in)  # (N_src, *)
+        g.edata["V"] = votes  # (E, *, C, H)
+        g.apply_edges(fn.copy_u("fa", "fa_e"))
+        fa_e = g.edata["fa_e"]  # (E, *): f(a_i) on every edge of child i
+        for it in range(n_iters):
+            # E-step.
+            if it == 0:
+                coupling = uniform_coupling(g, batch, votes)  # (E, *)
+            else:
+                d2 = g.edata["d2"].reshape(flat)  # (E, *, C*H)
+                if gaussian:
+                    # NOTE: sum_ch log sqrt(sigma2) is 0.5 * sum_ch log(sigma2).
+                    g.edata["d2f"] = d2
+                    g.dstdata["w"] = (-0.5 / sigma2).reshape(sigma2.shape[:-2] + (-1,))
+                    g.dstdata["b"] = F.logsigmoid(a_out) - 0.5 * sigma2.log().sum((-2, -1))
+                    g.apply_edges(fn.e_dot_v("d2f", "w", "logp"))  # (E, *, 1)
+                    g.edata["logp"] = g.edata["logp"].squeeze(-1)
+                    g.apply_edges(fn.e_add_v("logp", "b", "logit"))  # (E, *)
+                else:
+                    # NOTE: the log-softmax normaliser of soft k-means is the same
+                    # for all parents of child i, so it cancels in the softmax over
+                    # those parents: R = softmax_j(log f(a_j) - sum_ch d2_ij).
+                    g.edata["nd2"] = -d2.sum(-1)  # (E, *)
+                    g.dstdata["b"] = F.logsigmoid(a_out)  # (N_dst, *)
+                    g.apply_edges(fn.e_add_v("nd2", "b", "logit"))  # (E, *)
+                # NOTE: the softmax over the parents j of child i is edge_softmax
+                # normalised by source.
+                coupling = edge_softmax(g, g.edata["logit"], norm_by="src")  # (E, *)
+            if trace is not None:
+                trace.append(coupling)
+
+            # D-step.
+            d_use = fa_e * coupling  # (E, *)
+            d_ign = fa_e - d_use  # (E, *)
+
+            # M-step.
+            g.edata["Duse"] = d_use
+            g.edata["act"] = beta_use * d_use - beta_ign * d_ign  # (E, *)
+            g.edata["DV"] = d_use[..., None, None] * votes  # (E, *, C, H)
+            g.update_all(fn.copy_e("act", "m"), fn.sum("m", "a_out"))
+            g.update_all(fn.copy_e("Duse", "m"), fn.sum("m", "sum_d"))
+            g.update_all(fn.copy_e("DV", "m"), fn.sum("m", "sum_dv"))
+            a_out = g.dstdata["a_out"]  # (N_dst, *)
+            over = 1.0 / (g.dstdata["sum_d"] + eps)  # (N_dst, *)
+            poses = g.dstdata["sum_dv"] * over[..., None, None]  # (N_dst, *, C, H)
+            g.dstdata["mu"] = poses
+            g.apply_edges(fn.e_sub_v("V", "mu", "diff"))
+            g.edata["d2"] = g.edata["diff"] ** 2  # (E, *, C, H)
+            g.edata["Dd2"] = d_use[..., None, None] * g.edata["d2"]
+            g.update_all(fn.copy_e("Dd2", "m"), fn.sum("m", "sum_dd2"))
+            sigma2 = g.dstdata["sum_dd2"] * over[..., None, None] + eps  # (N_dst, *, C, H)
+    return RoutingResult(poses=poses, activations=a_out, coupling=coupling, sigma2=sigma2, trace=trace)

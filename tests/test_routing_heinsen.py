@@ -1,0 +1,245 @@
+import dgl
+import pytest
+import torch
+
+import dgl_capsules as dc
+from dgl_capsules.routing import heinsen_routing
+from helpers import dense_mask, edge_to_dense, permuted
+
+
+def dense_heinsen_routing(V, a, beta_use, beta_ign, mask, n_iters, eps=1e-5, p_model="gaussian"):
+    """Heinsen 2019, Algorithm 1, written densely from the paper's equations.
+
+    V: (B, I, J, C, H) votes; a: (B, I) input logits; betas: scalars or (I, J);
+    mask: (I, J) which child votes for which parent. Returns a_out (B, J),
+    mu and sig2 (B, J, C, H) and R (B, I, J) of the last iteration.
+    """
+    m = mask.to(V.dtype)
+    f_a = torch.sigmoid(a)[..., None]  # (B, I, 1)
+    for it in range(n_iters):
+        if it == 0:
+            R = (m / m.sum(1, keepdim=True).clamp(min=1)).expand(V.shape[:3])
+        else:
+            sq = (V - mu[:, None]) ** 2  # (B, I, J, C, H)
+            if p_model == "gaussian":
+                log_p = -(sq / (2 * sig2[:, None])).sum((-2, -1)) - torch.log(torch.sqrt(sig2)).sum((-2, -1))[:, None]
+            else:
+                x = (-sq.sum((-2, -1))).masked_fill(~mask, float("-inf"))
+                log_p = torch.log_softmax(x, dim=2)
+            logits = (torch.nn.functional.logsigmoid(a_out)[:, None] + log_p).masked_fill(~mask, float("-inf"))
+            R = torch.softmax(logits, dim=2).nan_to_num(0.0)
+        D_use = f_a * R * m
+        D_ign = (f_a - D_use) * m
+        a_out = (beta_use * D_use).sum(1) - (beta_ign * D_ign).sum(1)
+        denom = D_use.sum(1) + eps  # (B, J)
+        mu = torch.einsum("bij,bijch->bjch", D_use, V) / denom[..., None, None]
+        sq = (V - mu[:, None]) ** 2
+        sig2 = torch.einsum("bij,bijch->bjch", D_use, sq) / denom[..., None, None] + eps
+    return a_out, mu, sig2, R
+
+
+def graphs():
+    return {
+        "complete": dc.capsule_graph(7, 4),
+        "conv": dc.conv_capsule_graph((5, 5), kernel=3, stride=1, in_types=2, out_types=2),
+        "conv_stride2": dc.conv_capsule_graph((7, 6), kernel=3, stride=2, in_types=1, out_types=3),
+        "random_mask": random_bipartite(9, 5, p=0.4, seed=3),
+    }
+
+
+def random_bipartite(n_in, n_out, p, seed):
+    """A random child -> parent mask where every parent has a child (some children have no parent)."""
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(n_in, n_out, generator=gen) < p
+    mask[torch.randint(n_in, (n_out,), generator=gen), torch.arange(n_out)] = True
+    mask[0] = False  # a child with no parent contributes nothing
+    mask[0, 0] = False
+    if not mask[:, 0].any():
+        mask[1, 0] = True
+    src, dst = mask.nonzero(as_tuple=True)
+    return dgl.heterograph({("child", "vote", "parent"): (src, dst)}, num_nodes_dict={"child": n_in, "parent": n_out})
+
+
+def route_both(g, votes, a, beta_use, beta_ign, n_iters, p_model):
+    """Graph path and dense path on the same float64 inputs; dense outputs in graph layout."""
+    r = heinsen_routing(g, votes, a, beta_use, beta_ign, n_iters=n_iters, p_model=p_model)
+    V = edge_to_dense(g, votes).movedim(2, 0)  # (B, I, J, C, H)
+    bu = edge_to_dense(g, beta_use) if beta_use.dim() else beta_use
+    bi = edge_to_dense(g, beta_ign) if beta_ign.dim() else beta_ign
+    a_out, mu, sig2, R = dense_heinsen_routing(V, a.T, bu, bi, dense_mask(g), n_iters, p_model=p_model)
+    src, dst = g.edges()
+    return r, (a_out.T, mu.movedim(0, 1), sig2.movedim(0, 1), R[:, src, dst].T)
+
+
+def inputs(g, batch=3, c=2, h=3, per_edge_beta=True, requires_grad=False):
+    kw = dict(dtype=torch.float64, requires_grad=requires_grad)
+    votes = torch.randn(g.num_edges(), batch, c, h, **kw)
+    a = torch.randn(g.num_src_nodes(), batch, **kw)
+    shape = (g.num_edges(),) if per_edge_beta else ()
+    return votes, a, torch.randn(shape, **kw), torch.randn(shape, **kw)
+
+
+@pytest.mark.parametrize("p_model", ["gaussian", "skm"])
+@pytest.mark.parametrize("name", ["complete", "conv", "conv_stride2", "random_mask"])
+@pytest.mark.parametrize("n_iters", [1, 2, 3, 5])
+def test_equals_dense_algorithm(p_model, name, n_iters):
+    g = graphs()[name]
+    votes, a, bu, bi = inputs(g, per_edge_beta=name != "complete")
+    r, dense = route_both(g, votes, a, bu, bi, n_iters, p_model)
+    for got, want in zip((r.activations, r.poses, r.sigma2, r.coupling), dense):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("p_model", ["gaussian", "skm"])
+@pytest.mark.parametrize("name", ["complete", "random_mask"])
+def test_gradients_equal_dense(p_model, name):
+    g = graphs()[name]
+    votes, a, bu, bi = inputs(g, requires_grad=True)
+    r, dense = route_both(g, votes, a, bu, bi, 3, p_model)
+    weights = [torch.randn_like(x) for x in dense]
+
+    def loss(outs):
+        return sum((w * o).sum() for w, o in zip(weights, outs))
+
+    got = torch.autograd.grad(loss((r.activations, r.poses, r.sigma2, r.coupling)), (votes, a, bu, bi))
+    want = torch.autograd.grad(loss(dense), (votes, a, bu, bi))
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("p_model", ["gaussian", "skm"])
+def test_gradcheck_tiny(p_model):
+    g = dc.capsule_graph(3, 2)
+    votes, a, bu, bi = inputs(g, batch=2, c=1, h=2, requires_grad=True)
+
+    def run(v, a, bu, bi):
+        r = heinsen_routing(g, v, a, bu, bi, n_iters=3, p_model=p_model)
+        return r.activations, r.poses, r.sigma2
+
+    assert torch.autograd.gradcheck(run, (votes, a, bu, bi))
+
+
+def test_ragged_batch_equals_each_sample_alone():
+    sizes = [(3, 2), (11, 4), (1, 3), (6, 6)]
+    parts = [dc.capsule_graph(i, j) for i, j in sizes]
+    bg = dgl.batch(parts)
+    votes = [torch.randn(p.num_edges(), 2, 3, dtype=torch.float64) for p in parts]
+    a = [torch.randn(i, dtype=torch.float64) for i, _ in sizes]
+    bu = [torch.randn(p.num_edges(), dtype=torch.float64) for p in parts]
+    r = heinsen_routing(bg, torch.cat(votes), torch.cat(a), torch.cat(bu), 0.5, n_iters=3)
+    n_out = [j for _, j in sizes]
+    outs = zip(torch.split(r.activations, n_out), torch.split(r.poses, n_out), torch.split(r.sigma2, n_out),
+               torch.split(r.coupling, [p.num_edges() for p in parts]))
+    for p, v, x, b, (act, mu, sig2, R) in zip(parts, votes, a, bu, outs):
+        alone = heinsen_routing(p, v, x, b, 0.5, n_iters=3)
+        torch.testing.assert_close(act, alone.activations, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(mu, alone.poses, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(sig2, alone.sigma2, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(R, alone.coupling, rtol=1e-12, atol=1e-12)
+
+
+def test_couplings_of_each_child_sum_to_one():
+    g = graphs()["conv_stride2"]
+    votes, a, bu, bi = inputs(g, batch=4)
+    r = heinsen_routing(g, votes, a, bu, bi, n_iters=4, return_trace=True, p_model="skm")
+    src, _ = g.edges()
+    has_parent = g.out_degrees() > 0
+    assert len(r.trace) == 4 and torch.equal(r.trace[-1], r.coupling)
+    for R in r.trace:
+        sums = torch.zeros(g.num_src_nodes(), 4, dtype=R.dtype).index_add(0, src, R)
+        torch.testing.assert_close(sums[has_parent], torch.ones_like(sums[has_parent]))
+        assert (R >= 0).all()
+
+
+@pytest.mark.parametrize("p_model", ["gaussian", "skm"])
+def test_permuting_edge_ids_changes_nothing(p_model):
+    g = graphs()["conv"]
+    h, perm = permuted(g)
+    votes, a, bu, bi = inputs(g)
+    x = heinsen_routing(g, votes, a, bu, bi, n_iters=3, p_model=p_model)
+    y = heinsen_routing(h, votes[perm], a, bu[perm], bi[perm], n_iters=3, p_model=p_model)
+    for u, v in [(x.activations, y.activations), (x.poses, y.poses), (x.sigma2, y.sigma2),
+                 (x.coupling[perm], y.coupling)]:
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-12)
+
+
+def test_relabelling_children_permutes_nothing_at_the_parents():
+    g = dc.capsule_graph(10, 3)
+    votes, a, _, _ = inputs(g)
+    order = torch.randperm(10)
+    src, dst = g.edges()
+    # The vote of new child k for parent j is the old vote of child order[k] for j.
+    dense = edge_to_dense(g, votes)[order]
+    x = heinsen_routing(g, votes, a, 0.3, -0.2)
+    y = heinsen_routing(g, dense[src, dst], a[order], 0.3, -0.2)
+    torch.testing.assert_close(x.activations, y.activations, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.poses, y.poses, rtol=1e-12, atol=1e-12)
+
+
+def test_one_sample_alone_equals_it_inside_a_shuffled_batch_and_extra_dims():
+    g = dc.capsule_graph(12, 4)
+    votes = torch.randn(g.num_edges(), 2, 3, 4, 4)
+    a = torch.randn(12, 2, 3)
+    r = heinsen_routing(g, votes, a, 1.0, 1.0)
+    assert r.activations.shape == (4, 2, 3) and r.poses.shape == (4, 2, 3, 4, 4) and r.coupling.shape == (48, 2, 3)
+    alone = heinsen_routing(g, votes[:, 1, 2], a[:, 1, 2], 1.0, 1.0)
+    torch.testing.assert_close(r.poses[:, 1, 2], alone.poses)
+    torch.testing.assert_close(r.activations[:, 1, 2], alone.activations)
+    torch.testing.assert_close(r.coupling[:, 1, 2], alone.coupling)
+
+
+def test_leaves_no_features_on_the_graph():
+    g = dc.capsule_graph(5, 3)
+    c = dc.conv_capsule_graph((4, 4), 2, 1, 1, 1)
+    keys = set(c.edata.keys())
+    r = heinsen_routing(g, torch.randn(15, 2, 1, 3), torch.randn(5, 2), 0.0, 0.0)
+    heinsen_routing(c, torch.randn(c.num_edges(), 2, 2), torch.randn(16), 0.0, 0.0, p_model="skm")
+    assert len(g.edata) == 0 and len(g.dstdata) == 0 and len(g.srcdata) == 0
+    assert set(c.edata.keys()) == keys
+    assert r.trace is None
+
+
+def test_scores_and_betas_do_what_the_paper_says():
+    g = dc.capsule_graph(6, 2)
+    votes = torch.randn(12, 1, 2, dtype=torch.float64)
+    # With beta_use = 1 and beta_ign = 0, a_out_j = sum_i f(a_i) R_ij, so the outputs sum to sum_i f(a_i).
+    a = torch.randn(6, dtype=torch.float64)
+    r = heinsen_routing(g, votes, a, 1.0, 0.0)
+    torch.testing.assert_close(r.activations.sum(), torch.sigmoid(a).sum())
+    # A child with score -> -inf has f = 0: it changes nothing at the parents.
+    a2 = torch.cat([a, torch.tensor([-float("inf")], dtype=torch.float64)])
+    g2 = dc.capsule_graph(7, 2)
+    v2 = torch.cat([edge_to_dense(g, votes), 100 * torch.randn(1, 2, 1, 2, dtype=torch.float64)])
+    src, dst = g2.edges()
+    r2 = heinsen_routing(g2, v2[src, dst], a2, 1.0, 0.0)
+    torch.testing.assert_close(r2.poses, r.poses)
+    torch.testing.assert_close(r2.sigma2, r.sigma2)
+
+
+def test_bad_inputs_name_the_argument():
+    g = dc.capsule_graph(4, 3)
+    v = torch.randn(12, 2, 4, 4)
+    a = torch.randn(4, 2)
+    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, C, H\) with \|E\| = 12 edges of the graph; got \(11, 2, 4, 4\)"):
+        heinsen_routing(g, v[:11], a, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, C, H\).*got \(12, 4\)"):
+        heinsen_routing(g, torch.randn(12, 4), a, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"a_in must have shape \(N_src, \*\) = \(4, 2\); got \(4, 3\)"):
+        heinsen_routing(g, v, torch.randn(4, 3), 0.0, 0.0)
+    with pytest.raises(TypeError, match="a_in must be a floating-point tensor; got dtype torch.int64"):
+        heinsen_routing(g, v, torch.ones(4, 2, dtype=torch.long), 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"beta_use must be a scalar or have shape \(\|E\|,\) = \(12,\); got \(3,\)"):
+        heinsen_routing(g, v, a, torch.zeros(3), 0.0)
+    with pytest.raises(ValueError, match=r"beta_ign must be a scalar or have shape \(\|E\|,\) = \(12,\); got \(12, 2\)"):
+        heinsen_routing(g, v, a, 0.0, torch.zeros(12, 2))
+    with pytest.raises(ValueError, match=r"p_model must be one of \('gaussian', 'skm'\); got 'kmeans'"):
+        heinsen_routing(g, v, a, 0.0, 0.0, p_model="kmeans")
+    for eps in (0, -1e-5, "1e-5"):
+        with pytest.raises(ValueError, match="eps must be a positive number"):
+            heinsen_routing(g, v, a, 0.0, 0.0, eps=eps)
+    with pytest.raises(ValueError, match="n_iters must be an integer >= 1; got 0"):
+        heinsen_routing(g, v, a, 0.0, 0.0, n_iters=0)
+    lonely = dgl.heterograph({("child", "vote", "parent"): (torch.tensor([0]), torch.tensor([0]))},
+                             num_nodes_dict={"child": 1, "parent": 2})
+    with pytest.raises(dgl.DGLError, match=r"1 parent capsule\(s\) of g have no children"):
+        heinsen_routing(lonely, torch.randn(1, 1, 1), torch.randn(1), 0.0, 0.0)
