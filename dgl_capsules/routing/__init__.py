@@ -1,5 +1,6 @@
 """Routing algorithms as message passing over capsule graphs."""
 from ._common import RoutingResult
 from .dynamic import dynamic_routing
+from .heinsen import heinsen_routing
 
-__all__ = ["RoutingResult", "dynamic_routing"]
+__all__ = ["RoutingResult", "dynamic_routing", "heinsen_routing"]
