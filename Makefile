@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test docs bench clean
+.PHONY: venv demo test docs docs-check bench clean
 
 # Re-run only when the dependency list changes.
 $(STAMP): setup.cfg pyproject.toml
@@ -22,8 +22,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
 
+# The site with every tutorial executed (tutorials/**/plot_*.py); warnings fail it.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -E -W --keep-going -b html docs docs/_build/html
+
+# Open the built site in headless Chromium (installed with apt-get when missing):
+# console errors, broken images or animations fail; screenshots in docs/_build/screenshots.
+docs-check: $(STAMP)
+	$(BIN)/python docs/check_site.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info runs docs/_build
+	rm -rf $(VENV) build dist *.egg-info runs docs/_build docs/auto_tutorials docs/api/generated docs/sg_execution_times.rst
