@@ -5,7 +5,7 @@ EM and Heinsen routing are message passing over them.
 """
 __version__ = "0.1.0"
 
-from . import data, functional, nn, routing
+from . import data, functional, nn, routing, viz
 from .graph import capsule_graph, conv_capsule_graph
 from .routing import RoutingResult
 
@@ -18,4 +18,5 @@ __all__ = [
     "functional",
     "nn",
     "routing",
+    "viz",
 ]

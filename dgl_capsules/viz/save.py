@@ -1,0 +1,77 @@
+"""Writing animations to .gif, .html or .mp4."""
+import os
+import shutil
+
+__all__ = ["save_animation"]
+
+_FORMATS = (".gif", ".html", ".mp4")
+
+
+def save_animation(ani, path, fps=2, dpi=None):
+    """Save an animation; the format follows the file extension.
+
+    ``.gif`` is written through Pillow (no external program needed), ``.html``
+    as a self-contained JavaScript player (matplotlib's jshtml) and ``.mp4``
+    through ffmpeg, which must be on ``PATH``. Every frame of the animation is
+    written once. The figure is left open.
+
+    Parameters
+    ----------
+    ani : matplotlib.animation.Animation
+        E.g. from :func:`animate_histogram` or :func:`animate_bipartite`.
+    path : str or os.PathLike
+        Target file ending in ``.gif``, ``.html`` or ``.mp4``; its directory
+        must exist.
+    fps : float
+        Frames per second of the saved file.
+    dpi : float, optional
+        Resolution; the figure's own by default.
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Raises
+    ------
+    TypeError
+        If ``ani`` is not a matplotlib animation.
+    ValueError
+        If the extension is not one of ``.gif``, ``.html``, ``.mp4``.
+    RuntimeError
+        For ``.mp4`` when ffmpeg is not installed.
+
+    Examples
+    --------
+    >>> import os, tempfile, dgl_capsules as dc
+    >>> p = dc.data.planted_clusters(n_in=6, n_out=2)
+    >>> r = dc.routing.dynamic_routing(p.graph, p.votes, n_iters=2, return_trace=True)
+    >>> ani = dc.viz.animate_histogram(r.trace)
+    >>> path = save_animation(ani, os.path.join(tempfile.mkdtemp(), "hist.gif"), dpi=30)
+    >>> os.path.basename(path)
+    'hist.gif'
+    """
+    from matplotlib import animation
+
+    if not isinstance(ani, animation.Animation):
+        raise TypeError(f"ani must be a matplotlib.animation.Animation; got {type(ani).__name__}")
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".gif":
+        writer = animation.PillowWriter(fps=fps)
+    elif ext == ".html":
+        writer = animation.HTMLWriter(fps=fps, embed_frames=True, default_mode="loop")
+    elif ext == ".mp4":
+        if not animation.FFMpegWriter.isAvailable():
+            where = shutil.which("ffmpeg") or "not found on PATH"
+            raise RuntimeError(
+                f"saving {os.path.basename(path)!r} as .mp4 needs ffmpeg (ffmpeg: {where}); install "
+                "ffmpeg or save as .gif (Pillow) or .html instead"
+            )
+        writer = animation.FFMpegWriter(fps=fps)
+    else:
+        raise ValueError(
+            f"path must end in one of {', '.join(_FORMATS)} to choose the format; got {path!r}"
+        )
+    ani.save(path, writer=writer, dpi=dpi)
+    return path
