@@ -1,0 +1,301 @@
+import math
+
+import dgl
+import pytest
+import torch
+
+import dgl_capsules as dc
+from dgl_capsules.routing import em_routing
+from helpers import dense_mask, edge_to_dense, permuted
+
+
+def dense_em_routing(V, a, mask, beta_u, beta_a, lambdas, eps=1e-6):
+    """Hinton et al. 2018, Procedure 1, written densely from the paper's equations.
+
+    V: (B, I, J, H) votes (anything off the mask); a: (B, I) child activations; mask: (I, J) which
+    child votes for which parent; beta_u, beta_a: (J,). Returns mu, sigma2 (B, J, H), activations
+    (B, J) and the list of responsibilities R (B, I, J) used by each M-step.
+    """
+    m = mask.to(V.dtype)
+    R = (m / m.sum(1, keepdim=True)).nan_to_num(0.0).expand(V.shape[0], -1, -1)  # 1 / #parents
+    Rs = []
+    for t, lam in enumerate(lambdas):
+        Rs.append(R)
+        # M-step
+        Rp = R * a[:, :, None]
+        S = Rp.sum(1)  # (B, J)
+        mu = torch.einsum("bij,bijh->bjh", Rp, V) / S[..., None]
+        dev2 = (V - mu[:, None]) ** 2
+        sigma2 = torch.einsum("bij,bijh->bjh", Rp, dev2) / S[..., None] + eps
+        cost = (beta_u[:, None] + 0.5 * torch.log(sigma2)) * S[..., None]  # (B, J, H)
+        act = torch.sigmoid(lam * (beta_a - cost.sum(-1)))
+        if t + 1 == len(lambdas):
+            break
+        # E-step
+        logp = -(dev2 / (2 * sigma2[:, None])).sum(-1) - 0.5 * torch.log(2 * math.pi * sigma2).sum(-1)[:, None]
+        logits = torch.log(act)[:, None] + logp
+        R = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=2).nan_to_num(0.0)
+    return mu, sigma2, act, Rs
+
+
+def graphs():
+    return {
+        "complete": dc.capsule_graph(7, 4),
+        "conv": dc.conv_capsule_graph((5, 5), kernel=3, stride=1, in_types=2, out_types=2),
+        "conv_stride2": dc.conv_capsule_graph((7, 6), kernel=3, stride=2, in_types=2, out_types=3),
+    }
+
+
+def inputs(g, batch=3, dtype=torch.float64, requires_grad=False):
+    votes = torch.randn(g.num_edges(), batch, 16, dtype=dtype)
+    a_in = torch.rand(g.num_src_nodes(), batch, dtype=dtype)
+    beta_u = 0.3 * torch.randn(g.num_dst_nodes(), dtype=dtype)
+    beta_a = 0.3 * torch.randn(g.num_dst_nodes(), dtype=dtype)
+    out = [votes, a_in, beta_u, beta_a]
+    return [x.requires_grad_(requires_grad) for x in out]
+
+
+# Large enough to make the activations, and through them the E-step, matter.
+LAMBDAS = [0.05, 0.1, 0.2, 0.4]
+
+
+def route_both(g, votes, a_in, beta_u, beta_a, n_iters, lambdas=LAMBDAS):
+    """Graph path and dense path on the same inputs; dense results back in graph layout."""
+    r = em_routing(g, votes, a_in, beta_u, beta_a, n_iters=n_iters,
+                   inverse_temperatures=lambdas, return_trace=True)
+    V = edge_to_dense(g, votes).permute(2, 0, 1, 3)  # (B, I, J, H)
+    mu, sigma2, act, Rs = dense_em_routing(V, a_in.T, dense_mask(g), beta_u, beta_a, lambdas[:n_iters])
+    src, dst = g.edges()
+    Rs = [R[:, src, dst].T for R in Rs]  # (E, B)
+    return r, (mu.transpose(0, 1), sigma2.transpose(0, 1), act.T, Rs)
+
+
+@pytest.mark.parametrize("name", ["complete", "conv", "conv_stride2"])
+@pytest.mark.parametrize("n_iters", [1, 2, 3, 4])
+def test_equals_dense_procedure_1(name, n_iters):
+    g = graphs()[name]
+    r, (mu, sigma2, act, Rs) = route_both(g, *inputs(g), n_iters)
+    close = dict(rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(r.poses, mu, **close)
+    torch.testing.assert_close(r.sigma2, sigma2, **close)
+    torch.testing.assert_close(r.activations, act, **close)
+    torch.testing.assert_close(r.coupling, Rs[-1], **close)
+    assert len(r.trace) == n_iters
+    for mine, theirs in zip(r.trace, Rs):
+        torch.testing.assert_close(mine, theirs, **close)
+    if n_iters > 1:  # the routing actually moved away from the uniform start
+        assert (r.coupling - r.trace[0]).abs().max() > 1e-3
+
+
+def test_default_inverse_temperatures_and_scalar_betas():
+    g = graphs()["conv"]
+    votes, a_in, _, _ = inputs(g)
+    lam = [0.01 * (1 - 0.95**t) for t in range(1, 4)]
+    r = em_routing(g, votes, a_in, 0.2, -0.1)
+    V = edge_to_dense(g, votes).permute(2, 0, 1, 3)
+    n = g.num_dst_nodes()
+    mu, sigma2, act, _ = dense_em_routing(
+        V, a_in.T, dense_mask(g), torch.full((n,), 0.2, dtype=torch.float64),
+        torch.full((n,), -0.1, dtype=torch.float64), lam,
+    )
+    torch.testing.assert_close(r.poses, mu.transpose(0, 1), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(r.activations, act.T, rtol=1e-10, atol=1e-12)
+    assert r.trace is None
+
+
+@pytest.mark.parametrize("name", ["complete", "conv"])
+def test_gradients_equal_dense(name):
+    g = graphs()[name]
+    args = inputs(g, batch=2, requires_grad=True)
+    r, (mu, sigma2, act, Rs) = route_both(g, *args, 3)
+    weights = [torch.randn_like(x) for x in (mu, sigma2, act, Rs[-1])]
+
+    def loss(outs):
+        return sum((w * o).sum() for w, o in zip(weights, outs))
+
+    grads_graph = torch.autograd.grad(loss((r.poses, r.sigma2, r.activations, r.coupling)), args)
+    grads_dense = torch.autograd.grad(loss((mu, sigma2, act, Rs[-1])), args)
+    for mine, theirs in zip(grads_graph, grads_dense):
+        torch.testing.assert_close(mine, theirs, rtol=1e-8, atol=1e-10)
+
+
+def test_gradcheck_tiny():
+    g = dc.conv_capsule_graph((3, 3), kernel=2, stride=1, in_types=1, out_types=1)
+    votes = (0.5 * torch.randn(g.num_edges(), 1, 3, dtype=torch.float64)).requires_grad_(True)
+    a_in = (0.1 + 0.8 * torch.rand(g.num_src_nodes(), 1, dtype=torch.float64)).requires_grad_(True)
+    beta_u = torch.randn(g.num_dst_nodes(), dtype=torch.float64, requires_grad=True)
+    beta_a = torch.randn(g.num_dst_nodes(), dtype=torch.float64, requires_grad=True)
+
+    def f(votes, a_in, beta_u, beta_a):
+        r = em_routing(g, votes, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS)
+        return r.poses, r.sigma2, r.activations, r.coupling
+
+    assert torch.autograd.gradcheck(f, (votes, a_in, beta_u, beta_a), fast_mode=True)
+
+
+def test_responsibilities_of_each_child_sum_to_one_over_all_its_parents():
+    g = graphs()["conv_stride2"]
+    votes, a_in, beta_u, beta_a = inputs(g, batch=4, dtype=torch.float32)
+    r = em_routing(g, votes, a_in, beta_u, beta_a, n_iters=4, inverse_temperatures=LAMBDAS,
+                   return_trace=True)
+    src, _ = g.edges()
+    has_parent = g.out_degrees() > 0
+    assert (~has_parent).any() and (g.out_degrees() > 1).any()  # overlaps, and children with no parent
+    for R in r.trace:
+        sums = torch.zeros(g.num_src_nodes(), 4).index_add(0, src, R)
+        torch.testing.assert_close(sums[has_parent], torch.ones_like(sums[has_parent]))
+        assert (R >= 0).all()
+
+
+def test_a_child_with_zero_activation_does_not_move_any_parent():
+    g = graphs()["conv"]
+    votes, a_in, beta_u, beta_a = inputs(g)
+    child = (2 * 5 + 2) * 2  # centre (2, 2) of the 5x5 grid, type 0: feeds 9 positions x 2 types
+    a_in[child] = 0.0
+    src, _ = g.edges()
+    mine = src == child
+    assert int(mine.sum()) == 18
+    other = votes.clone()
+    other[mine] = 100 * torch.randn_like(other[mine])
+    r1 = em_routing(g, votes, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS)
+    r2 = em_routing(g, other, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS)
+    torch.testing.assert_close(r1.poses, r2.poses, rtol=0, atol=1e-12)
+    torch.testing.assert_close(r1.sigma2, r2.sigma2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(r1.activations, r2.activations, rtol=0, atol=1e-12)
+    other.requires_grad_(True)
+    r3 = em_routing(g, other, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS)
+    (grad,) = torch.autograd.grad(r3.poses.sum() + r3.activations.sum(), other)
+    assert torch.equal(grad[mine], torch.zeros_like(grad[mine]))
+    assert grad[~mine].abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", ["complete", "conv"])
+def test_zero_variance_votes_stay_finite(name, dtype):
+    g = graphs()[name]
+    votes = torch.randn(1, 2, 16).to(dtype).expand(g.num_edges(), 2, 16).clone().requires_grad_(True)
+    a_in = torch.rand(g.num_src_nodes(), 2).to(dtype).requires_grad_(True)
+    beta_u = torch.zeros(g.num_dst_nodes(), dtype=dtype, requires_grad=True)
+    beta_a = torch.zeros(g.num_dst_nodes(), dtype=dtype, requires_grad=True)
+    r = em_routing(g, votes, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS)
+    for x in (r.poses, r.sigma2, r.activations, r.coupling):
+        assert x.dtype == dtype and torch.isfinite(x).all()
+    # every parent's variance is just eps, up to the rounding of mu in this dtype
+    rounding = 4 * torch.finfo(dtype).eps * float(votes.detach().abs().max())
+    assert float(r.sigma2.float().max()) <= 1e-6 * 1.01 + rounding**2
+    loss = r.poses.sum() + r.sigma2.log().sum() + r.activations.sum() + r.coupling.square().sum()
+    grads = torch.autograd.grad(loss, (votes, a_in, beta_u, beta_a))
+    for x in grads:
+        assert torch.isfinite(x).all()
+
+
+def test_float16_raises_a_clear_error_on_cpu():
+    g = graphs()["complete"]
+    votes, a_in, beta_u, beta_a = inputs(g, dtype=torch.float16)
+    with pytest.raises(TypeError, match="votes of dtype torch.float16 are not supported on CPU.*bfloat16"):
+        em_routing(g, votes, a_in, beta_u, beta_a)
+
+
+def test_permuting_edge_ids_changes_nothing():
+    g = graphs()["conv_stride2"]
+    h, perm = permuted(g)
+    votes, a_in, beta_u, beta_a = inputs(g)
+    a = em_routing(g, votes, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS)
+    b = em_routing(h, votes[perm], a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS)
+    for x, y in ((a.poses, b.poses), (a.sigma2, b.sigma2), (a.activations, b.activations),
+                 (a.coupling[perm], b.coupling)):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+def test_ragged_batch_equals_each_sample_alone():
+    parts = [dc.conv_capsule_graph((h, w), 3, s, 2, 2) for h, w, s in ((3, 3, 1), (4, 6, 1), (7, 6, 2))]
+    bg = dgl.batch(parts)
+    votes = [torch.randn(p.num_edges(), 16, dtype=torch.float64) for p in parts]
+    acts = [torch.rand(p.num_src_nodes(), dtype=torch.float64) for p in parts]
+    beta_u = [torch.randn(p.num_dst_nodes(), dtype=torch.float64) for p in parts]
+    beta_a = [torch.randn(p.num_dst_nodes(), dtype=torch.float64) for p in parts]
+    r = em_routing(bg, torch.cat(votes), torch.cat(acts), torch.cat(beta_u), torch.cat(beta_a),
+                   n_iters=3, inverse_temperatures=LAMBDAS)
+    n_dst = [p.num_dst_nodes() for p in parts]
+    outs = zip(torch.split(r.poses, n_dst), torch.split(r.activations, n_dst),
+               torch.split(r.coupling, [p.num_edges() for p in parts]))
+    for p, x, a, bu, ba, (mu, act, R) in zip(parts, votes, acts, beta_u, beta_a, outs):
+        alone = em_routing(p, x, a, bu, ba, n_iters=3, inverse_temperatures=LAMBDAS)
+        torch.testing.assert_close(mu, alone.poses, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(act, alone.activations, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(R, alone.coupling, rtol=1e-12, atol=1e-12)
+
+
+def test_one_sample_alone_equals_it_inside_a_shuffled_batch_and_extra_batch_dims():
+    g = graphs()["conv"]
+    votes, a_in, beta_u, beta_a = inputs(g, batch=6, dtype=torch.float32)
+    order = torch.randperm(6)
+    batch = em_routing(g, votes[:, order], a_in[:, order], beta_u, beta_a, inverse_temperatures=LAMBDAS)
+    k = int((order == 4).nonzero())
+    alone = em_routing(g, votes[:, 4:5], a_in[:, 4:5], beta_u, beta_a, inverse_temperatures=LAMBDAS)
+    torch.testing.assert_close(batch.poses[:, k], alone.poses[:, 0])
+    torch.testing.assert_close(batch.coupling[:, k], alone.coupling[:, 0])
+    two = em_routing(g, votes.view(-1, 2, 3, 16), a_in.view(-1, 2, 3), beta_u, beta_a,
+                     inverse_temperatures=LAMBDAS)
+    flat = em_routing(g, votes, a_in, beta_u, beta_a, inverse_temperatures=LAMBDAS)
+    assert two.poses.shape == (g.num_dst_nodes(), 2, 3, 16) and two.activations.shape[1:] == (2, 3)
+    torch.testing.assert_close(two.poses.reshape(flat.poses.shape), flat.poses)
+    torch.testing.assert_close(two.activations.reshape(flat.activations.shape), flat.activations)
+
+
+def test_leaves_the_graph_as_it_found_it():
+    g = dc.capsule_graph(6, 3)
+    c = dc.conv_capsule_graph((4, 4), 2, 1, 2, 2)
+    keys = set(c.edata.keys())
+    em_routing(g, *inputs(g), return_trace=True)
+    em_routing(c, *inputs(c))
+    assert len(g.edata) == 0 and len(g.dstdata) == 0 and len(g.srcdata) == 0
+    assert set(c.edata.keys()) == keys and len(c.edata) == 4
+    assert len(c.dstdata) == 0 and len(c.srcdata) == 0
+
+
+def test_bad_inputs_name_the_argument():
+    g = dc.capsule_graph(4, 3)
+    votes, a_in = torch.randn(12, 2, 16), torch.rand(4, 2)
+    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, P\) with \|E\| = 12 edges of the graph; got \(11, 2, 16\)"):
+        em_routing(g, votes[:11], a_in, 0.0, 0.0)
+    with pytest.raises(TypeError, match="votes must be a floating-point tensor"):
+        em_routing(g, votes.long(), a_in, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"a_in must have shape \(N_src, \*\) = \(4, 2\); got \(5, 2\)"):
+        em_routing(g, votes, torch.rand(5, 2), 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"a_in must have shape \(N_src, \*\) = \(4, 2\); got \(4, 3\)"):
+        em_routing(g, votes, torch.rand(4, 3), 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"a_in must have shape \(N_src, \*\) = \(4, 2\); got \(4,\)"):
+        em_routing(g, votes, torch.rand(4), 0.0, 0.0)
+    with pytest.raises(TypeError, match="a_in must be a torch.Tensor"):
+        em_routing(g, votes, [0.5] * 4, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"a_in must hold activations in \[0, 1\]; got values in \[-0.5, "):
+        em_routing(g, votes, a_in - 0.5 - a_in, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"beta_u must be a scalar or have shape \(N_dst,\) = \(3,\); got \(4,\)"):
+        em_routing(g, votes, a_in, torch.zeros(4), 0.0)
+    with pytest.raises(ValueError, match=r"beta_a must be a scalar or have shape \(N_dst,\) = \(3,\); got \(3, 1\)"):
+        em_routing(g, votes, a_in, 0.0, torch.zeros(3, 1))
+    with pytest.raises(ValueError, match=r"inverse_temperatures must be a sequence with at least n_iters = 3 values \(one per iteration\); got shape \(2,\)"):
+        em_routing(g, votes, a_in, 0.0, 0.0, inverse_temperatures=[0.1, 0.2])
+    with pytest.raises(ValueError, match=r"inverse_temperatures must be a sequence .* got shape \(\)"):
+        em_routing(g, votes, a_in, 0.0, 0.0, n_iters=1, inverse_temperatures=0.1)
+    for n in (0, -2, 2.5):
+        with pytest.raises(ValueError, match=f"n_iters must be an integer >= 1; got {n}"):
+            em_routing(g, votes, a_in, 0.0, 0.0, n_iters=n)
+    for eps in (0, -1e-6, "1e-6"):
+        with pytest.raises(ValueError, match="eps must be a positive number; got"):
+            em_routing(g, votes, a_in, 0.0, 0.0, eps=eps)
+    lonely = dgl.heterograph(
+        {("child", "vote", "parent"): (torch.tensor([0, 1]), torch.tensor([0, 0]))},
+        num_nodes_dict={"child": 2, "parent": 2},
+    )
+    with pytest.raises(dgl.DGLError, match=r"1 parent capsule\(s\) of g have no children"):
+        em_routing(lonely, torch.randn(2, 16), torch.rand(2), 0.0, 0.0)
+
+
+def test_more_inverse_temperatures_than_iterations_uses_the_first():
+    g = graphs()["complete"]
+    args = inputs(g)
+    a = em_routing(g, *args, n_iters=2, inverse_temperatures=torch.tensor([0.1, 0.3, 9.0], dtype=torch.float64))
+    b = em_routing(g, *args, n_iters=2, inverse_temperatures=[0.1, 0.3])
+    torch.testing.assert_close(a.activations, b.activations, rtol=0, atol=0)
