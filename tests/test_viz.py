@@ -146,6 +146,7 @@ def test_saved_gif_decodes_with_one_frame_per_iteration(tmp_path, n_iters):
                       ("graph", viz.animate_bipartite(g, r.trace))]:
         path = viz.save_animation(ani, tmp_path / f"{name}.gif", dpi=30)
         assert path == str(tmp_path / f"{name}.gif")
+        assert "draw_idle" not in vars(ani._fig.canvas)  # the canvas is left as it was
         with Image.open(path) as im:
             assert im.format == "GIF"
             assert im.n_frames == n_iters

@@ -73,5 +73,17 @@ def save_animation(ani, path, fps=2, dpi=None):
         raise ValueError(
             f"path must end in one of {', '.join(_FORMATS)} to choose the format; got {path!r}"
         )
-    ani.save(path, writer=writer, dpi=dpi)
+    # NOTE: a non-blitted animation asks the canvas to redraw after every frame
+    # (for the screen) and the writer then renders the frame again into the
+    # file; on Agg the first render is wasted work, as costly as the second.
+    canvas = ani._fig.canvas
+    own = vars(canvas).get("draw_idle")
+    canvas.draw_idle = lambda *args, **kwargs: None
+    try:
+        ani.save(path, writer=writer, dpi=dpi)
+    finally:
+        if own is None:
+            del canvas.draw_idle
+        else:
+            canvas.draw_idle = own
     return path
