@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from dgl_capsules.data import ImageDataset, affine_mnist, multi_mnist, pad_to, random_shift
+
+
+def digits(n=8, side=28):
+    x = torch.zeros(n, 1, side, side)
+    x[:, :, 10:18, 12:16] = torch.rand(n, 1, 8, 4)
+    return ImageDataset(x, torch.arange(n) % 4)
+
+
+def test_pad_to_centres():
+    x = torch.rand(2, 1, 28, 28)
+    p = pad_to(x, 40)
+    assert p.shape == (2, 1, 40, 40)
+    assert torch.equal(p[:, :, 6:34, 6:34], x)
+    p[:, :, 6:34, 6:34] = 0
+    assert not p.any()
+    with pytest.raises(ValueError, match="size must be >= the image side 28; got 20"):
+        pad_to(x, 20)
+
+
+def test_random_shift_moves_whole_images_by_at_most_max_shift():
+    ds = digits()
+    g = torch.Generator().manual_seed(0)
+    y = random_shift(ds.images, 2, g)
+    assert y.shape == ds.images.shape
+    assert torch.allclose(y.sum((1, 2, 3)), ds.images.sum((1, 2, 3)))  # the digit stays in the frame
+    for a, b in zip(ds.images, y):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(torch.roll(a, (dy, dx), (1, 2)), b)]
+        assert found
+    assert not torch.equal(y, ds.images)
+    assert torch.equal(random_shift(ds.images, 0), ds.images)
+
+
+def test_affine_mnist_is_deterministic_per_seed():
+    ds = digits()
+    a, b, c = affine_mnist(ds, seed=1), affine_mnist(ds, seed=1), affine_mnist(ds, seed=2)
+    assert a.images.shape == (8, 1, 40, 40) and a.images.dtype == torch.float32
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert torch.equal(a.labels, ds.labels)
+    assert 0 <= a.images.min() and a.images.max() <= 1
+
+
+def test_affine_mnist_identity_map_only_pads():
+    ds = digits()
+    same = affine_mnist(ds, rotation=0, shear=0, scale=(1, 1), translation=0)
+    assert torch.allclose(same.images, pad_to(ds.images, 40), atol=1e-5)
+
+
+def test_affine_mnist_rotation_keeps_the_ink():
+    ds = digits()
+    rot = affine_mnist(ds, rotation=20, shear=0, scale=(1, 1), translation=0)
+    assert torch.allclose(rot.images.sum((1, 2, 3)), ds.images.sum((1, 2, 3)), rtol=0.05)
+    assert not torch.allclose(rot.images, pad_to(ds.images, 40), atol=1e-3)
+
+
+def test_multi_mnist_pairs_two_different_classes():
+    ds = digits(12)
+    m = multi_mnist(ds, n=30, seed=0)
+    assert m.images.shape == (30, 1, 36, 36) and m.labels.shape == (30, 4)
+    assert torch.equal(m.labels.sum(1), torch.full((30,), 2.0))
+    assert 0 <= m.images.min() and m.images.max() <= 1
+    assert torch.equal(multi_mnist(ds, n=30, seed=0).images, m.images)
+    assert not torch.equal(multi_mnist(ds, n=30, seed=1).images, m.images)
+
+
+def test_multi_mnist_errors():
+    with pytest.raises(ValueError, match="at least two classes"):
+        multi_mnist(ImageDataset(torch.rand(3, 1, 28, 28), torch.zeros(3)))
+    with pytest.raises(ValueError, match=r"dataset labels must be class indices \(N,\); got \(3, 2\)"):
+        multi_mnist(ImageDataset(torch.rand(3, 1, 28, 28), torch.zeros(3, 2)))
