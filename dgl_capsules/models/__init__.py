@@ -6,5 +6,6 @@ RoutingResult, parent_strength)`` for every routed layer.
 """
 from .baseline import BaselineCNN
 from .capsnet import CapsNet, CapsNetOutput
+from .sequence import SequenceCapsClassifier, SequenceCapsOutput
 
-__all__ = ["BaselineCNN", "CapsNet", "CapsNetOutput"]
+__all__ = ["BaselineCNN", "CapsNet", "CapsNetOutput", "SequenceCapsClassifier", "SequenceCapsOutput"]
