@@ -209,20 +209,24 @@ def test_bipartite_top_k_and_groups_keep_large_layers_small():
     p = planted_clusters(n_in=1152, n_out=10, dim=8)
     r = dc.routing.dynamic_routing(p.graph, p.votes, n_iters=3, return_trace=True)
 
-    def edges(**kw):
+    def edges(trace=r.trace, **kw):
         ax = plt.figure(figsize=(3, 3)).add_subplot()
-        viz.animate_bipartite(p.graph, r.trace, ax=ax, **kw)
+        viz.animate_bipartite(p.graph, trace, ax=ax, **kw)
         (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
         return lines
 
     assert len(edges(top_k=30).get_segments()) == 300
     assert len(edges(group_by="type", child_types=32).get_segments()) == 32 * 10
     assert len(edges(group_by="position", child_types=32).get_segments()) == 36 * 10
-    # One group of all children: its edges carry the mean coupling, which sums to 1 over parents.
-    one = edges(group_by=torch.zeros(1152, dtype=torch.long), max_width=2.0)
+    # One group of all children: its edges carry the mean coupling to each parent. The trace
+    # is reversed so that the first frame, drawn at creation, is the last iteration.
+    one = edges(trace=r.trace[::-1], group_by=torch.zeros(1152, dtype=torch.long), max_width=2.0)
     assert len(one.get_segments()) == 10
-    mean = (np.array(one.get_linewidths()) - 0.2) / 2.0
-    assert mean.sum() == pytest.approx(1.0)
+    _, dst = p.graph.edges()
+    mean = torch.zeros(10).index_add(0, dst, r.trace[-1][:, 0]) / 1152  # (N_dst,)
+    assert mean.sum().item() == pytest.approx(1.0)
+    drawn = np.array(one.get_linewidths()) - 0.2  # proportional to the coupling
+    np.testing.assert_allclose(drawn / drawn.sum(), mean.numpy(), rtol=1e-5)
 
 
 def test_bipartite_groups_by_type_on_a_conv_graph():

@@ -81,7 +81,9 @@ def animate_bipartite(
     interval : int
         Milliseconds between frames when played.
     max_width : float
-        Line width in points of an edge with coupling 1.
+        Line width in points of the edge with the largest coupling in the
+        trace (width and opacity are proportional to the coupling divided by
+        that largest coupling, usually close to 1).
     title : str
         Title; ``": iteration t / T"`` is appended on each frame.
 
@@ -181,20 +183,26 @@ def animate_bipartite(
     # Faint floor so that the graph's connectivity stays visible; thinner with more edges.
     floor = float(np.clip(2.0 / max(len(e_row), 1) ** 0.5, 0.01, 0.15))
 
+    # Scaled by the largest coupling of the whole trace (the same in every frame), so that the
+    # small mean couplings of groups on a convolutional layer stay visible.
+    cmax = float(np.clip(w.max(), 1e-12, 1.0)) if w.size else 1.0
+
     def edge_style(t):
-        c = np.clip(w[t], 0.0, 1.0)
+        c = np.clip(w[t] / cmax, 0.0, 1.0)
         rgba = base.copy()
         rgba[:, 3] = floor + (1.0 - floor) * c
         return rgba, 0.2 + max_width * c
 
+    # Parent marker areas (points^2) from 1/10 to all of the room a parent has in its column.
+    big = float(np.clip((300.0 / n_dst) ** 2, 16.0, 600.0))
     if strength is None:
         mass = np.stack([np.bincount(e_dst, weights=wt, minlength=n_dst) for wt in w])  # (T, N_dst)
         scale = mass.max() or 1.0
-        size_of = lambda t: 60 + 540 * mass[t] / scale  # noqa: E731
+        size_of = lambda t: big * (0.1 + 0.9 * mass[t] / scale)  # noqa: E731
         size_what = "the coupling it receives"
     else:
         scale = strength.max() or 1.0
-        size_of = lambda t: 60 + 540 * strength / scale  # noqa: E731
+        size_of = lambda t: big * (0.1 + 0.9 * strength / scale)  # noqa: E731
         size_what = "parent strength"
 
     if ax is None:
@@ -213,7 +221,8 @@ def animate_bipartite(
     nx.draw_networkx_nodes(nxg, left_pos, nodelist=list(left_pos), node_size=child_size,
                            node_color="0.35", linewidths=0, ax=ax)
     parents = nx.draw_networkx_nodes(nxg, right_pos, nodelist=list(right_pos), node_size=size_of(0),
-                                     node_color=palette, edgecolors="0.15", linewidths=0.8, ax=ax)
+                                     node_color=palette, edgecolors="0.15",
+                                     linewidths=0.8 if n_dst <= _MAX_LABELS else 0.2, ax=ax)
     parents.set_zorder(3)
 
     dx = 0.04 * (right_xy[0, 0] - left_xy[0, 0])
@@ -236,7 +245,8 @@ def animate_bipartite(
     ax.set_xlim(left_xy[0, 0] - (0.35 if n_left <= _MAX_LABELS else 0.1), right_xy[0, 0] + 0.4)
     ax.set_ylim(-top - 0.03, top + 0.16)
     ax.set_axis_off()
-    ax.text(0.5, 0.0, f"edge width and opacity ∝ coupling $c_{{ij}}$ (colour: its parent); "
+    widest = "" if cmax > 0.995 else f", widest {cmax:.2g}"
+    ax.text(0.5, 0.0, f"edge width and opacity ∝ coupling $c_{{ij}}$ (colour: its parent{widest}); "
             f"parent size ∝ {size_what}", transform=ax.transAxes, ha="center", va="top",
             fontsize="small", color="0.3")
 

@@ -135,14 +135,15 @@ def plot_entropy(g, trace, ax=None, sample=None, label=None, uniform=True, **err
     top = max(level, float(np.max(mean + std)))
     if drawn:
         n_max = max(n_max, int(round(ax.get_xlim()[1] - 0.5)))
-        top = max(top, ax.get_ylim()[1] / 1.1)
+        top = max(top, ax.get_ylim()[1] / 1.35)
     if n_max <= 12:
         ax.set_xticks(np.arange(1, n_max + 1))
     ax.set_xlim(0.5, n_max + 0.5)
-    ax.set_ylim(0.0, 1.1 * top if top > 0 else 1.0)
+    ax.set_ylim(0.0, 1.35 * top if top > 0 else 1.0)  # room for the legend above the curves
     ax.set_xlabel("routing iteration")
     ax.set_ylabel("coupling entropy per child (nats)")
     ax.set_title("Routing convergence: coupling entropy")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    n_entries = len(ax.get_legend_handles_labels()[1])
+    ax.legend(loc="upper right", fontsize="small", ncols=1 if n_entries <= 2 else 2)
     return ax
