@@ -1,7 +1,9 @@
 """Capsule non-linearity, losses and routing diagnostics."""
+import math
+
 import torch
 
-__all__ = ["squash", "margin_loss", "coupling_entropy"]
+__all__ = ["squash", "margin_loss", "coupling_entropy", "spread_loss", "spread_margin"]
 
 
 def squash(s, dim=-1, eps=None):
@@ -139,3 +141,92 @@ def uniform_entropy(g):
     """``log(number of parents)`` of every child of ``g``, ``(N_src,)``: the entropy of an even split."""
     return torch.log(g.out_degrees().to(torch.get_default_dtype()))
 
+
+
+def spread_loss(a, target, margin):
+    r"""Spread loss of Hinton et al. 2018 (eq. 3), summed over classes, averaged over the batch.
+
+    .. math:: L = \sum_{i \ne t} \max\big(0,\; m - (a_t - a_i)\big)^2
+
+    where :math:`a_t` is the activation of the target class. With margin
+    :math:`m = 1` it equals the squared Hinge loss on activations in [0, 1];
+    the paper grows :math:`m` from 0.2 to 0.9 during training, see
+    :func:`spread_margin`.
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        Class activations ``(B, K)``.
+    target : torch.Tensor
+        Class indices ``(B,)``.
+    margin : float or torch.Tensor
+        The margin :math:`m`, a scalar.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` is not ``(B, K)``, ``target`` not ``(B,)`` or ``margin`` not a scalar.
+
+    Examples
+    --------
+    >>> import torch
+    >>> spread_loss(torch.tensor([[0.9, 0.5, 0.1]]), torch.tensor([0]), margin=0.5)
+    tensor(0.0100)
+    """
+    if not isinstance(a, torch.Tensor) or a.dim() != 2:
+        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
+        raise ValueError(f"a must have shape (B, K); got {shape}")
+    if not isinstance(target, torch.Tensor) or tuple(target.shape) != (a.shape[0],):
+        shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
+        raise ValueError(f"target must have shape (B,) = ({a.shape[0]},) of class indices; got {shape}")
+    margin = torch.as_tensor(margin, dtype=a.dtype, device=a.device)
+    if margin.dim() != 0:
+        raise ValueError(f"margin must be a scalar; got shape {tuple(margin.shape)}")
+    target = target.long()
+    a_t = a.gather(1, target[:, None])  # (B, 1)
+    loss = torch.relu(margin - (a_t - a)) ** 2  # (B, K)
+    loss = loss.scatter(1, target[:, None], 0.0)  # the target class itself does not count
+    return loss.sum(1).mean()
+
+
+def spread_margin(step, step_scale=50000.0):
+    r"""The spread-loss margin schedule :math:`m = 0.2 + 0.79\,\operatorname{sigmoid}(\min(10, s / S - 4))`.
+
+    Starts at about 0.21 at step :math:`s = 0`, is 0.595 at :math:`s = 4 S`
+    and saturates at 0.99 from :math:`s = 14 S` on.
+
+    Parameters
+    ----------
+    step : int or float
+        Training step :math:`s \ge 0`.
+    step_scale : float
+        :math:`S`, 50000 in the schedule of the paper's implementations;
+        smaller values for shorter runs.
+
+    Returns
+    -------
+    float
+        The margin.
+
+    Raises
+    ------
+    ValueError
+        If ``step < 0`` or ``step_scale <= 0``.
+
+    Examples
+    --------
+    >>> round(spread_margin(0), 4), round(spread_margin(200000), 4), round(spread_margin(10**7), 4)
+    (0.2142, 0.595, 0.99)
+    """
+    step, step_scale = float(step), float(step_scale)
+    if step < 0:
+        raise ValueError(f"step must be >= 0; got {step}")
+    if not step_scale > 0:
+        raise ValueError(f"step_scale must be positive; got {step_scale}")
+    x = min(10.0, step / step_scale - 4.0)
+    return 0.2 + 0.79 / (1.0 + math.exp(-x))

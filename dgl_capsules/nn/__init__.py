@@ -1,6 +1,7 @@
 """Capsule layers, one per file."""
 from .dynamic import DynamicCaps
+from .em import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from .heinsen import HeinsenRouting
 from .primary import PrimaryCaps
 
-__all__ = ["DynamicCaps", "HeinsenRouting", "PrimaryCaps"]
+__all__ = ["ClassCaps", "ConvCaps", "DynamicCaps", "HeinsenRouting", "PrimaryCaps", "PrimaryMatrixCaps"]
