@@ -176,13 +176,14 @@ def _find(root, name):
     raise FileNotFoundError(f"no {name} or {name}.gz in {root}")
 
 
-def MNIST(root, val_size=5000):
+def MNIST(root, val_size=None):
     """MNIST from the standard IDX files in ``root`` (raw or ``.gz``), split into train / val / test.
 
     Expects ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
     ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each optionally
     ``.gz``). The validation split is the last ``val_size`` digits of the
-    training file, the test split the t10k file.
+    training file (default 5,000, or a tenth of a file smaller than 50,000),
+    the test split the t10k file.
 
     Returns
     -------
@@ -208,6 +209,8 @@ def MNIST(root, val_size=5000):
         sets[split] = (torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1),
                        torch.from_numpy(labels.astype(np.int64)))
     x, y = sets["train"]
+    if val_size is None:
+        val_size = min(5000, max(1, len(x) // 10))
     if not 0 < val_size < len(x):
         raise ValueError(f"val_size must be in (0, {len(x)}); got {val_size}")
     n = len(x) - val_size

@@ -1,0 +1,146 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from dgl_capsules.data import ImageDataset, Splits
+from dgl_capsules.train import UsageError, accuracy, build_model, load_model, save_atomic, train
+
+
+def tiny_splits(n_train=48, seed=0):
+    """Learnable little images: the class is the row of a bright band."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        y = torch.arange(n) % 10
+        x = 0.1 * torch.rand(n, 1, 28, 28, generator=g)
+        for i in range(n):
+            x[i, 0, 2 * y[i] + 3:2 * y[i] + 6, 4:24] = 1.0
+        return ImageDataset(x, y, 10)
+
+    return Splits(make(n_train), make(20), make(20))
+
+
+def run(tmp_path, name, **kw):
+    args = dict(model="capsnet", preset="tiny", epochs=2, batch_size=16, lr=3e-3, seed=0,
+                out=str(tmp_path / name), splits=tiny_splits(), progress=False, log=lambda *a: None)
+    args.update(kw)
+    return train(**args)
+
+
+def weights(path):
+    return torch.load(path)["model"]
+
+
+def test_training_writes_metrics_and_learns(tmp_path):
+    m = run(tmp_path, "a", epochs=3)
+    saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    for key in ("test_accuracy", "best_val_accuracy", "epochs", "seconds", "parameters", "curve"):
+        assert key in saved
+    assert saved["epochs"] == 3 and len(saved["curve"]) == 3
+    assert saved["curve"][-1]["train_loss"] < saved["curve"][0]["train_loss"]
+    assert saved["test_accuracy"] == m["test_accuracy"]
+    assert saved["best_val_accuracy"] == max(r["val_accuracy"] for r in saved["curve"])
+    assert os.path.exists(tmp_path / "a" / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("model,kw", [("capsnet", {}), ("cnn", dict(width=0.05, shift=2))])
+def test_resume_equals_an_uninterrupted_run(tmp_path, model, kw):
+    full = run(tmp_path, "full", model=model, epochs=2, **kw)
+    run(tmp_path, "split", model=model, epochs=1, **kw)
+    torch.manual_seed(123)  # a different global RNG state must not matter: the checkpoint restores it
+    resumed = run(tmp_path, "split", model=model, epochs=2, resume=True, **kw)
+    a, b = weights(tmp_path / "full" / "checkpoint.pt"), weights(tmp_path / "split" / "checkpoint.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert drop(full["curve"]) == drop(resumed["curve"])
+    assert full["test_accuracy"] == resumed["test_accuracy"]
+
+
+def test_resume_refuses_another_runs_checkpoint(tmp_path):
+    run(tmp_path, "a", epochs=1)
+    with pytest.raises(UsageError, match="was written for"):
+        run(tmp_path, "a", epochs=2, seed=1, resume=True)
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_one(tmp_path, monkeypatch):
+    path = str(tmp_path / "checkpoint.pt")
+    save_atomic({"epoch": 1, "w": torch.arange(3)}, path)
+
+    def crash(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"epoch": 2, "w": torch.arange(5)}, path)
+    monkeypatch.undo()
+    back = torch.load(path)
+    assert back["epoch"] == 1 and torch.equal(back["w"], torch.arange(3))
+    assert os.listdir(tmp_path) == ["checkpoint.pt"]
+
+
+def test_load_model_rebuilds_the_selected_model(tmp_path):
+    run(tmp_path, "a", epochs=2)
+    net, ckpt = load_model(str(tmp_path / "a" / "model.pt"))
+    splits = tiny_splits()
+    with torch.no_grad():
+        acc = accuracy(net.scores(net(splits.test.images)), splits.test.labels)
+    assert acc == json.loads((tmp_path / "a" / "metrics.json").read_text())["test_accuracy"]
+    with pytest.raises(UsageError, match="no such file"):
+        load_model(str(tmp_path / "nothing.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(UsageError, match="is not a dgl-capsules checkpoint"):
+        load_model(str(tmp_path / "junk.pt"))
+
+
+def test_accuracy_single_and_multi_label():
+    scores = torch.tensor([[0.9, 0.8, 0.1], [0.9, 0.1, 0.8], [0.1, 0.2, 0.3]])
+    assert accuracy(scores, torch.tensor([0, 2, 2])) == pytest.approx(2 / 3)
+    two_hot = torch.tensor([[1.0, 1, 0], [1, 1, 0], [0, 1, 1]])
+    assert accuracy(scores, two_hot) == pytest.approx(2 / 3)
+
+
+def test_bad_training_arguments(tmp_path):
+    with pytest.raises(UsageError, match="unknown model 'resnet'"):
+        run(tmp_path, "a", model="resnet")
+    with pytest.raises(UsageError, match="--epochs must be a positive integer; got 0"):
+        run(tmp_path, "a", epochs=0)
+    with pytest.raises(UsageError, match="unknown data set 'cifar'"):
+        train(data="cifar", out=str(tmp_path / "b"))
+
+
+def test_two_processes_end_with_identical_weights(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, torch, torch.distributed as dist
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_train import tiny_splits
+        from dgl_capsules.train import train
+        torch.set_num_threads(1)
+        metrics, net = train(model="capsnet", preset="tiny", epochs=1, batch_size=8, lr=3e-3, seed=0,
+                             out={str(tmp_path / "run")!r}, splits=tiny_splits(), progress=False,
+                             return_model=True)
+        rank = dist.get_rank()
+        torch.save(net.state_dict(), {str(tmp_path)!r} + f"/rank{{rank}}.pt")
+        dist.destroy_process_group()
+    """))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    start = build_model("capsnet", preset="tiny")
+    assert not all(torch.equal(a[k], v) for k, v in start.state_dict().items())  # they did train
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["processes"] == 2
+    # each rank saw half of the 48 training images: 3 steps of 8
+    assert m["curve"][0]["step"] == 3
