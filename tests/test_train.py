@@ -144,3 +144,11 @@ def test_two_processes_end_with_identical_weights(tmp_path):
     assert m["processes"] == 2
     # each rank saw half of the 48 training images: 3 steps of 8
     assert m["curve"][0]["step"] == 3
+
+
+def test_the_trainer_drives_matrixcaps_through_the_same_protocol(tmp_path):
+    m = run(tmp_path, "em", model="matrixcaps", epochs=1, batch_size=24)
+    assert m["model"] == "matrixcaps" and m["epochs"] == 1 and m["curve"][0]["step"] == 2
+    net, _ = load_model(str(tmp_path / "em" / "model.pt"))
+    layers = net.routing(tiny_splits().test.images[:1])
+    assert layers and all(r.trace for _, _, r, _ in layers)
