@@ -6,6 +6,7 @@ RoutingResult, parent_strength)`` for every routed layer.
 """
 from .baseline import BaselineCNN
 from .capsnet import CapsNet, CapsNetOutput
+from .matrix import MatrixCapsNet, MatrixCapsOutput
 from .sequence import SequenceCapsClassifier, SequenceCapsOutput
 
-__all__ = ["BaselineCNN", "CapsNet", "CapsNetOutput", "SequenceCapsClassifier", "SequenceCapsOutput"]
+__all__ = ["BaselineCNN", "CapsNet", "CapsNetOutput", "MatrixCapsNet", "MatrixCapsOutput", "SequenceCapsClassifier", "SequenceCapsOutput"]

@@ -1,0 +1,160 @@
+"""Matrix capsules with EM routing (Hinton, Sabour & Frosst 2018)."""
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..functional import spread_loss, spread_margin
+from ..graph import _check_positive_int, conv_output_size
+from ..nn.em import ClassCaps, ConvCaps, PrimaryMatrixCaps
+
+__all__ = ["MatrixCapsNet", "MatrixCapsOutput"]
+
+
+class MatrixCapsOutput(NamedTuple):
+    """What :meth:`MatrixCapsNet.forward` returns.
+
+    Attributes
+    ----------
+    poses : torch.Tensor
+        Class capsule poses ``(B, n_classes, 4, 4)``.
+    activations : torch.Tensor
+        Class activations ``(B, n_classes)`` in (0, 1): the class scores.
+    """
+
+    poses: torch.Tensor
+    activations: torch.Tensor
+
+
+_PRESETS = {
+    # Trains on two CPU cores: about 7k, 2.6k and 0.7k edges per sample in the routed layers.
+    "small": dict(conv_channels=32, primary_types=8, caps1_types=8, caps2_types=8, n_iters=2,
+                  step_scale=2000.0),
+    # For smoke tests and demos.
+    "tiny": dict(conv_channels=16, primary_types=4, caps1_types=4, caps2_types=4, n_iters=2,
+                 step_scale=500.0),
+    # The paper's configuration (A = 32, B = C = D = 32, three EM iterations).
+    "paper": dict(conv_channels=32, primary_types=32, caps1_types=32, caps2_types=32, n_iters=3,
+                  step_scale=50000.0),
+}
+
+
+class MatrixCapsNet(nn.Module):
+    r"""Matrix capsule network with EM routing (Hinton et al. 2018, Figure 1).
+
+    ``Conv2d(5x5, stride 2) + ReLU`` with ``A`` channels, then
+    :class:`~dgl_capsules.nn.PrimaryMatrixCaps` (1x1, ``B`` types),
+    :class:`~dgl_capsules.nn.ConvCaps` (3x3, stride 2, ``C`` types),
+    :class:`~dgl_capsules.nn.ConvCaps` (3x3, stride 1, ``D`` types) and
+    :class:`~dgl_capsules.nn.ClassCaps` with coordinate addition. On 28x28
+    inputs the grids are 12x12, 12x12, 5x5, 3x3. Trained with
+    :func:`~dgl_capsules.functional.spread_loss` whose margin follows
+    :func:`~dgl_capsules.functional.spread_margin`.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image channels.
+    image_size : int
+        Side of the square input images (at least 17, so that ConvCaps2 has a cell).
+    n_classes : int
+        Class capsules.
+    conv_channels, primary_types, caps1_types, caps2_types : int
+        ``A``, ``B``, ``C``, ``D``.
+    n_iters : int
+        EM iterations in every routed layer.
+    inverse_temperatures : sequence of float, optional
+        :math:`\lambda_t` for every routed layer; by default the routing's
+        schedule :math:`0.01 (1 - 0.95^t)`.
+    step_scale : float
+        The step scale :math:`S` of the margin schedule.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = MatrixCapsNet.from_preset("small")
+    >>> out = net(torch.rand(2, 1, 28, 28))
+    >>> out.poses.shape, net.scores(out).shape
+    (torch.Size([2, 10, 4, 4]), torch.Size([2, 10]))
+    >>> net.loss(out, torch.tensor([3, 7]), step=0).shape
+    torch.Size([])
+    """
+
+    def __init__(self, in_channels=1, image_size=28, n_classes=10, conv_channels=32, primary_types=32,
+                 caps1_types=32, caps2_types=32, n_iters=3, inverse_temperatures=None,
+                 step_scale=50000.0):
+        super().__init__()
+        self.in_channels = _check_positive_int("in_channels", in_channels)
+        self.image_size = _check_positive_int("image_size", image_size)
+        self.n_classes = _check_positive_int("n_classes", n_classes)
+        hw = conv_output_size((image_size, image_size), 5, 2)
+        hw1 = conv_output_size(hw, 3, 2)
+        if image_size < 5 or min(hw1) < 3:
+            raise ValueError(f"image_size must be at least 17 for MatrixCapsNet; got {image_size}")
+        self.step_scale = float(step_scale)
+        self.conv = nn.Conv2d(in_channels, conv_channels, 5, stride=2)
+        self.primary = PrimaryMatrixCaps(conv_channels, primary_types)
+        opts = dict(n_iters=n_iters, inverse_temperatures=inverse_temperatures)
+        self.caps1 = ConvCaps(primary_types, caps1_types, kernel=3, stride=2, **opts)
+        self.caps2 = ConvCaps(caps1_types, caps2_types, kernel=3, stride=1, **opts)
+        self.classes = ClassCaps(caps2_types, n_classes, coord_add=True, **opts)
+        self.reset_parameters()
+
+    @classmethod
+    def from_preset(cls, name, in_channels=1, image_size=28, n_classes=10, **overrides):
+        """Build a preset, ``"tiny"`` (A = 16, B = C = D = 4), ``"small"`` (A = 32, B = C = D = 8, 2 iterations; trains on a CPU) or
+        ``"paper"`` (A = B = C = D = 32, 3 iterations); keyword ``overrides`` replace single settings.
+
+        >>> MatrixCapsNet.from_preset("paper").caps1
+        ConvCaps(in_types=32, out_types=32, kernel=3, stride=2)
+        """
+        if name not in _PRESETS:
+            raise ValueError(f"unknown MatrixCapsNet preset {name!r}; expected one of {sorted(_PRESETS)}")
+        kwargs = dict(_PRESETS[name], **overrides)
+        return cls(in_channels=in_channels, image_size=image_size, n_classes=n_classes, **kwargs)
+
+    def reset_parameters(self):
+        """PyTorch's default ``Conv2d`` init for the stem; each capsule layer's own ``reset_parameters``."""
+        self.conv.reset_parameters()
+        for layer in (self.primary, self.caps1, self.caps2, self.classes):
+            layer.reset_parameters()
+
+    def _check_x(self, x):
+        expected = (self.in_channels, self.image_size, self.image_size)
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (B, C, H, W) = (B, {', '.join(map(str, expected))}); got {shape}")
+
+    def _layers(self, x, routed):
+        self._check_x(x)
+        poses, acts = self.primary(torch.relu(self.conv(x)))  # (B, 12, 12, B_t, 4, 4)
+        for name, layer in (("convcaps1", self.caps1), ("convcaps2", self.caps2), ("classcaps", self.classes)):
+            in_hw = poses.shape[1:3]
+            if routed is None:
+                poses, acts = layer(poses, acts)
+            else:
+                poses, acts, r = layer(poses, acts, return_routing=True, return_trace=True)
+                routed.append((name, layer.graph(in_hw, device=x.device), r, r.activations))
+        return MatrixCapsOutput(poses, acts)  # (B, K, 4, 4), (B, K)
+
+    def forward(self, x, y=None):
+        """Class capsules of images ``x`` ``(B, C, H, W)`` in [0, 1]; ``y`` is not used (no decoder)."""
+        return self._layers(x, None)
+
+    def loss(self, out, y, step=0):
+        """Spread loss with margin :func:`~dgl_capsules.functional.spread_margin` ``(step, step_scale)``."""
+        return spread_loss(out.activations, y, spread_margin(step, self.step_scale))
+
+    def scores(self, out):
+        """Class scores ``(B, n_classes)``: the class activations."""
+        return out.activations
+
+    def routing(self, x):
+        """``[(name, graph, RoutingResult with trace, parent activations (N_dst, B))]`` for every
+        routed layer: ``convcaps1``, ``convcaps2`` and ``classcaps``."""
+        routed = []
+        self._layers(x, routed)
+        return routed
+
+    def extra_repr(self):
+        return f"in_channels={self.in_channels}, image_size={self.image_size}, n_classes={self.n_classes}"

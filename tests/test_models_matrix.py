@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from dgl_capsules.functional import spread_loss, spread_margin
+from dgl_capsules.models import MatrixCapsNet, MatrixCapsOutput
+from dgl_capsules.nn import ClassCaps, ConvCaps
+
+
+def test_presets_build_the_papers_architecture():
+    paper = MatrixCapsNet.from_preset("paper")
+    assert paper.conv.out_channels == 32 and paper.primary.out_types == 32
+    assert repr(paper.caps1) == "ConvCaps(in_types=32, out_types=32, kernel=3, stride=2)"
+    assert repr(paper.caps2) == "ConvCaps(in_types=32, out_types=32, kernel=3, stride=1)"
+    assert paper.classes.n_classes == 10 and paper.classes.coord_add
+    small = MatrixCapsNet.from_preset("small", in_channels=3, image_size=32, n_classes=5)
+    assert small.caps1.in_types == 8 and small.caps2.out_types == 8 and small.classes.n_classes == 5
+    assert small.conv.in_channels == 3
+    assert MatrixCapsNet.from_preset("tiny", caps2_types=6).caps2.out_types == 6
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in paper.parameters())
+    with pytest.raises(ValueError, match=r"unknown MatrixCapsNet preset 'huge'; expected one of \['paper', 'small', 'tiny'\]"):
+        MatrixCapsNet.from_preset("huge")
+    with pytest.raises(ValueError, match="image_size must be at least 17 for MatrixCapsNet; got 16"):
+        MatrixCapsNet(image_size=16)
+
+
+def test_protocol_forward_scores_loss_and_routing():
+    net = MatrixCapsNet.from_preset("tiny", image_size=28)
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([0, 4, 9])
+    out = net(x)
+    assert isinstance(out, MatrixCapsOutput)
+    assert out.poses.shape == (3, 10, 4, 4) and out.activations.shape == (3, 10)
+    assert torch.equal(net.scores(out), out.activations)
+    assert ((out.activations > 0) & (out.activations < 1)).all()
+    loss = net.loss(out, y, step=1000)
+    expected = spread_loss(out.activations, y, spread_margin(1000, net.step_scale))
+    assert loss.dim() == 0 and torch.equal(loss, expected)
+    assert not torch.equal(net.loss(out, y, step=0), net.loss(out, y, step=10**6))
+    assert torch.equal(net(x, y).activations, out.activations)  # y is not used
+
+    routed = net.routing(x)
+    assert [name for name, *_ in routed] == ["convcaps1", "convcaps2", "classcaps"]
+    grids = [(12, 12), (5, 5), (3, 3)]
+    for (name, g, r, strength), hw, layer in zip(routed, grids, (net.caps1, net.caps2, net.classes)):
+        assert r.coupling.shape == (g.num_edges(), 3) and r.poses.shape == (g.num_dst_nodes(), 3, 16)
+        assert len(r.trace) == layer.n_iters and strength.shape == (g.num_dst_nodes(), 3)
+        assert g.num_src_nodes() == hw[0] * hw[1] * layer.in_types
+    torch.testing.assert_close(routed[-1][3].T, out.activations)
+
+
+def test_training_a_few_steps_lowers_the_loss():
+    net = MatrixCapsNet.from_preset("tiny", image_size=20, n_classes=4)
+    x = torch.rand(8, 1, 20, 20)
+    y = torch.arange(8) % 4
+    x = x + y[:, None, None, None] / 4  # make the classes separable
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny kernels: OpenMP barriers would cost more than they save
+    try:
+        for _ in range(10):
+            loss = net.loss(net(x), y, step=0)  # a fixed margin, so the loss values are comparable
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2, losses
+
+
+def test_bad_images_name_the_argument():
+    net = MatrixCapsNet.from_preset("tiny")
+    with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\) = \(B, 1, 28, 28\); got \(2, 1, 32, 32\)"):
+        net(torch.rand(2, 1, 32, 32))
+    with pytest.raises(ValueError, match=r"x must have shape .* got \(1, 28, 28\)"):
+        net.routing(torch.rand(1, 28, 28))
+
+
+def test_model_layers_are_the_library_layers():
+    net = MatrixCapsNet.from_preset("tiny")
+    assert isinstance(net.caps1, ConvCaps) and isinstance(net.classes, ClassCaps)
+    assert "in_channels=1, image_size=28, n_classes=10" in repr(net)
