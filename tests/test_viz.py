@@ -1,4 +1,5 @@
 """Tests for dgl_capsules.viz: entropy, histogram and bipartite animations, saving, the report."""
+import gc
 import math
 
 import matplotlib
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Animation was deleted without re
 def close_figures():
     yield
     plt.close("all")
+    gc.collect()  # collect unrendered animations here, where their warning is filtered
 
 
 def uniform(g, batch=()):
