@@ -194,23 +194,27 @@ class HeinsenRouting(nn.Module):
             # Every part has n_inp inputs: W_ij depends on the local input index.
             k = mu.shape[-3] // self.n_inp
             mu_k = mu.unflatten(-3, (k, self.n_inp))  # (*, K, n_inp, C, D)
-            u = torch.einsum("...kicd,ijdh->...kijch", mu_k, self.W).flatten(-5, -4)  # (*, N_src, J, C, H)
+            u = torch.einsum("...kicd,ijdh->...kijch", mu_k, self.W) + self.B  # (*, K, n_inp, J, C, H)
+            u = u.flatten(-5, -4)  # (*, N_src, J, C, H)
             i_w = src % self.n_inp  # (E,) local input index
         else:
-            u = torch.einsum("...icd,jdh->...ijch", mu, self.W[0])  # (*, N_src, J, C, H)
+            u = torch.einsum("...icd,jdh->...ijch", mu, self.W[0]) + self.B[0]  # (*, N_src, J, C, H)
             i_w = torch.zeros_like(src)
-        if self.n_out_is_fixed:
-            j_w = dst % self.n_out  # (E,) local output index
+        n_j = u.shape[-3]
+        j_w = dst % self.n_out if self.n_out_is_fixed else torch.zeros_like(dst)  # (E,) local output index
+        u = u.movedim((-4, -3), (0, 1)).flatten(0, 1)  # (N_src * J, *, C, H)
+        row = src * n_j + j_w  # (E,) the row of u that edge e reads
+        if u.shape[0] == len(row) and torch.equal(row, torch.arange(len(row), device=row.device)):
+            # NOTE: the edges of g happen to list (i, j) in u's own order (checked, not
+            # assumed), so u already is the edge tensor and the gather is skipped.
+            votes = u  # (E, *, C, H)
         else:
-            j_w = torch.zeros_like(dst)
-        u = u.movedim((-4, -3), (0, 1))  # (N_src, J, *, C, H)
-        bias = self.B[i_w, j_w]  # (E, C, H)
+            votes = u.index_select(0, row)  # (E, *, C, H)
         if not self.n_out_is_fixed:
             # NOTE: B_brk * linspace(-1, 1, n) over the n outputs of each part, looked up per edge.
             lin = torch.cat([self._linspace(m, self.B_brk) for m in n_out_per])  # (N_dst,)
-            bias = bias + self.B_brk * lin[dst][:, None, None]  # (E, C, H)
-        batch_ndim = mu.dim() - 3
-        votes = u[src, j_w] + bias.view(bias.shape[:1] + (1,) * batch_ndim + bias.shape[1:])  # (E, *, C, H)
+            brk = self.B_brk * lin[dst][:, None, None]  # (E, C, H)
+            votes = votes + brk.view(brk.shape[:1] + (1,) * (mu.dim() - 3) + brk.shape[1:])
         return votes, self.beta_use[i_w, j_w], self.beta_ign[i_w, j_w]
 
     @staticmethod

@@ -1,7 +1,7 @@
 """Heinsen routing (Heinsen 2019, "An Algorithm for Routing Capsules in All Domains")."""
 from numbers import Real
 
-import dgl.function as fn
+from dgl import ops
 import torch
 import torch.nn.functional as F
 from dgl.ops import edge_softmax
@@ -137,56 +137,53 @@ def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_m
     flat = votes.shape[:-2] + (-1,)  # (., *, C*H): e_dot_v contracts the last dim
 
     trace = [] if return_trace else None
-    with g.local_scope():
-        g.srcdata["fa"] = torch.sigmoid(a_in)  # (N_src, *)
-        g.edata["V"] = votes  # (E, *, C, H)
-        g.apply_edges(fn.copy_u("fa", "fa_e"))
-        fa_e = g.edata["fa_e"]  # (E, *): f(a_i) on every edge of child i
-        for it in range(n_iters):
-            # E-step.
-            if it == 0:
-                coupling = uniform_coupling(g, batch, votes)  # (E, *)
+    # NOTE: the functional forms of DGL's built-ins (dgl.ops.copy_e_sum is
+    # update_all(copy_e, sum); e_sub_v, e_dot_v, copy_u are apply_edges) run the
+    # same kernels without writing features onto the shared graph.
+    f_a = torch.sigmoid(a_in)  # (N_src, *)
+    fa_e = ops.copy_u(g, f_a)  # (E, *): f(a_i) on every edge of child i
+    deg = g.out_degrees().to(device=votes.device, dtype=votes.dtype).clamp(min=1)  # (N_src,) parents of i
+    for it in range(n_iters):
+        # E-step.
+        if it == 0:
+            coupling = uniform_coupling(g, batch, votes)  # (E, *)
+        else:
+            if gaussian:
+                # NOTE: sum_ch log sqrt(sigma2) is 0.5 * sum_ch log(sigma2).
+                w = (-0.5 / sigma2).flatten(-2)  # (N_dst, *, C*H)
+                bias = F.logsigmoid(a_out) - 0.5 * sigma2.log().sum((-2, -1))  # (N_dst, *)
+                logits = ops.e_dot_v(g, d2.flatten(-2), w).squeeze(-1)  # (E, *)
             else:
-                d2 = g.edata["d2"].reshape(flat)  # (E, *, C*H)
-                if gaussian:
-                    # NOTE: sum_ch log sqrt(sigma2) is 0.5 * sum_ch log(sigma2).
-                    g.edata["d2f"] = d2
-                    g.dstdata["w"] = (-0.5 / sigma2).reshape(sigma2.shape[:-2] + (-1,))
-                    g.dstdata["b"] = F.logsigmoid(a_out) - 0.5 * sigma2.log().sum((-2, -1))
-                    g.apply_edges(fn.e_dot_v("d2f", "w", "logp"))  # (E, *, 1)
-                    g.edata["logp"] = g.edata["logp"].squeeze(-1)
-                    g.apply_edges(fn.e_add_v("logp", "b", "logit"))  # (E, *)
-                else:
-                    # NOTE: the log-softmax normaliser of soft k-means is the same
-                    # for all parents of child i, so it cancels in the softmax over
-                    # those parents: R = softmax_j(log f(a_j) - sum_ch d2_ij).
-                    g.edata["nd2"] = -d2.sum(-1)  # (E, *)
-                    g.dstdata["b"] = F.logsigmoid(a_out)  # (N_dst, *)
-                    g.apply_edges(fn.e_add_v("nd2", "b", "logit"))  # (E, *)
-                # NOTE: the softmax over the parents j of child i is edge_softmax
-                # normalised by source.
-                coupling = edge_softmax(g, g.edata["logit"], norm_by="src")  # (E, *)
-            if trace is not None:
-                trace.append(coupling)
+                # NOTE: the log-softmax normaliser of soft k-means is the same for
+                # all parents of child i, so it cancels in the softmax over those
+                # parents: R = softmax_j(log f(a_j) - sum_ch d2_ij).
+                bias = F.logsigmoid(a_out)  # (N_dst, *)
+                logits = -d2.sum((-2, -1))  # (E, *)
+            logits = ops.e_add_v(g, logits, bias)  # (E, *)
+            # NOTE: the softmax over the parents j of child i is edge_softmax
+            # normalised by source.
+            coupling = edge_softmax(g, logits, norm_by="src")  # (E, *)
+        if trace is not None:
+            trace.append(coupling)
 
-            # D-step.
-            d_use = fa_e * coupling  # (E, *)
-            d_ign = fa_e - d_use  # (E, *)
+        # D-step.
+        d_use = fa_e * coupling  # (E, *)
+        d_ign = fa_e - d_use  # (E, *)
 
-            # M-step.
-            g.edata["Duse"] = d_use
-            g.edata["act"] = beta_use * d_use - beta_ign * d_ign  # (E, *)
-            g.edata["DV"] = d_use[..., None, None] * votes  # (E, *, C, H)
-            g.update_all(fn.copy_e("act", "m"), fn.sum("m", "a_out"))
-            g.update_all(fn.copy_e("Duse", "m"), fn.sum("m", "sum_d"))
-            g.update_all(fn.copy_e("DV", "m"), fn.sum("m", "sum_dv"))
-            a_out = g.dstdata["a_out"]  # (N_dst, *)
-            over = 1.0 / (g.dstdata["sum_d"] + eps)  # (N_dst, *)
-            poses = g.dstdata["sum_dv"] * over[..., None, None]  # (N_dst, *, C, H)
-            g.dstdata["mu"] = poses
-            g.apply_edges(fn.e_sub_v("V", "mu", "diff"))
-            g.edata["d2"] = g.edata["diff"] ** 2  # (E, *, C, H)
-            g.edata["Dd2"] = d_use[..., None, None] * g.edata["d2"]
-            g.update_all(fn.copy_e("Dd2", "m"), fn.sum("m", "sum_dd2"))
-            sigma2 = g.dstdata["sum_dd2"] * over[..., None, None] + eps  # (N_dst, *, C, H)
+        # M-step.
+        sums = ops.copy_e_sum(g, torch.stack([beta_use * d_use - beta_ign * d_ign, d_use], -1))  # (N_dst, *, 2)
+        a_out, sum_d = sums.unbind(-1)  # (N_dst, *)
+        over = (1.0 / (sum_d + eps))[..., None, None]  # (N_dst, *, 1, 1)
+        if it == 0:
+            # NOTE: with the uniform R_ij = 1/deg(i), D_use = f(a_i)/deg(i) is a child
+            # feature, so u_mul_e weights the votes inside the sum (no (E, *, C, H) product).
+            d_node = (f_a / deg.view((-1,) + (1,) * len(batch)))[..., None, None]  # (N_src, *, 1, 1)
+            poses = ops.u_mul_e_sum(g, d_node, votes) * over  # (N_dst, *, C, H)
+            d2 = ops.e_sub_v(g, votes, poses).square()  # (E, *, C, H)
+            sigma2 = ops.u_mul_e_sum(g, d_node, d2) * over + eps  # (N_dst, *, C, H)
+        else:
+            d_use = d_use[..., None, None]  # (E, *, 1, 1)
+            poses = ops.copy_e_sum(g, d_use * votes) * over  # (N_dst, *, C, H)
+            d2 = ops.e_sub_v(g, votes, poses).square()  # (E, *, C, H)
+            sigma2 = ops.copy_e_sum(g, d_use * d2) * over + eps  # (N_dst, *, C, H)
     return RoutingResult(poses=poses, activations=a_out, coupling=coupling, sigma2=sigma2, trace=trace)
