@@ -27,7 +27,7 @@ class MatrixCapsOutput(NamedTuple):
 
 
 _PRESETS = {
-    # Trains on two CPU cores: about 7k, 2.6k and 0.7k edges per sample in the routed layers.
+    # Trains on two CPU cores: 14400, 5184 and 720 edges in the routed layers on 28x28 inputs.
     "small": dict(conv_channels=32, primary_types=8, caps1_types=8, caps2_types=8, n_iters=2,
                   step_scale=2000.0),
     # For smoke tests and demos.
