@@ -44,3 +44,15 @@ def test_dynamic_caps_rejects_bad_input():
         DynamicCaps(0, 4, 3, 6)
     with pytest.raises(ValueError, match="n_iters must be an integer >= 1; got 0"):
         DynamicCaps(10, 4, 3, 6, n_iters=0)
+
+
+def test_dynamic_caps_gradients_equal_dense_formula():
+    layer = DynamicCaps(in_caps=9, out_caps=4, in_dim=3, out_dim=5, n_iters=3).double()
+    x = torch.randn(7, 9, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(7, 4, 5, dtype=torch.float64)
+    (gx, gw) = torch.autograd.grad((layer(x) * target).sum(), (x, layer.weight))
+    u_hat = torch.einsum("ijkd,bik->bijd", layer.weight, x)
+    v, _ = dense_dynamic_routing(u_hat, torch.ones(9, 4, dtype=torch.bool), 3)
+    (dx, dw) = torch.autograd.grad((v * target).sum(), (x, layer.weight))
+    torch.testing.assert_close(gx, dx, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(gw, dw, rtol=1e-9, atol=1e-11)

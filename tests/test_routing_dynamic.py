@@ -203,3 +203,85 @@ def test_shared_input_checks_name_the_argument():
     src, _ = g.edges()
     sums = torch.zeros(16, 2, dtype=torch.float64).index_add(0, src, r)
     torch.testing.assert_close(sums, torch.ones(16, 2, dtype=torch.float64))
+
+
+# The complete-graph fast path (batched matrix products, hand-written backward)
+# must equal the message-passing path: values, couplings, traces, gradients.
+
+
+def complete_graphs():
+    g = dc.capsule_graph(7, 4)
+    src, dst = g.edges()
+    parent_major = torch.argsort(dst * 7 + src)  # edge j * I + i
+    h = dgl.heterograph({("child", "vote", "parent"): (src[parent_major], dst[parent_major])},
+                        num_nodes_dict={"child": 7, "parent": 4})
+    shuffled, perm = permuted(g, seed=3)
+    return {"canonical": (g, None), "parent_major": (h, parent_major), "shuffled": (shuffled, perm)}
+
+
+@pytest.mark.parametrize("name", ["canonical", "parent_major", "shuffled"])
+@pytest.mark.parametrize("n_iters", [1, 2, 3, 5])
+@pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
+def test_complete_fast_path_equals_message_passing(name, n_iters, batch):
+    from dgl_capsules.routing.dynamic import _route_message_passing, complete_pairs
+
+    g, _ = complete_graphs()[name]
+    assert complete_pairs(g) is not None
+    votes = torch.randn((g.num_edges(),) + batch + (5,), dtype=torch.float64, requires_grad=True)
+    fast = dynamic_routing(g, votes, n_iters=n_iters, return_trace=True)
+    slow = _route_message_passing(g, votes, n_iters, True)
+    torch.testing.assert_close(fast.poses, slow.poses, rtol=1e-10, atol=1e-12)
+    for a, b in zip(fast.trace, slow.trace):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    assert torch.equal(fast.trace[-1], fast.coupling)
+    weight = torch.randn_like(slow.poses)
+    coupling_weights = [torch.randn_like(c) for c in slow.trace]
+
+    def loss(r):
+        return (r.poses * weight).sum() + sum((c * w).sum() for c, w in zip(r.trace, coupling_weights))
+
+    (grad_fast,) = torch.autograd.grad(loss(fast), votes, allow_unused=True)
+    (grad_slow,) = torch.autograd.grad(loss(slow), votes, allow_unused=True)
+    torch.testing.assert_close(grad_fast, grad_slow, rtol=1e-9, atol=1e-11)
+
+
+def test_complete_fast_path_gradients_of_couplings_alone_and_blocks():
+    from dgl_capsules.routing import dynamic as dyn
+
+    g = dc.capsule_graph(5, 3)
+    votes = torch.randn(g.num_edges(), 9, 4, dtype=torch.float64, requires_grad=True)
+    slow = dyn._route_message_passing(g, votes, 3, False)
+    (grad_slow,) = torch.autograd.grad(slow.coupling.pow(2).sum(), votes)
+    block_bytes = dyn._BLOCK_BYTES
+    try:  # several blocks of samples, the last one short
+        dyn._BLOCK_BYTES = 2 * 5 * 3 * 4 * 8
+        fast = dynamic_routing(g, votes, n_iters=3)
+        (grad_fast,) = torch.autograd.grad(fast.coupling.pow(2).sum(), votes)
+    finally:
+        dyn._BLOCK_BYTES = block_bytes
+    torch.testing.assert_close(fast.poses, slow.poses, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad_fast, grad_slow, rtol=1e-9, atol=1e-11)
+
+
+def test_complete_fast_path_gradcheck_and_float32():
+    g = complete_graphs()["shuffled"][0]
+    votes = torch.randn(g.num_edges(), 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x: tuple(dynamic_routing(g, x, n_iters=3, return_trace=True).trace) + (dynamic_routing(g, x).poses,),
+        (votes,),
+    )
+    from dgl_capsules.routing.dynamic import _route_message_passing
+
+    x = torch.randn(g.num_edges(), 6, 16)
+    torch.testing.assert_close(dynamic_routing(g, x).poses, _route_message_passing(g, x, 3, False).poses)
+
+
+def test_only_complete_graphs_take_the_fast_path():
+    from dgl_capsules.routing.dynamic import complete_pairs
+
+    assert complete_pairs(graphs()["conv"]) is None
+    assert complete_pairs(dgl.batch([dc.capsule_graph(3, 2), dc.capsule_graph(2, 2)])) is None
+    repeated = dgl.heterograph({("child", "vote", "parent"): (torch.tensor([0, 0, 1, 1]), torch.tensor([0, 0, 1, 0]))})
+    assert complete_pairs(repeated) is None
+    pairs = complete_pairs(dc.capsule_graph(4, 3))
+    assert pairs.canonical and pairs.n_src == 4 and pairs.n_dst == 3
