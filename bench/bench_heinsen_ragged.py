@@ -82,7 +82,7 @@ def run(quick=False, batch=32, max_len=300, d_inp=64, d_out=16, n_parts=32, thre
     if quick:
         batch, max_len, repeats = 8, 100, 3
     else:
-        repeats = 7
+        repeats = 15
     layer = HeinsenRouting(d_cov=1, d_inp=d_inp, d_out=d_out, n_out=n_parts)
     with torch.no_grad():  # non-zero betas and biases: nothing is trivially zero
         for p in layer.parameters():

@@ -308,3 +308,24 @@ def test_bad_ragged_inputs_name_the_element():
     fixed_inp = HeinsenRouting(d_cov=1, d_inp=2, d_out=2, n_inp=4)
     with pytest.raises(ValueError, match=r"a_inp\[1\] must have shape \(\.\.\., n_inp\) with n_inp = 4 .*got \(6,\)"):
         fixed_inp.forward_ragged(a, mu)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_layer_reads_the_edge_order_from_the_graph(config, monkeypatch):
+    """On a capsule graph whose edge ids are shuffled, the layer gathers its votes and gives the same outputs."""
+    import dgl_capsules.nn.heinsen as module
+    from helpers import permuted
+
+    layer = randomise(HeinsenRouting(d_cov=2, d_inp=3, d_out=4, **CONFIGS[config]).double())
+    a = [torch.randn(2, 6, dtype=torch.float64) for _ in range(3)]
+    mu = [torch.randn(2, 6, 2, 3, dtype=torch.float64) for _ in range(3)]
+    want = layer(a[0], mu[0], return_R=True)
+    want_ragged = layer.forward_ragged(a, mu, return_R=True)
+    monkeypatch.setattr(module, "capsule_graph", lambda n, m, device=None: permuted(dc.capsule_graph(n, m))[0])
+    got = layer(a[0], mu[0], return_R=True)
+    got_ragged = layer.forward_ragged(a, mu, return_R=True)
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+    for xs, ys in zip(got_ragged, want_ragged):
+        for x, y in zip(xs, ys):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)

@@ -134,15 +134,12 @@ def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_m
     lead = (-1,) + (1,) * len(batch)
     beta_use = beta_use.view(lead) if beta_use.dim() else beta_use  # (E, 1...) or ()
     beta_ign = beta_ign.view(lead) if beta_ign.dim() else beta_ign
-    flat = votes.shape[:-2] + (-1,)  # (., *, C*H): e_dot_v contracts the last dim
 
     trace = [] if return_trace else None
     # NOTE: the functional forms of DGL's built-ins (dgl.ops.copy_e_sum is
     # update_all(copy_e, sum); e_sub_v, e_dot_v, copy_u are apply_edges) run the
     # same kernels without writing features onto the shared graph.
-    f_a = torch.sigmoid(a_in)  # (N_src, *)
-    fa_e = ops.copy_u(g, f_a)  # (E, *): f(a_i) on every edge of child i
-    deg = g.out_degrees().to(device=votes.device, dtype=votes.dtype).clamp(min=1)  # (N_src,) parents of i
+    fa_e = ops.copy_u(g, torch.sigmoid(a_in))  # (E, *): f(a_i) on every edge of child i
     for it in range(n_iters):
         # E-step.
         if it == 0:
@@ -174,16 +171,8 @@ def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_m
         sums = ops.copy_e_sum(g, torch.stack([beta_use * d_use - beta_ign * d_ign, d_use], -1))  # (N_dst, *, 2)
         a_out, sum_d = sums.unbind(-1)  # (N_dst, *)
         over = (1.0 / (sum_d + eps))[..., None, None]  # (N_dst, *, 1, 1)
-        if it == 0:
-            # NOTE: with the uniform R_ij = 1/deg(i), D_use = f(a_i)/deg(i) is a child
-            # feature, so u_mul_e weights the votes inside the sum (no (E, *, C, H) product).
-            d_node = (f_a / deg.view((-1,) + (1,) * len(batch)))[..., None, None]  # (N_src, *, 1, 1)
-            poses = ops.u_mul_e_sum(g, d_node, votes) * over  # (N_dst, *, C, H)
-            d2 = ops.e_sub_v(g, votes, poses).square()  # (E, *, C, H)
-            sigma2 = ops.u_mul_e_sum(g, d_node, d2) * over + eps  # (N_dst, *, C, H)
-        else:
-            d_use = d_use[..., None, None]  # (E, *, 1, 1)
-            poses = ops.copy_e_sum(g, d_use * votes) * over  # (N_dst, *, C, H)
-            d2 = ops.e_sub_v(g, votes, poses).square()  # (E, *, C, H)
-            sigma2 = ops.copy_e_sum(g, d_use * d2) * over + eps  # (N_dst, *, C, H)
+        d_use = d_use[..., None, None]  # (E, *, 1, 1)
+        poses = ops.copy_e_sum(g, d_use * votes) * over  # (N_dst, *, C, H)
+        d2 = ops.e_sub_v(g, votes, poses).square()  # (E, *, C, H)
+        sigma2 = ops.copy_e_sum(g, d_use * d2) * over + eps  # (N_dst, *, C, H)
     return RoutingResult(poses=poses, activations=a_out, coupling=coupling, sigma2=sigma2, trace=trace)
