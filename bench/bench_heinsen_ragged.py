@@ -77,7 +77,15 @@ def make_batch(batch, lengths, d_inp, seed, requires_grad):
 
 def run(quick=False, batch=32, max_len=300, d_inp=64, d_out=16, n_parts=32, threads=1):
     """Time both paths for length spreads 1x and 10x; returns one dict per (spread, pass)."""
+    saved = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run(quick, batch, max_len, d_inp, d_out, n_parts)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _run(quick, batch, max_len, d_inp, d_out, n_parts):
     torch.manual_seed(0)
     if quick:
         batch, max_len, repeats = 8, 100, 3
