@@ -108,11 +108,13 @@ def _visualize(args):
 
 
 def reconstruction_grid(model, dataset, path, n=16):
-    """Save a PNG: the first ``n`` test digits (top rows) above their reconstructions (bottom rows)."""
+    """Save a PNG: ``n`` evenly spaced test digits (upper rows) above their reconstructions (lower rows)."""
     import torch
     from matplotlib.figure import Figure
 
-    x = dataset.images[:n]
+    n = min(n, len(dataset))
+    idx = torch.linspace(0, len(dataset) - 1, n).round().long()  # spread over the class-sorted split
+    x = dataset.images[idx]
     with torch.no_grad():
         out = model(x)
         rec, pred = model.reconstruct(out), model.scores(out).argmax(1)
@@ -127,7 +129,7 @@ def reconstruction_grid(model, dataset, path, n=16):
             ax.set_axis_off()
             if i < n:
                 ax.imshow(img[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-                label = int(dataset.labels[i]) if k == 0 else int(pred[i])
+                label = int(dataset.labels[idx[i]]) if k == 0 else int(pred[i])
                 ax.set_title(title.format(label), fontsize=8)
     fig.suptitle("test digits (upper) and CapsNet reconstructions (lower)", fontsize=9)
     fig.savefig(path, dpi=100)
