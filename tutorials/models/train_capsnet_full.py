@@ -1,6 +1,6 @@
 """
 Training a CapsNet to full accuracy (script, not run on the site)
-================================================================
+=================================================================
 
 The executed tutorial trains for seconds; this script is the full run. It
 uses :func:`dgl_capsules.train.train`, the loop behind ``dgl-capsules train``:

@@ -16,7 +16,7 @@ of sequences of different lengths the dense tensor is mostly zeros or padding.
   most ``kernel**2`` parent positions;
 * what ragged batches (:func:`dgl.batch`) save over padding.
 
-Timings are the best of five runs on the machine that built this page (the
+Timings are the best of three runs on the machine that built this page (the
 numbers printed below are real, and that machine may have been busy); expect
 the same shape, not the same numbers, on yours.
 
@@ -69,7 +69,7 @@ def to_dense(g, votes):
     return dense, mask
 
 
-def ms(fn, repeats=5):
+def ms(fn, repeats=3):
     """Best wall time of ``fn()`` over ``repeats`` runs in milliseconds, after a warm-up.
 
     The minimum, as :mod:`timeit` recommends: other work on the machine can only
@@ -214,7 +214,7 @@ ax.bar(x - 0.2, [timings[n][0] for n in names], 0.4, label="graph (dgl_capsules)
 ax.bar(x + 0.2, [timings[n][1] for n in names], 0.4, label="dense einsum")
 ax.set_xticks(x.tolist(), names)
 ax.set_yscale("log")
-ax.set_ylabel("ms per routing call (best of 5)")
+ax.set_ylabel("ms per routing call (best of 3)")
 ax.set_title("Dynamic routing, 3 iterations, forward pass on the CPU")
 ax.legend()
 
