@@ -54,7 +54,9 @@ print("parameters:", sum(p.numel() for p in model.parameters()))
 
 torch.manual_seed(0)
 opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-x_train, y_train = splits.train.images[:1200], splits.train.labels[:1200]
+# the splits are stored class by class: draw a random subset
+pick = torch.randperm(len(splits.train.labels))[:1200]
+x_train, y_train = splits.train.images[pick], splits.train.labels[pick]
 losses = []
 t0 = time.perf_counter()
 model.train()
@@ -71,7 +73,8 @@ print(f"{len(losses)} steps in {time.perf_counter() - t0:.1f} s; "
 
 model.eval()
 with torch.no_grad():
-    x_test, y_test = splits.test.images[:500], splits.test.labels[:500]
+    pick = torch.randperm(len(splits.test.labels))[:500]
+    x_test, y_test = splits.test.images[pick], splits.test.labels[pick]
     out = model(x_test)
     acc = (model.scores(out).argmax(1) == y_test).float().mean()
 print(f"accuracy on 500 test digits: {acc:.1%} (chance: 10%)")

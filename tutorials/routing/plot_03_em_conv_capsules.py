@@ -107,15 +107,16 @@ _ = fig.suptitle("Responsibilities after 3 EM iterations (red: the agreeing pare
 #
 # A per-patch implementation normalises each child's responsibilities over
 # the parent types *at one output position*, separately for each receptive
-# field it lies in. We can compute that on the same graph by grouping the
-# edges by (child, parent position) instead of by child. Then a child spends
-# one unit per receptive field, so a centre child carries 9 times the weight
-# of a corner child in the M-step.
+# field it lies in: every (child, receptive field) pair spends one unit. A
+# child then spends one unit per receptive field, so a centre child carries 9
+# times the weight of a corner child in the M-step. We count that on the same
+# graph by grouping the edges by (child, parent position) instead of by child.
 
 patch = src * 9 + dst // C  # one group per (child, parent position)
-per_patch = torch.zeros(H * H * 9).index_add_(0, patch, r.coupling)
-per_patch = r.coupling / per_patch[patch]  # normalised inside each patch
+n_patch = torch.zeros(H * H * 9).index_add_(0, patch, torch.ones(g.num_edges()))
+per_patch = 1.0 / n_patch[patch]  # uniform inside each patch: sums to 1 per patch
 mass_patch = torch.zeros(H * H).index_add_(0, src, per_patch)
+print("vote mass per child, per patch:\n", mass_patch.view(H, H))
 
 fig, axes = plt.subplots(1, 2, figsize=(8, 3.6), layout="constrained")
 for ax, m, title in [(axes[0], mass, "exact (dgl_capsules)"), (axes[1], mass_patch, "per patch")]:
@@ -128,7 +129,7 @@ for ax, m, title in [(axes[0], mass, "exact (dgl_capsules)"), (axes[1], mass_pat
     ax.set_title(f"vote mass per child: {title}")
     ax.set_xticks([])
     ax.set_yticks([])
-fig.colorbar(im, ax=axes, shrink=0.8)
+_ = fig.colorbar(im, ax=axes, shrink=0.8)
 
 # %%
 # The layer :class:`dgl_capsules.nn.ConvCaps` learns the transformation
