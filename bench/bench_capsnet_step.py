@@ -77,15 +77,18 @@ def time_preset(preset, repeats):
     return best
 
 
-def _peak_child(preset, variant):
-    import resource
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
+
+def _peak_child(preset, variant):
     s = make(preset, variant)
-    with open("/proc/self/statm") as f:
-        rss_before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident set
+    rss_before = _status_kb("VmRSS")
     step(*s)  # includes creating Adam's state, the same for both variants
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    return max(0.0, (peak - rss_before) / 2**20)
+    return max(0.0, (_status_kb("VmHWM") - rss_before) / 1024)
 
 
 def peak_mb(preset, variant):

@@ -18,7 +18,8 @@ is kept; ``fwd+bwd`` is forward, ``sum()`` and backward. Ratio = graph / dense
 
 Peak memory: each (case, batch, formulation) runs forward+backward once in a
 fresh subprocess; the figure is the growth of the process's peak resident set
-(``ru_maxrss``) over its resident set just before the call, inputs and
+(``VmHWM``, reset through ``/proc/self/clear_refs`` just before the call)
+over its resident set at that moment, inputs and
 weights already allocated, so it counts everything torch allocates for the
 step (activations, gradients, temporaries), not the inputs.
 
@@ -103,18 +104,21 @@ def time_case(case, batch, repeats):
     return best
 
 
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def _peak_child(case, batch, name):
     """In a subprocess: peak RSS growth (MB) of one forward+backward."""
-    import resource
-
     graph, x_graph, dense, x_dense = CASES[case](batch)
     fn, x = (graph, x_graph) if name == "graph" else (dense, x_dense)
     x = x.detach().requires_grad_(True)
-    with open("/proc/self/statm") as f:
-        rss_before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident set
+    rss_before = _status_kb("VmRSS")
     fn(x).sum().backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    return max(0.0, (peak - rss_before) / 2**20)
+    return max(0.0, (_status_kb("VmHWM") - rss_before) / 1024)
 
 
 def peak_mb(case, batch, name):
