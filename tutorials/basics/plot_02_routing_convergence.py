@@ -20,7 +20,7 @@ records (``return_trace=True``) into pictures of that process.
 
 The animations are embedded in this page: press play, or drag the slider.
 
-**Run time:** about 20 seconds on a laptop CPU.
+**Run time:** about 10 seconds on a laptop CPU.
 """
 
 # %%

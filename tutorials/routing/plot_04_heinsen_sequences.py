@@ -17,7 +17,7 @@ graph and a batch of inputs of different lengths is one :func:`dgl.batch`.
 * training :class:`dgl_capsules.models.SequenceCapsClassifier` on it for a
   few epochs.
 
-**Run time:** about 30 seconds on an idle laptop CPU (training is most of it).
+**Run time:** about a minute on a laptop CPU (training is most of it).
 """
 
 # %%
