@@ -28,8 +28,11 @@ docs: $(STAMP)
 
 # Open the built site in headless Chromium (installed with apt-get when missing):
 # console errors, broken images or animations fail; screenshots in docs/_build/screenshots.
-docs-check: $(STAMP)
+docs-check: $(STAMP) docs/_build/html/index.html
 	$(BIN)/python docs/check_site.py
+
+docs/_build/html/index.html:
+	$(MAKE) docs
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
