@@ -64,7 +64,14 @@ def table(rows):
     keys = []
     for row in rows:
         keys += [k for k in row if k not in keys]
-    return keys, [[str(row.get(k, "")) for k in keys] for row in rows]
+    return keys, [[cell(row.get(k, "")) for k in keys] for row in rows]
+
+
+def cell(value):
+    """A table cell: floats to 3 significant digits (at least one decimal), the rest as they are."""
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
+    return str(value)
 
 
 def text_table(rows):
