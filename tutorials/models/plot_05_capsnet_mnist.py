@@ -21,7 +21,7 @@ its accuracy stays far below the paper's (a CapsNet needs a few epochs
 before its class capsules separate), and the reconstructions are rough. ``train_capsnet_full.py`` in this section (shown, not
 run here) is the full-length run.
 
-**Run time:** about 40 seconds on a laptop CPU.
+**Run time:** about 5 seconds on a 2-core CPU (up to a minute on a busy one).
 """
 
 # %%

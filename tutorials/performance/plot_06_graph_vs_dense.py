@@ -20,7 +20,7 @@ Timings are the best of three runs on the machine that built this page (the
 numbers printed below are real, and that machine may have been busy); expect
 the same shape, not the same numbers, on yours.
 
-**Run time:** about 20 seconds on a laptop CPU.
+**Run time:** a few seconds on a 2-core CPU.
 """
 
 # %%

@@ -17,7 +17,7 @@ graph and a batch of inputs of different lengths is one :func:`dgl.batch`.
 * training :class:`dgl_capsules.models.SequenceCapsClassifier` on it for a
   few epochs.
 
-**Run time:** about a minute on a laptop CPU (training is most of it).
+**Run time:** a few seconds on a 2-core CPU (up to a minute on a busy one; training is most of it).
 """
 
 # %%
