@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from ..graph import _check_positive_int, capsule_graph
-from ..routing._common import check_n_iters
-from ..routing.heinsen import check_eps, check_p_model, heinsen_routing
+from ..routing._common import check_eps, check_n_iters
+from ..routing.heinsen import check_p_model, heinsen_routing
 
 __all__ = ["HeinsenRouting"]
 

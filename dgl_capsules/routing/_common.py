@@ -1,5 +1,5 @@
 """What every routing algorithm shares: its result type and input checks."""
-from numbers import Integral
+from numbers import Integral, Real
 from typing import List, NamedTuple, Optional
 
 import dgl
@@ -56,6 +56,12 @@ def check_n_iters(n_iters):
     if isinstance(n_iters, bool) or not isinstance(n_iters, Integral) or n_iters < 1:
         raise ValueError(f"n_iters must be an integer >= 1; got {n_iters!r}")
     return int(n_iters)
+
+
+def check_eps(eps):
+    if isinstance(eps, bool) or not isinstance(eps, Real) or not eps > 0:
+        raise ValueError(f"eps must be a positive number; got {eps!r}")
+    return float(eps)
 
 
 def check_edge_tensor(name, x, g, min_dim, layout):

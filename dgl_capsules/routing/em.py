@@ -1,6 +1,5 @@
 """EM routing between matrix capsules (Hinton, Sabour & Frosst 2018)."""
 import math
-from numbers import Real
 
 import dgl.function as fn
 import torch
@@ -10,6 +9,7 @@ from dgl.ops import edge_softmax
 from ._common import (
     RoutingResult,
     check_edge_tensor,
+    check_eps,
     check_graph,
     check_n_iters,
     check_node_tensor,
@@ -161,8 +161,7 @@ def em_routing(
             f"[{float(a_in.min())}, {float(a_in.max())}]"
         )
     n_iters = check_n_iters(n_iters)
-    if isinstance(eps, bool) or not isinstance(eps, Real) or not eps > 0:
-        raise ValueError(f"eps must be a positive number; got {eps!r}")
+    eps = check_eps(eps)
     lam = _check_inverse_temperatures(inverse_temperatures, n_iters, votes)
     n_dst, n_pose = g.num_dst_nodes(), votes.shape[-1]
     node_shape = (-1,) + (1,) * len(batch)

@@ -1,6 +1,4 @@
 """Heinsen routing (Heinsen 2019, "An Algorithm for Routing Capsules in All Domains")."""
-from numbers import Real
-
 from dgl import ops
 import torch
 import torch.nn.functional as F
@@ -9,6 +7,7 @@ from dgl.ops import edge_softmax
 from ._common import (
     RoutingResult,
     check_edge_tensor,
+    check_eps,
     check_graph,
     check_n_iters,
     check_node_tensor,
@@ -25,12 +24,6 @@ def check_p_model(p_model):
     if p_model not in P_MODELS:
         raise ValueError(f"p_model must be one of {P_MODELS}; got {p_model!r}")
     return p_model
-
-
-def check_eps(eps):
-    if isinstance(eps, bool) or not isinstance(eps, Real) or not eps > 0:
-        raise ValueError(f"eps must be a positive number; got {eps!r}")
-    return float(eps)
 
 
 def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_model="gaussian",
