@@ -72,7 +72,7 @@ def test_bad_arguments_and_input():
         BaselineCNN(width=0)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
         BaselineCNN(dropout=1.0)
-    with pytest.raises(ValueError, match=r"x must have shape \(B, 1, 28, 28\); got \(2, 3, 28, 28\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\) = \(B, 1, 28, 28\); got \(2, 3, 28, 28\)"):
         BaselineCNN(width=0.05)(torch.rand(2, 3, 28, 28))
 
 

@@ -110,7 +110,7 @@ def test_repr_names_the_sizes():
 
 
 def test_bad_input_shape():
-    with pytest.raises(ValueError, match=r"x must have shape \(B, 1, 28, 28\); got \(2, 1, 27, 28\)"):
+    with pytest.raises(ValueError, match=r"x must have shape \(B, C, H, W\) = \(B, 1, 28, 28\); got \(2, 1, 27, 28\)"):
         tiny()(torch.rand(2, 1, 27, 28))
 
 

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from ..graph import _check_positive_int
+from ._common import check_images
 
 __all__ = ["BaselineCNN"]
 
@@ -97,9 +98,7 @@ class BaselineCNN(nn.Module):
 
     def forward(self, x, y=None):
         """Class logits ``(B, n_classes)`` of images ``x`` ``(B, C, H, W)``; ``y`` is unused."""
-        want = (self.in_channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise ValueError(f"x must have shape (B, {', '.join(map(str, want))}); got {tuple(x.shape)}")
+        check_images(x, self.in_channels, self.image_size)
         return self.classifier(self.features(x))  # (B, n_classes)
 
     def loss(self, out, y, step=None):

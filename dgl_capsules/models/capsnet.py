@@ -7,6 +7,7 @@ from torch import nn
 from ..functional import margin_loss
 from ..graph import _check_positive_int, capsule_graph
 from ..nn import DynamicCaps, PrimaryCaps
+from ._common import check_images
 
 __all__ = ["CapsNet", "CapsNetOutput"]
 
@@ -165,14 +166,9 @@ class CapsNet(nn.Module):
                 if isinstance(m, nn.Linear):
                     m.reset_parameters()
 
-    def _check_x(self, x):
-        want = (self.in_channels, self.image_size, self.image_size)
-        if x.dim() != 4 or tuple(x.shape[1:]) != want:
-            raise ValueError(f"x must have shape (B, {', '.join(map(str, want))}); got {tuple(x.shape)}")
-
     def primary_caps(self, x):
         """Primary capsules ``(B, n_primary, primary_dim)`` of images ``x``."""
-        self._check_x(x)
+        check_images(x, self.in_channels, self.image_size)
         return self.primary(torch.relu(self.conv(x)))  # (B, n_primary, primary_dim)
 
     def forward(self, x, y=None):

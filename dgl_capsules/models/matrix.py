@@ -7,6 +7,7 @@ from torch import nn
 from ..functional import spread_loss, spread_margin
 from ..graph import _check_positive_int, conv_output_size
 from ..nn.em import ClassCaps, ConvCaps, PrimaryMatrixCaps
+from ._common import check_images
 
 __all__ = ["MatrixCapsNet", "MatrixCapsOutput"]
 
@@ -119,14 +120,8 @@ class MatrixCapsNet(nn.Module):
         for layer in (self.primary, self.caps1, self.caps2, self.classes):
             layer.reset_parameters()
 
-    def _check_x(self, x):
-        expected = (self.in_channels, self.image_size, self.image_size)
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (B, C, H, W) = (B, {', '.join(map(str, expected))}); got {shape}")
-
     def _layers(self, x, routed):
-        self._check_x(x)
+        check_images(x, self.in_channels, self.image_size)
         poses, acts = self.primary(torch.relu(self.conv(x)))  # (B, 12, 12, B_t, 4, 4)
         for name, layer in (("convcaps1", self.caps1), ("convcaps2", self.caps2), ("classcaps", self.classes)):
             in_hw = poses.shape[1:3]
