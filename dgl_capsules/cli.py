@@ -192,7 +192,8 @@ def build_parser():
 
     tr = sub.add_parser("train", help="train a model; writes OUT/checkpoint.pt, model.pt, metrics.json")
     tr.add_argument("--model", default="capsnet", help=f"one of {', '.join(MODELS)}")
-    tr.add_argument("--data", default="mnist5k", help="mnist5k, mnist:PATH (IDX files) or smallnorb:PATH")
+    tr.add_argument("--data", default="mnist5k",
+                    help="mnist5k, mnist:PATH (IDX files), smallnorb:PATH or multi:SPEC (MultiMNIST pairs)")
     tr.add_argument("--preset", default="small", help="model size: small or paper")
     tr.add_argument("--width", type=float, default=None, help="CNN width multiplier (default: match CapsNet)")
     tr.add_argument("--epochs", type=int, default=10)

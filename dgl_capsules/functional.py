@@ -158,7 +158,9 @@ def spread_loss(a, target, margin):
     a : torch.Tensor
         Class activations ``(B, K)``.
     target : torch.Tensor
-        Class indices ``(B,)``.
+        Class indices ``(B,)``, or a 0/1 (multi-)hot matrix ``(B, K)``: then
+        every target class is compared with every non-target class,
+        :math:`\sum_{t \in T} \sum_{i \notin T}` (MultiMNIST pairs).
     margin : float or torch.Tensor
         The margin :math:`m`, a scalar.
 
@@ -170,7 +172,7 @@ def spread_loss(a, target, margin):
     Raises
     ------
     ValueError
-        If ``a`` is not ``(B, K)``, ``target`` not ``(B,)`` or ``margin`` not a scalar.
+        If ``a`` is not ``(B, K)``, ``target`` neither ``(B,)`` nor ``(B, K)``, or ``margin`` not a scalar.
 
     Examples
     --------
@@ -181,12 +183,20 @@ def spread_loss(a, target, margin):
     if not isinstance(a, torch.Tensor) or a.dim() != 2:
         shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
         raise ValueError(f"a must have shape (B, K); got {shape}")
-    if not isinstance(target, torch.Tensor) or tuple(target.shape) != (a.shape[0],):
+    if not isinstance(target, torch.Tensor) or tuple(target.shape) not in ((a.shape[0],), tuple(a.shape)):
         shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
-        raise ValueError(f"target must have shape (B,) = ({a.shape[0]},) of class indices; got {shape}")
+        raise ValueError(
+            f"target must have shape (B,) = ({a.shape[0]},) of class indices or (B, K) = {tuple(a.shape)} "
+            f"of 0/1 multi-hot labels; got {shape}"
+        )
     margin = torch.as_tensor(margin, dtype=a.dtype, device=a.device)
     if margin.dim() != 0:
         raise ValueError(f"margin must be a scalar; got shape {tuple(margin.shape)}")
+    if target.dim() == 2:
+        t = target.to(a.dtype)
+        gap = a.unsqueeze(2) - a.unsqueeze(1)  # (B, K, K): a_t - a_i for t in dim 1, i in dim 2
+        pair = t.unsqueeze(2) * (1 - t).unsqueeze(1)  # target t, non-target i
+        return (torch.relu(margin - gap) ** 2 * pair).sum((1, 2)).mean()
     target = target.long()
     a_t = a.gather(1, target[:, None])  # (B, 1)
     loss = torch.relu(margin - (a_t - a)) ** 2  # (B, K)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .data import MNIST, SmallNORB, mnist5k
-from .data.affine import affine_mnist, multi_mnist, pad_to, random_shift
+from .data.affine import MULTI_PAIRS_PER_DIGIT, affine_mnist, multi_mnist, multi_splits, pad_to, random_shift
 from .data.mnist import ImageDataset, Splits
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
 
 MODELS = ("capsnet", "cnn", "matrixcaps")
 PRESETS = ("small", "paper", "tiny")
-DATASETS = ("mnist5k", "mnist:PATH", "smallnorb:PATH")
+DATASETS = ("mnist5k", "mnist:PATH", "smallnorb:PATH", "multi:SPEC")
 
 
 class UsageError(ValueError):
@@ -57,7 +57,10 @@ def load_data(spec, image_size=None):
     ----------
     spec : str
         ``"mnist5k"`` (bundled), ``"mnist:PATH"`` (IDX files in ``PATH``) or
-        ``"smallnorb:PATH"`` (binary matrix files in ``PATH``).
+        ``"smallnorb:PATH"`` (binary matrix files in ``PATH``); ``"multi:SPEC"``
+        makes 36x36 MultiMNIST-style pairs of the digits of ``SPEC`` (e.g.
+        ``multi:mnist5k``) with :func:`~dgl_capsules.data.multi_splits`:
+        10 training pairs per training digit, labels two-hot.
     image_size : int, optional
         Centre every image on a black canvas of this side (e.g. 40 to train
         for the affNIST-style test).
@@ -68,7 +71,12 @@ def load_data(spec, image_size=None):
         For an unknown name or a path that does not exist.
     """
     name, _, path = spec.partition(":")
-    if name == "mnist5k" and not path:
+    if name == "multi" and path:
+        base = load_data(path)
+        if base.train.labels.dim() != 1:
+            raise UsageError(f"--data {spec}: {path!r} already holds pairs")
+        splits = multi_splits(base, MULTI_PAIRS_PER_DIGIT)
+    elif name == "mnist5k" and not path:
         splits = mnist5k()
     elif name in ("mnist", "smallnorb") and path:
         if not os.path.isdir(path):
@@ -88,6 +96,10 @@ def eval_set(spec, splits, seed=0):
     """A test set derived from ``splits``: ``"test"``, ``"affine"`` (40×40 affNIST-style) or ``"multi"`` (MultiMNIST)."""
     if spec == "test":
         return splits.test
+    if splits.test.labels.dim() == 2:  # trained on pairs (multi:SPEC): its test split is the multi set
+        if spec == "multi":
+            return splits.test
+        raise UsageError(f"--on {spec}: the model was trained on MultiMNIST pairs; use --on test or multi")
     if spec == "affine":
         return affine_mnist(splits.test, size=40, seed=seed)
     if spec == "multi":

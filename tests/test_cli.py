@@ -90,3 +90,22 @@ def test_reconstruction_grid_writes_a_png(tmp_path):
     path = reconstruction_grid(CapsNet.from_preset("tiny").eval(), ds, str(tmp_path / "grid.png"), n=5)
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size[0] > 100
+
+
+def test_train_and_evaluate_on_multimnist_pairs(tmp_path, capsys):
+    data = tmp_path / "mnist"
+    write_mnist(data, n_train=40, n_test=10)
+    out = tmp_path / "multi"
+    assert main(["train", "--data", f"multi:mnist:{data}", "--preset", "tiny", "--epochs", "1",
+                 "--batch-size", "32", "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == f"multi:mnist:{data}" and 0 <= metrics["test_accuracy"] <= 1
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--on", "test", "multi",
+                 "--json", str(tmp_path / "ev.json")]) == 0
+    ev = json.loads((tmp_path / "ev.json").read_text())["accuracy"]
+    assert ev["test"] == ev["multi"] == pytest.approx(metrics["test_accuracy"])
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--on", "affine"]) == 2
+    assert "trained on MultiMNIST pairs; use --on test or multi" in capsys.readouterr().err
+    assert main(["train", "--data", f"multi:multi:mnist:{data}", "--out", str(tmp_path / "x")]) == 2
+    assert "already holds pairs" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dgl_capsules.data import ImageDataset, affine_mnist, multi_mnist, pad_to, random_shift
+from dgl_capsules.data import ImageDataset, Splits, affine_mnist, multi_mnist, multi_splits, pad_to, random_shift
 
 
 def digits(n=8, side=28):
@@ -72,3 +72,21 @@ def test_multi_mnist_errors():
         multi_mnist(ImageDataset(torch.rand(3, 1, 28, 28), torch.zeros(3)))
     with pytest.raises(ValueError, match=r"dataset labels must be class indices \(N,\); got \(3, 2\)"):
         multi_mnist(ImageDataset(torch.rand(3, 1, 28, 28), torch.zeros(3, 2)))
+
+
+def test_multi_splits_pairs_digits_of_one_split_only():
+    def part(classes, n):  # each split holds its own classes, so a pair's labels show where its digits came from
+        x = torch.rand(n, 1, 28, 28)
+        return ImageDataset(x, torch.tensor(classes).repeat(n // len(classes)), 9)
+
+    base = Splits(part([0, 1, 2], 12), part([3, 4, 5], 6), part([6, 7, 8], 9))
+    s = multi_splits(base, pairs_per_digit=4, seed=3)
+    assert [len(p) for p in s] == [48, 6, 9]
+    for p, classes in zip(s, ([0, 1, 2], [3, 4, 5], [6, 7, 8])):
+        assert p.images.shape[1:] == (1, 36, 36) and p.labels.shape[1] == 9
+        assert torch.equal(p.labels.sum(1), torch.full((len(p),), 2.0))
+        assert set(p.labels.nonzero()[:, 1].tolist()) <= set(classes)
+    assert torch.equal(s.test.images, multi_mnist(base.test, size=36, seed=3).images)
+    assert torch.equal(multi_splits(base, pairs_per_digit=4, seed=3).train.images, s.train.images)
+    with pytest.raises(ValueError, match="pairs_per_digit must be a positive integer; got 0"):
+        multi_splits(base, pairs_per_digit=0)

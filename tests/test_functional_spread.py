@@ -39,11 +39,30 @@ def test_spread_margin_schedule():
 def test_spread_bad_inputs():
     with pytest.raises(ValueError, match=r"a must have shape \(B, K\); got \(3,\)"):
         spread_loss(torch.rand(3), torch.tensor([0]), 0.2)
-    with pytest.raises(ValueError, match=r"target must have shape \(B,\) = \(2,\) of class indices; got \(2, 3\)"):
-        spread_loss(torch.rand(2, 3), torch.zeros(2, 3), 0.2)
+    with pytest.raises(ValueError, match=r"target must have shape \(B,\) = \(2,\) of class indices or "
+                                         r"\(B, K\) = \(2, 3\) of 0/1 multi-hot labels; got \(2, 4\)"):
+        spread_loss(torch.rand(2, 3), torch.zeros(2, 4), 0.2)
     with pytest.raises(ValueError, match=r"margin must be a scalar; got shape \(2,\)"):
         spread_loss(torch.rand(2, 3), torch.tensor([0, 1]), torch.tensor([0.2, 0.3]))
     with pytest.raises(ValueError, match="step must be >= 0; got -1"):
         spread_margin(-1)
     with pytest.raises(ValueError, match="step_scale must be positive; got 0"):
         spread_margin(5, step_scale=0)
+
+
+def test_spread_loss_multi_hot_compares_every_target_with_every_other_class():
+    a = torch.tensor([[0.9, 0.2, 0.6, 0.5], [0.1, 0.7, 0.3, 0.8]], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.float64)
+    m = 0.4
+    by_hand = [
+        # sample 0: targets 0 (0.9) and 2 (0.6) against 1 (0.2) and 3 (0.5)
+        max(0, m - 0.7) ** 2 + max(0, m - 0.4) ** 2 + max(0, m - 0.4) ** 2 + max(0, m - 0.1) ** 2,
+        # sample 1: targets 1 (0.7) and 3 (0.8) against 0 (0.1) and 2 (0.3)
+        max(0, m - 0.6) ** 2 + max(0, m - 0.4) ** 2 + max(0, m - 0.7) ** 2 + max(0, m - 0.5) ** 2,
+    ]
+    loss = spread_loss(a, y, margin=m)
+    assert loss.item() == pytest.approx(sum(by_hand) / 2)
+    one_hot = torch.nn.functional.one_hot(torch.tensor([2, 3]), 4)
+    assert spread_loss(a, one_hot, m).item() == pytest.approx(spread_loss(a, torch.tensor([2, 3]), m).item())
+    loss.backward()
+    assert a.grad[0, 3] > 0 and a.grad[0, 2] < 0  # non-target pushed down, target pushed up

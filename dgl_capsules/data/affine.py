@@ -159,3 +159,35 @@ def multi_mnist(dataset, n=None, size=36, max_shift=4, seed=0):
     k = dataset.n_classes
     y = F.one_hot(labels[first], k) + F.one_hot(labels[second], k)
     return ImageDataset((a + b).clamp(max=1), y.float(), k)
+
+
+MULTI_PAIRS_PER_DIGIT = 10
+
+
+def multi_splits(splits, pairs_per_digit=MULTI_PAIRS_PER_DIGIT, size=36, seed=0):
+    """MultiMNIST-style train / val / test splits made from the digits of ``splits``, split by split.
+
+    Pairs never mix digits of two splits. The test pairs are
+    ``multi_mnist(splits.test, size=size, seed=seed)``, the same set that
+    ``dgl-capsules evaluate --on multi`` scores; validation has one pair per
+    digit (seed ``seed + 1``) and training ``pairs_per_digit`` pairs per digit
+    (seed ``seed + 2``), drawn once.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dgl_capsules.data import Splits
+    >>> ds = ImageDataset(torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 0, 1, 2]))
+    >>> s = multi_splits(Splits(ds, ds, ds), pairs_per_digit=3)
+    >>> [len(part) for part in s], tuple(s.train.labels.shape)
+    ([18, 6, 6], (18, 3))
+    """
+    from .mnist import Splits
+
+    if not isinstance(pairs_per_digit, int) or pairs_per_digit < 1:
+        raise ValueError(f"pairs_per_digit must be a positive integer; got {pairs_per_digit!r}")
+    return Splits(
+        multi_mnist(splits.train, n=pairs_per_digit * len(splits.train), size=size, seed=seed + 2),
+        multi_mnist(splits.val, size=size, seed=seed + 1),
+        multi_mnist(splits.test, size=size, seed=seed),
+    )
