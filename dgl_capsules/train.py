@@ -60,7 +60,7 @@ def load_data(spec, image_size=None):
         ``"smallnorb:PATH"`` (binary matrix files in ``PATH``); ``"multi:SPEC"``
         makes 36x36 MultiMNIST-style pairs of the digits of ``SPEC`` (e.g.
         ``multi:mnist5k``) with :func:`~dgl_capsules.data.multi_splits`:
-        10 training pairs per training digit, labels two-hot.
+        10 training pairs per training digit, drawn anew every epoch; labels two-hot.
     image_size : int, optional
         Centre every image on a black canvas of this side (e.g. 40 to train
         for the affNIST-style test).
@@ -75,8 +75,11 @@ def load_data(spec, image_size=None):
         base = load_data(path)
         if base.train.labels.dim() != 1:
             raise UsageError(f"--data {spec}: {path!r} already holds pairs")
-        splits = multi_splits(base, MULTI_PAIRS_PER_DIGIT)
-    elif name == "mnist5k" and not path:
+        size = 36 if image_size is None else image_size
+        if size < 36:
+            raise UsageError(f"--image-size must be at least 36 for MultiMNIST pairs; got {size}")
+        return multi_splits(base, MULTI_PAIRS_PER_DIGIT, size=size)  # drawn at the final size
+    if name == "mnist5k" and not path:
         splits = mnist5k()
     elif name in ("mnist", "smallnorb") and path:
         if not os.path.isdir(path):
@@ -343,6 +346,8 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
     for epoch in range(state["epoch"], epochs):
         t0 = time.time()
         sampler.set_epoch(epoch)
+        if hasattr(splits.train, "set_epoch"):  # data drawn anew every epoch (MultiPairs)
+            splits.train.set_epoch(epoch)
         augment = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + rank)
         net.train()
         total, right, seen = 0.0, 0.0, 0

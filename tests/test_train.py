@@ -152,3 +152,31 @@ def test_the_trainer_drives_matrixcaps_through_the_same_protocol(tmp_path):
     net, _ = load_model(str(tmp_path / "em" / "model.pt"))
     layers = net.routing(tiny_splits().test.images[:1])
     assert layers and all(r.trace for _, _, r, _ in layers)
+
+
+def test_the_trainer_redraws_multimnist_pairs_every_epoch_and_on_resume(tmp_path):
+    from dgl_capsules.data import MultiPairs, multi_splits
+
+    class Spy(MultiPairs):
+        def set_epoch(self, epoch):
+            self.calls = getattr(self, "calls", []) + [epoch]
+            super().set_epoch(epoch)
+
+    base = tiny_splits(n_train=20)
+    splits = multi_splits(base, pairs_per_digit=2)
+    spy = Spy(base.train, 40, seed=5)
+    assert spy.calls == [0]  # construction draws epoch 0
+    drawn = [spy.images.clone()]
+    spy.set_epoch(1)
+    drawn.append(spy.images.clone())
+    spy.set_epoch(0)
+    assert torch.equal(spy.images, drawn[0]) and not torch.equal(drawn[0], drawn[1])
+
+    spy.calls = []
+    run(tmp_path, "multi", splits=splits._replace(train=spy), epochs=2)
+    assert spy.calls == [0, 1]
+    spy.calls = []
+    run(tmp_path, "multi", splits=splits._replace(train=spy), epochs=3, resume=True)
+    assert spy.calls == [2]
+    metrics = json.loads((tmp_path / "multi" / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and 0 <= metrics["test_accuracy"] <= 1

@@ -164,14 +164,46 @@ def multi_mnist(dataset, n=None, size=36, max_shift=4, seed=0):
 MULTI_PAIRS_PER_DIGIT = 10
 
 
+class MultiPairs(ImageDataset):
+    """MultiMNIST pairs of ``digits`` that are drawn anew for every epoch.
+
+    ``set_epoch(e)`` replaces the images and labels by
+    ``multi_mnist(digits, n, size, seed=seed + 7919 * e)``; the trainer calls
+    it at the start of every epoch, so a run sees ``n`` fresh pairs each
+    epoch, the same ones on every rank and after ``--resume``. Epoch 0 is the
+    state after construction.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ds = ImageDataset(torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 0, 1, 2]))
+    >>> pairs = MultiPairs(ds, n=4)
+    >>> first = pairs.images.clone()
+    >>> pairs.set_epoch(1)
+    >>> bool(torch.equal(pairs.images, first)), len(pairs)
+    (False, 4)
+    """
+
+    def __init__(self, digits, n, size=36, max_shift=4, seed=0):
+        self.digits, self.n, self.size, self.max_shift, self.seed = digits, int(n), size, max_shift, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch):
+        """Draw the pairs of ``epoch``."""
+        pairs = multi_mnist(self.digits, self.n, self.size, self.max_shift, seed=self.seed + 7919 * int(epoch))
+        super().__init__(pairs.images, pairs.labels, pairs.n_classes)
+        self.epoch = int(epoch)
+
+
 def multi_splits(splits, pairs_per_digit=MULTI_PAIRS_PER_DIGIT, size=36, seed=0):
     """MultiMNIST-style train / val / test splits made from the digits of ``splits``, split by split.
 
     Pairs never mix digits of two splits. The test pairs are
     ``multi_mnist(splits.test, size=size, seed=seed)``, the same set that
     ``dgl-capsules evaluate --on multi`` scores; validation has one pair per
-    digit (seed ``seed + 1``) and training ``pairs_per_digit`` pairs per digit
-    (seed ``seed + 2``), drawn once.
+    digit (seed ``seed + 1``). Training is a :class:`MultiPairs` of
+    ``pairs_per_digit`` pairs per training digit (seed ``seed + 2``), drawn
+    anew every epoch.
 
     Examples
     --------
@@ -187,7 +219,7 @@ def multi_splits(splits, pairs_per_digit=MULTI_PAIRS_PER_DIGIT, size=36, seed=0)
     if not isinstance(pairs_per_digit, int) or pairs_per_digit < 1:
         raise ValueError(f"pairs_per_digit must be a positive integer; got {pairs_per_digit!r}")
     return Splits(
-        multi_mnist(splits.train, n=pairs_per_digit * len(splits.train), size=size, seed=seed + 2),
+        MultiPairs(splits.train, pairs_per_digit * len(splits.train), size=size, seed=seed + 2),
         multi_mnist(splits.val, size=size, seed=seed + 1),
         multi_mnist(splits.test, size=size, seed=seed),
     )
