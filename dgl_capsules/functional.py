@@ -192,16 +192,12 @@ def spread_loss(a, target, margin):
     margin = torch.as_tensor(margin, dtype=a.dtype, device=a.device)
     if margin.dim() != 0:
         raise ValueError(f"margin must be a scalar; got shape {tuple(margin.shape)}")
-    if target.dim() == 2:
-        t = target.to(a.dtype)
-        gap = a.unsqueeze(2) - a.unsqueeze(1)  # (B, K, K): a_t - a_i for t in dim 1, i in dim 2
-        pair = t.unsqueeze(2) * (1 - t).unsqueeze(1)  # target t, non-target i
-        return (torch.relu(margin - gap) ** 2 * pair).sum((1, 2)).mean()
-    target = target.long()
-    a_t = a.gather(1, target[:, None])  # (B, 1)
-    loss = torch.relu(margin - (a_t - a)) ** 2  # (B, K)
-    loss = loss.scatter(1, target[:, None], 0.0)  # the target class itself does not count
-    return loss.sum(1).mean()
+    if target.dim() == 1:
+        target = torch.nn.functional.one_hot(target.long(), a.shape[1])
+    t = target.to(a.dtype)
+    gap = a.unsqueeze(2) - a.unsqueeze(1)  # (B, K, K): a_t - a_i, t in dim 1, i in dim 2
+    pair = t.unsqueeze(2) * (1 - t).unsqueeze(1)  # 1 where t is a target class and i is not
+    return (torch.relu(margin - gap) ** 2 * pair).sum((1, 2)).mean()
 
 
 def spread_margin(step, step_scale=50000.0):

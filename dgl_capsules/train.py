@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .data import MNIST, SmallNORB, mnist5k
-from .data.affine import MULTI_PAIRS_PER_DIGIT, affine_mnist, multi_mnist, multi_splits, pad_to, random_shift
+from .data.affine import affine_mnist, multi_mnist, multi_splits, pad_to, random_shift
 from .data.mnist import ImageDataset, Splits
 
 __all__ = [
@@ -78,7 +78,7 @@ def load_data(spec, image_size=None):
         size = 36 if image_size is None else image_size
         if size < 36:
             raise UsageError(f"--image-size must be at least 36 for MultiMNIST pairs; got {size}")
-        return multi_splits(base, MULTI_PAIRS_PER_DIGIT, size=size)  # drawn at the final size
+        return multi_splits(base, size=size)  # drawn at the final size
     if name == "mnist5k" and not path:
         splits = mnist5k()
     elif name in ("mnist", "smallnorb") and path:

@@ -6,6 +6,7 @@ from .smallnorb import SmallNORB, read_norb_matrix
 from .synthetic import PlantedClusters, planted_clusters
 
 __all__ = [
-    "ImageDataset", "MNIST", "SmallNORB", "Splits", "affine_mnist", "mnist5k", "multi_mnist", "multi_splits", "MultiPairs",
+    "ImageDataset", "MNIST", "MultiPairs", "SmallNORB", "Splits", "affine_mnist", "mnist5k", "multi_mnist",
+    "multi_splits",
     "pad_to", "random_shift", "read_idx", "read_norb_matrix", "stratified_split",
     "MotifSequences", "motif_sequences", "PlantedClusters", "planted_clusters"]

@@ -4,7 +4,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .mnist import ImageDataset
+from .mnist import ImageDataset, Splits
 
 __all__ = ["pad_to", "random_shift", "affine_mnist", "multi_mnist"]
 
@@ -214,8 +214,6 @@ def multi_splits(splits, pairs_per_digit=MULTI_PAIRS_PER_DIGIT, size=36, seed=0)
     >>> [len(part) for part in s], tuple(s.train.labels.shape)
     ([18, 6, 6], (18, 3))
     """
-    from .mnist import Splits
-
     if not isinstance(pairs_per_digit, int) or pairs_per_digit < 1:
         raise ValueError(f"pairs_per_digit must be a positive integer; got {pairs_per_digit!r}")
     return Splits(
