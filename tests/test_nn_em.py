@@ -3,6 +3,7 @@ import torch
 
 import dgl_capsules as dc
 from dgl_capsules.nn import ClassCaps, ConvCaps, PrimaryMatrixCaps
+from helpers import permuted
 from test_routing_em import dense_em_routing
 
 LAMBDAS = [0.05, 0.1, 0.2]
@@ -113,6 +114,35 @@ def test_coordinate_addition_changes_only_the_translation_entries():
     torch.testing.assert_close(diff[:, :, 1, 3], ((y + 0.5) / 3)[:, None].expand(-1, 2), rtol=0, atol=1e-14)
     assert diff[:, :, 0, 3].round(decimals=10).unique().numel() == 4  # W = 4 columns
     assert diff[:, :, 1, 3].round(decimals=10).unique().numel() == 3  # H = 3 rows
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ConvCaps(2, 3, kernel=3, stride=2).double(),
+    lambda: ClassCaps(2, 3, coord_add=True).double(),
+])
+def test_votes_follow_the_edge_ids_of_the_graph(make):
+    layer = make()
+    poses, _ = caps(2, 7, 5, 2)
+    g = layer.graph((7, 5))
+    h, perm = permuted(g)
+    votes = layer.votes(g, poses)
+    src, _ = g.edges()
+    assert votes.shape == (g.num_edges(), 2, 16)
+    torch.testing.assert_close(layer.votes(h, poses), votes[perm], rtol=0, atol=0)
+    # every vote is its child's pose times the matrix the edge names (plus coordinates for classes)
+    m = poses.reshape(2, -1, 4, 4)[:, src]  # (B, E, 4, 4)
+    if isinstance(layer, ConvCaps):
+        w = layer.weight[g.edata["w_index"]]
+    else:
+        _, dst = g.edges()
+        w = layer.weight.view(2, 3, 4, 4)[src % 2, dst]
+    expect = (m @ w).transpose(0, 1).reshape(-1, 2, 16)
+    if isinstance(layer, ClassCaps):
+        expect = expect.clone()
+        cell = src // 2
+        expect[:, :, 3] += ((cell % 5).double() + 0.5)[:, None] / 5
+        expect[:, :, 7] += ((cell // 5).double() + 0.5)[:, None] / 7
+    torch.testing.assert_close(votes, expect, rtol=1e-12, atol=1e-12)
 
 
 def test_conv_caps_gradcheck_tiny():

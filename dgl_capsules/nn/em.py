@@ -36,6 +36,13 @@ def _check_caps(poses, activations, n_types, who):
     return tuple(poses.shape[:3])
 
 
+def _pick(table, index):
+    """``table[index]``, skipping the copy when ``index`` is ``0, 1, ..., len(table) - 1``."""
+    if len(index) == len(table) and bool((index == torch.arange(len(index), device=index.device)).all()):
+        return table
+    return table[index]
+
+
 class PrimaryMatrixCaps(nn.Module):
     r"""Primary matrix capsules (Hinton et al. 2018, "PrimaryCaps").
 
@@ -204,12 +211,25 @@ class ConvCaps(_EMLayer):
                                   self.out_types, device=device)
 
     def votes(self, g, poses):
-        """Votes :math:`M_i W_{offset, a, c}` in the edge order of ``g``: ``(|E|, B, 16)``."""
-        b = poses.shape[0]
-        src, _ = g.edges()
-        m = poses.reshape(b, -1, 4, 4).transpose(0, 1)[src]  # (E, B, 4, 4)
-        w = self.weight[g.edata["w_index"]]  # (E, 4, 4)
-        return torch.matmul(m, w.unsqueeze(1)).reshape(len(src), b, 16)  # (E, B, 16)
+        """Votes :math:`M_i W_{offset, a, c}` in the edge order of ``g``: ``(|E|, B, 16)``.
+
+        All ``Ho * Wo * kernel² * A * C`` votes come from one batched matrix product over the
+        (offset, child type) pairs, laid out by (parent position, offset, child type, parent
+        type); each edge then picks its vote by its ``dst``, ``offset`` and ``child_type``."""
+        b, h, w = poses.shape[:3]
+        k, s, n_a, n_c = self.kernel, self.stride, self.in_types, self.out_types
+        ho, wo = conv_output_size((h, w), k, s)
+        dev = poses.device
+        # NOTE: child position of (parent position q, offset o): the unfolded receptive fields.
+        ys = (torch.arange(ho, device=dev) * s)[:, None, None, None] + torch.arange(k, device=dev)[None, None, :, None]
+        xs = (torch.arange(wo, device=dev) * s)[None, :, None, None] + torch.arange(k, device=dev)[None, None, None, :]
+        pos = (ys * w + xs).reshape(-1)  # (Ho * Wo * k * k,)
+        patches = poses.reshape(b, h * w, n_a, 4, 4)[:, pos].view(b, ho * wo, k * k, n_a, 4, 4)
+        weight = self.weight.view(k * k, n_a, n_c, 4, 4)
+        table = torch.einsum("bqoaik,oackj->qoacbij", patches, weight).reshape(-1, b, 16)  # (E, B, 16)
+        _, dst = g.edges()
+        index = (((dst // n_c) * (k * k) + g.edata["offset"]) * n_a + g.edata["child_type"]) * n_c + dst % n_c
+        return _pick(table, index)
 
     def forward(self, poses, activations, return_routing=False, return_trace=False):
         """Route a batch of child capsules; with ``return_routing`` also return the
@@ -281,20 +301,21 @@ class ClassCaps(_EMLayer):
         return capsule_graph(in_hw[0] * in_hw[1] * self.in_types, self.n_classes, device=device)
 
     def votes(self, g, poses):
-        """Votes in the edge order of ``g``, with coordinate addition if enabled: ``(|E|, B, 16)``."""
+        """Votes in the edge order of ``g``, with coordinate addition if enabled: ``(|E|, B, 16)``.
+
+        One batched matrix product per child type gives every (child, class) vote, laid out
+        by (child, class); each edge then picks its vote by its ``src`` and ``dst``."""
         b, h, w = poses.shape[:3]
+        n_a, n_k = self.in_types, self.n_classes
+        weight = self.weight.view(n_a, n_k, 4, 4)
+        table = torch.einsum("bpaik,ankj->panbij", poses.reshape(b, h * w, n_a, 4, 4), weight)
+        if self.coord_add:  # table: (H * W, A, K, B, 4, 4)
+            offset = table.new_zeros(h, w, 1, 1, 1, 4, 4)
+            offset[:, :, 0, 0, 0, 0, 3] = (torch.arange(w, dtype=table.dtype, device=table.device) + 0.5) / w
+            offset[:, :, 0, 0, 0, 1, 3] = ((torch.arange(h, dtype=table.dtype, device=table.device) + 0.5) / h)[:, None]
+            table = table + offset.view(h * w, 1, 1, 1, 4, 4)
         src, dst = g.edges()
-        child_type = src % self.in_types
-        m = poses.reshape(b, -1, 4, 4).transpose(0, 1)[src]  # (E, B, 4, 4)
-        wt = self.weight.view(self.in_types, self.n_classes, 4, 4)[child_type, dst]  # (E, 4, 4)
-        v = torch.matmul(m, wt.unsqueeze(1))  # (E, B, 4, 4)
-        if self.coord_add:
-            cell = src // self.in_types
-            offset = v.new_zeros(len(src), 1, 4, 4)
-            offset[:, 0, 0, 3] = ((cell % w).to(v.dtype) + 0.5) / w  # x
-            offset[:, 0, 1, 3] = ((cell // w).to(v.dtype) + 0.5) / h  # y
-            v = v + offset
-        return v.reshape(len(src), b, 16)  # (E, B, 16)
+        return _pick(table.reshape(-1, b, 16), src * n_k + dst)
 
     def forward(self, poses, activations, return_routing=False, return_trace=False):
         """Route a batch of child capsules to the classes; with ``return_routing`` also return
