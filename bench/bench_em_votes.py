@@ -1,0 +1,116 @@
+"""Votes of the matrix-capsule layers: one 4x4 product per edge and sample vs the layers' batched product.
+
+The votes of a routed layer are ``V_ij = M_i W_e`` for every edge ``e = (i, j)``
+and every sample. The per-edge path is the direct way to fill the edge layout:
+gather each edge's child pose ``M_i`` and matrix ``W_e``, then one batched
+``matmul`` of ``|E| * B`` 4x4 by 4x4 products (what ``ConvCaps.votes`` and
+``ClassCaps.votes`` did before). The layers now compute all votes of a
+convolutional layer with one matrix product per (kernel offset, child type),
+``(Ho*Wo*B*4, 4) @ (4, C*4)`` (per child type for class capsules), and pick
+each edge's vote by its features.
+
+The layers are the routed layers of ``MatrixCapsNet.from_preset("small")`` on
+28x28 images (child grids 12x12, 5x5, 3x3), batch 32, float32. Times are the
+minimum over repeats, in the same run; "fwd+bwd" also back-propagates a
+weighted sum of the votes to the poses and the matrices. Both paths are
+checked equal before timing.
+
+Run ``python bench/bench_em_votes.py [--quick]``; ``run(quick)`` returns the
+rows for ``bench/run_all.py``.
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from dgl_capsules.models import MatrixCapsNet  # noqa: E402
+from dgl_capsules.nn import ConvCaps  # noqa: E402
+
+BATCH = 32
+
+
+def per_edge_votes(layer, g, poses):
+    """One 4x4 product per edge and sample, in the edge order of ``g``: ``(|E|, B, 16)``."""
+    b, h, w = poses.shape[:3]
+    src, dst = g.edges()
+    m = poses.reshape(b, -1, 4, 4).transpose(0, 1)[src]  # (E, B, 4, 4)
+    if isinstance(layer, ConvCaps):
+        wt = layer.weight[g.edata["w_index"]]  # (E, 4, 4)
+    else:
+        wt = layer.weight.view(layer.in_types, layer.n_classes, 4, 4)[src % layer.in_types, dst]
+    v = torch.matmul(m, wt.unsqueeze(1))  # (E, B, 4, 4)
+    if not isinstance(layer, ConvCaps) and layer.coord_add:
+        cell = src // layer.in_types
+        offset = v.new_zeros(len(src), 1, 4, 4)
+        offset[:, 0, 0, 3] = ((cell % w).to(v.dtype) + 0.5) / w
+        offset[:, 0, 1, 3] = ((cell // w).to(v.dtype) + 0.5) / h
+        v = v + offset
+    return v.reshape(len(src), b, 16)
+
+
+def _time(fn, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1e3
+
+
+def _case(name, layer, grid, repeats):
+    g = layer.graph(grid)
+    poses = torch.randn(BATCH, *grid, layer.in_types, 4, 4)
+    weight = torch.randn(g.num_edges(), BATCH, 16)
+    torch.testing.assert_close(layer.votes(g, poses), per_edge_votes(layer, g, poses), rtol=1e-5, atol=1e-5)
+
+    def timed(votes, backward):
+        p = poses.requires_grad_(backward)
+        v = votes(layer, g, p)
+        if backward:
+            (v * weight).sum().backward()
+
+    def batched(layer, g, p):
+        return layer.votes(g, p)
+
+    row = {"layer": name, "child grid": f"{grid[0]}x{grid[1]}", "edges": g.num_edges(), "batch": BATCH}
+    for label, backward in (("fwd", False), ("fwd+bwd", True)):
+        slow = _time(lambda: timed(per_edge_votes, backward), repeats)
+        fast = _time(lambda: timed(batched, backward), repeats)
+        row[f"per-edge {label} ms"] = slow
+        row[f"batched {label} ms"] = fast
+        row[f"{label} speedup"] = slow / fast
+    return row
+
+
+def run(quick=False, threads=1):
+    """One row per routed layer of the ``small`` MatrixCapsNet; ``threads`` as in bench_em_conv."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        net = MatrixCapsNet.from_preset("small")
+        repeats = 2 if quick else 5
+        layers = (("convcaps1", net.caps1, (12, 12)), ("convcaps2", net.caps2, (5, 5)),
+                  ("classcaps", net.classes, (3, 3)))
+        return [_case(name, layer, grid, repeats) for name, layer, grid in layers]
+    finally:
+        torch.set_num_threads(before)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats")
+    p.add_argument("--threads", type=int, default=1, help="OpenMP threads (default 1)")
+    args = p.parse_args(argv)
+    rows = run(args.quick, args.threads)
+    keys = list(rows[0])
+    print(" | ".join(keys))
+    for r in rows:
+        print(" | ".join(f"{r[k]:.1f}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+
+
+if __name__ == "__main__":
+    main()
