@@ -13,7 +13,8 @@ The layers are the routed layers of ``MatrixCapsNet.from_preset("small")`` on
 28x28 images (child grids 12x12, 5x5, 3x3), batch 32, float32. Times are the
 minimum over repeats, in the same run; "fwd+bwd" also back-propagates a
 weighted sum of the votes to the poses and the matrices. Both paths are
-checked equal before timing.
+checked equal before timing. The last row times a whole training step of the
+net (forward, spread loss, backward) with either way of computing the votes.
 
 Run ``python bench/bench_em_votes.py [--quick]``; ``run(quick)`` returns the
 rows for ``bench/run_all.py``.
@@ -86,6 +87,29 @@ def _case(name, layer, grid, repeats):
     return row
 
 
+def _step_case(net, repeats):
+    """A whole training step of the net (forward, spread loss, backward) with either votes."""
+    x, y = torch.rand(BATCH, 1, 28, 28), torch.randint(0, 10, (BATCH,))
+
+    def step():
+        net.zero_grad()
+        net.loss(net(x), y, step=0).backward()
+
+    row = {"layer": "whole training step", "child grid": "28x28 image", "edges": 14400 + 5184 + 720,
+           "batch": BATCH}
+    layers = (net.caps1, net.caps2, net.classes)
+    for layer in layers:  # the per-edge path, bound to each layer instance
+        layer.votes = (lambda lay: (lambda g, p: per_edge_votes(lay, g, p)))(layer)
+    try:
+        slow = _time(step, repeats)
+    finally:
+        for layer in layers:
+            del layer.votes
+    fast = _time(step, repeats)
+    row["per-edge fwd+bwd ms"], row["batched fwd+bwd ms"], row["fwd+bwd speedup"] = slow, fast, slow / fast
+    return row
+
+
 def run(quick=False, threads=1):
     """One row per routed layer of the ``small`` MatrixCapsNet; ``threads`` as in bench_em_conv."""
     before = torch.get_num_threads()
@@ -95,7 +119,7 @@ def run(quick=False, threads=1):
         repeats = 2 if quick else 5
         layers = (("convcaps1", net.caps1, (12, 12)), ("convcaps2", net.caps2, (5, 5)),
                   ("classcaps", net.classes, (3, 3)))
-        return [_case(name, layer, grid, repeats) for name, layer, grid in layers]
+        return [_case(name, layer, grid, repeats) for name, layer, grid in layers] + [_step_case(net, repeats)]
     finally:
         torch.set_num_threads(before)
 
@@ -109,7 +133,7 @@ def main(argv=None):
     keys = list(rows[0])
     print(" | ".join(keys))
     for r in rows:
-        print(" | ".join(f"{r[k]:.1f}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+        print(" | ".join(f"{r[k]:.1f}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys))
 
 
 if __name__ == "__main__":
