@@ -22,12 +22,13 @@ rows for ``bench/run_all.py``.
 import argparse
 import os
 import sys
-import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, ".."), HERE]
 
+from bench_em_conv import _time  # noqa: E402
 from dgl_capsules.models import MatrixCapsNet  # noqa: E402
 from dgl_capsules.nn import ConvCaps  # noqa: E402
 
@@ -51,15 +52,6 @@ def per_edge_votes(layer, g, poses):
         offset[:, 0, 1, 3] = ((cell // w).to(v.dtype) + 0.5) / h
         v = v + offset
     return v.reshape(len(src), b, 16)
-
-
-def _time(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3
 
 
 def _case(name, layer, grid, repeats):
