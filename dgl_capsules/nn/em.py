@@ -216,17 +216,12 @@ class ConvCaps(_EMLayer):
         All ``Ho * Wo * kernel² * A * C`` votes come from one batched matrix product over the
         (offset, child type) pairs, laid out by (parent position, offset, child type, parent
         type); each edge then picks its vote by its ``dst``, ``offset`` and ``child_type``."""
-        b, h, w = poses.shape[:3]
+        b = poses.shape[0]
         k, s, n_a, n_c = self.kernel, self.stride, self.in_types, self.out_types
-        ho, wo = conv_output_size((h, w), k, s)
-        dev = poses.device
-        # NOTE: child position of (parent position q, offset o): the unfolded receptive fields.
-        ys = (torch.arange(ho, device=dev) * s)[:, None, None, None] + torch.arange(k, device=dev)[None, None, :, None]
-        xs = (torch.arange(wo, device=dev) * s)[None, :, None, None] + torch.arange(k, device=dev)[None, None, None, :]
-        pos = (ys * w + xs).reshape(-1)  # (Ho * Wo * k * k,)
-        patches = poses.reshape(b, h * w, n_a, 4, 4)[:, pos].view(b, ho * wo, k * k, n_a, 4, 4)
-        weight = self.weight.view(k * k, n_a, n_c, 4, 4)
-        table = torch.einsum("bqoaik,oackj->qoacbij", patches, weight).reshape(-1, b, 16)  # (E, B, 16)
+        # receptive fields as a view: (B, Ho, Wo, A, 4, 4, ky, kx)
+        patches = poses.unfold(1, k, s).unfold(2, k, s)
+        weight = self.weight.view(k, k, n_a, n_c, 4, 4)
+        table = torch.einsum("bqraikyx,yxackj->qryxacbij", patches, weight).reshape(-1, b, 16)  # (E, B, 16)
         _, dst = g.edges()
         index = (((dst // n_c) * (k * k) + g.edata["offset"]) * n_a + g.edata["child_type"]) * n_c + dst % n_c
         return _pick(table, index)
