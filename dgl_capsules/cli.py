@@ -37,11 +37,12 @@ def _route_demo(args):
 
 
 def _train(args):
-    from .train import train
+    from .train import parse_overrides, train
 
     train(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           seed=args.seed, out=args.out, resume=args.resume, preset=args.preset, width=args.width,
-          shift=args.shift, lr_decay=args.lr_decay, image_size=args.image_size, progress=not args.quiet)
+          shift=args.shift, lr_decay=args.lr_decay, image_size=args.image_size, progress=not args.quiet,
+          overrides=parse_overrides(args.set))
     return 0
 
 
@@ -194,8 +195,10 @@ def build_parser():
     tr.add_argument("--model", default="capsnet", help=f"one of {', '.join(MODELS)}")
     tr.add_argument("--data", default="mnist5k",
                     help="mnist5k, mnist:PATH (IDX files), smallnorb:PATH or multi:SPEC (MultiMNIST pairs)")
-    tr.add_argument("--preset", default="small", help="model size: small or paper")
+    tr.add_argument("--preset", default="small", help="model size: small, paper or tiny")
     tr.add_argument("--width", type=float, default=None, help="CNN width multiplier (default: match CapsNet)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="replace one setting of the preset, e.g. --set stem_stride=1 (repeatable)")
     tr.add_argument("--epochs", type=int, default=10)
     tr.add_argument("--batch-size", type=int, default=64)
     tr.add_argument("--lr", type=float, default=1e-3)

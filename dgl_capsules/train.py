@@ -34,7 +34,7 @@ from .data.affine import affine_mnist, multi_mnist, multi_splits, pad_to, random
 from .data.mnist import ImageDataset, Splits
 
 __all__ = [
-    "UsageError", "MODELS", "load_data", "build_model", "accuracy", "evaluate", "train",
+    "UsageError", "MODELS", "load_data", "build_model", "parse_overrides", "accuracy", "evaluate", "train",
     "save_atomic", "load_model",
 ]
 
@@ -113,18 +113,22 @@ def eval_set(spec, splits, seed=0):
 # ---------------------------------------------------------------------------- models
 
 
-def build_model(model, in_channels=1, image_size=28, n_classes=10, preset="small", width=None):
+def build_model(model, in_channels=1, image_size=28, n_classes=10, preset="small", width=None,
+                overrides=None):
     """A model by name: ``"capsnet"``, ``"cnn"`` or ``"matrixcaps"``.
 
-    ``preset`` picks the CapsNet / MatrixCapsNet configuration. The CNN's
-    ``width`` defaults to the one matching the parameter count of the CapsNet
-    of the same preset (the paper's comparison).
+    ``preset`` picks the CapsNet / MatrixCapsNet configuration and
+    ``overrides`` (a dict, e.g. ``{"stem_stride": 1}``) replaces single
+    settings of it. The CNN's ``width`` defaults to the one matching the
+    parameter count of the CapsNet of the same preset (the paper's comparison).
     """
     from .models import BaselineCNN, CapsNet
 
     shape = dict(in_channels=in_channels, image_size=image_size, n_classes=n_classes)
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if overrides:
+        return _with_overrides(model, preset, shape, overrides)
     if model == "capsnet":
         return CapsNet.from_preset(preset, **shape)
     if model == "cnn":
@@ -141,6 +145,50 @@ def build_model(model, in_channels=1, image_size=28, n_classes=10, preset="small
             return MatrixCapsNet.from_preset(preset, **shape)
         return MatrixCapsNet(**shape)
     raise UsageError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+
+
+def _with_overrides(model, preset, shape, overrides):
+    """``from_preset(preset, **overrides)`` of a capsule model; unknown settings are a :class:`UsageError`."""
+    import inspect
+
+    from .models import CapsNet, MatrixCapsNet
+
+    classes = dict(capsnet=CapsNet, matrixcaps=MatrixCapsNet)
+    if model not in classes:
+        raise UsageError(f"--set works for --model capsnet and matrixcaps, not {model!r}")
+    cls = classes[model]
+    known = sorted(set(inspect.signature(cls.__init__).parameters) - {"self", *shape})
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise UsageError(f"--set: {cls.__name__} has no setting {unknown[0]!r}; settings are {', '.join(known)}")
+    try:
+        return cls.from_preset(preset, **shape, **overrides)
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--set: {e}") from e
+
+
+def parse_overrides(items):
+    """``["stem_stride=1", "inverse_temperatures=[0.01, 0.02]"]`` -> ``{"stem_stride": 1, ...}``.
+
+    Values are Python literals (numbers, lists, ``None``); anything else is kept as a string.
+
+    Examples
+    --------
+    >>> parse_overrides(["stem_stride=1", "step_scale=2e3", "inverse_temperatures=[0.01, 0.02]"])
+    {'stem_stride': 1, 'step_scale': 2000.0, 'inverse_temperatures': [0.01, 0.02]}
+    """
+    import ast
+
+    out = {}
+    for item in items or ():
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"--set takes KEY=VALUE; got {item!r}")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
 
 
 def n_parameters(model):
@@ -260,7 +308,7 @@ def _dist_info():
 
 def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, seed=0, out="runs/train",
           resume=False, preset="small", width=None, shift=0, lr_decay=1.0, image_size=None,
-          progress=True, splits=None, log=print, return_model=False):
+          progress=True, splits=None, log=print, return_model=False, overrides=None):
     """Train a model, select it on the validation split, test it, write ``out``.
 
     Parameters
@@ -286,6 +334,9 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
         Random shifts of up to this many pixels per axis (training only).
     image_size : int, optional
         Pad the images to this side (see :func:`load_data`).
+    overrides : dict, optional
+        Settings that replace those of the preset (see :func:`build_model`);
+        they are saved with the run, so ``evaluate`` and ``--resume`` rebuild the same model.
     splits : Splits, optional
         Data to use instead of ``data`` (for tests and scripts).
     return_model : bool
@@ -311,6 +362,8 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
     c, h, _ = splits.train.image_shape
     model_args = dict(model=model, in_channels=c, image_size=h, n_classes=splits.train.n_classes,
                       preset=preset, width=width)
+    if overrides:
+        model_args["overrides"] = dict(overrides)
     _seed_all(seed)
     net = build_model(**model_args)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -388,7 +441,8 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
     metrics = dict(model=model, preset=preset, data=data, test_accuracy=test_acc,
                    best_val_accuracy=state["best_val"], best_epoch=state["best_epoch"], epochs=state["epoch"],
                    seconds=round(state["seconds"], 2), parameters=n_parameters(net), batch_size=batch_size,
-                   lr=lr, lr_decay=lr_decay, shift=shift, seed=seed, processes=world, curve=state["curve"])
+                   lr=lr, lr_decay=lr_decay, shift=shift, seed=seed, processes=world,
+                   overrides=dict(overrides or {}), curve=state["curve"])
     if rank == 0:
         save_atomic(dict(model_args=model_args, data=data, image_size=image_size, model=net.state_dict()),
                     os.path.join(out, "model.pt"))

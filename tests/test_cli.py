@@ -46,6 +46,8 @@ def test_bad_data_path_exits_2_with_one_line_and_no_traceback(tmp_path):
     (["train", "--data", "cifar10"], "unknown data set 'cifar10'; expected one of mnist5k"),
     (["train", "--data", "smallnorb:/no/such/dir"], "'/no/such/dir' is not a directory"),
     (["train", "--preset", "huge"], "unknown preset 'huge'"),
+    (["train", "--set", "stem_stride"], "--set takes KEY=VALUE; got 'stem_stride'"),
+    (["train", "--model", "matrixcaps", "--set", "stem=1"], "--set: MatrixCapsNet has no setting 'stem'"),
     (["train", "--data", "multi:mnist5k", "--image-size", "30"],
      "--image-size must be at least 36 for MultiMNIST pairs; got 30"),
     (["evaluate", "--checkpoint", "/no/such/model.pt"], "'/no/such/model.pt': no such file"),

@@ -81,3 +81,21 @@ def test_model_layers_are_the_library_layers():
     net = MatrixCapsNet.from_preset("tiny")
     assert isinstance(net.caps1, ConvCaps) and isinstance(net.classes, ClassCaps)
     assert "in_channels=1, image_size=28, n_classes=10" in repr(net)
+
+
+def test_stem_stride_and_primary_kernel_set_the_grids():
+    # 28 -> conv 5x5 stride 1: 24 -> primary 3x3 stride 2: 11 -> ConvCaps1: 5 -> ConvCaps2: 3
+    net = MatrixCapsNet.from_preset("tiny", stem_stride=1, primary_kernel=3, primary_stride=2)
+    assert net.conv.stride == (1, 1) and net.primary.kernel_size == 3 and net.primary.stride == 2
+    x = torch.rand(2, 1, 28, 28)
+    routed = net.routing(x)
+    assert [g.num_src_nodes() // layer.in_types for (_, g, _, _), layer in
+            zip(routed, (net.caps1, net.caps2, net.classes))] == [11 * 11, 5 * 5, 3 * 3]
+    assert net(x).activations.shape == (2, 10)
+    # the smallest image follows the stem: 5 + 2 * (5 - 1) + ... = 19 here, 17 for the paper's stem
+    MatrixCapsNet.from_preset("tiny", image_size=19, stem_stride=1, primary_kernel=3, primary_stride=2)
+    with pytest.raises(ValueError, match="image_size must be at least 19 for MatrixCapsNet; got 18"):
+        MatrixCapsNet.from_preset("tiny", image_size=18, stem_stride=1, primary_kernel=3, primary_stride=2)
+    for name in ("stem_stride", "primary_kernel", "primary_stride"):
+        with pytest.raises(ValueError, match=name):
+            MatrixCapsNet.from_preset("tiny", **{name: 0})

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from dgl_capsules.data import ImageDataset, Splits
-from dgl_capsules.train import UsageError, accuracy, build_model, load_model, save_atomic, train
+from dgl_capsules.train import (
+    UsageError, accuracy, build_model, load_model, parse_overrides, save_atomic, train,
+)
 
 
 def tiny_splits(n_train=48, seed=0):
@@ -180,3 +182,35 @@ def test_the_trainer_redraws_multimnist_pairs_every_epoch_and_on_resume(tmp_path
     assert spy.calls == [2]
     metrics = json.loads((tmp_path / "multi" / "metrics.json").read_text())
     assert metrics["epochs"] == 3 and 0 <= metrics["test_accuracy"] <= 1
+
+
+def test_overrides_replace_preset_settings_and_are_saved_with_the_run(tmp_path):
+    from dgl_capsules.models import MatrixCapsNet
+
+    net = build_model("matrixcaps", preset="tiny", overrides=dict(stem_stride=1, primary_kernel=3, primary_stride=2))
+    assert isinstance(net, MatrixCapsNet) and net.conv.stride == (1, 1) and net.primary.kernel_size == 3
+    assert build_model("capsnet", preset="tiny", overrides=dict(n_iters=1)).digits.n_iters == 1
+    with pytest.raises(UsageError, match=r"--set: MatrixCapsNet has no setting 'stem'; settings are .*stem_stride"):
+        build_model("matrixcaps", preset="tiny", overrides=dict(stem=1))
+    with pytest.raises(UsageError, match="--set works for --model capsnet and matrixcaps, not 'cnn'"):
+        build_model("cnn", preset="tiny", overrides=dict(width=2))
+    with pytest.raises(UsageError, match="--set: stem_stride must be a positive integer"):
+        build_model("matrixcaps", preset="tiny", overrides=dict(stem_stride=0))
+
+    splits = tiny_splits()
+    out = str(tmp_path / "run")
+    metrics = train(model="matrixcaps", preset="tiny", epochs=1, batch_size=16, lr=3e-3, seed=0, out=out,
+                    progress=False, splits=splits, log=lambda *a: None, overrides=dict(stem_stride=1))
+    assert metrics["overrides"] == dict(stem_stride=1)
+    model, ckpt = load_model(os.path.join(out, "model.pt"))
+    assert ckpt["model_args"]["overrides"] == dict(stem_stride=1) and model.conv.stride == (1, 1)
+    with pytest.raises(UsageError, match="--resume: .* was written for"):
+        train(model="matrixcaps", preset="tiny", epochs=2, batch_size=16, lr=3e-3, seed=0, out=out,
+              resume=True, progress=False, splits=splits, log=lambda *a: None)
+
+
+def test_parse_overrides_reads_literals_and_refuses_items_without_equals():
+    assert parse_overrides(["n_iters=2", "name=abc", " k = [1, 2] "]) == dict(n_iters=2, name="abc", k=[1, 2])
+    assert parse_overrides([]) == {}
+    with pytest.raises(UsageError, match="--set takes KEY=VALUE; got 'stem_stride'"):
+        parse_overrides(["stem_stride"])

@@ -57,7 +57,8 @@ class MatrixCapsNet(nn.Module):
     in_channels : int
         Image channels.
     image_size : int
-        Side of the square input images (at least 17, so that ConvCaps2 has a cell).
+        Side of the square input images (at least 17 with the paper's stem, so
+        that ConvCaps2 has a cell).
     n_classes : int
         Class capsules.
     conv_channels, primary_types, caps1_types, caps2_types : int
@@ -69,6 +70,14 @@ class MatrixCapsNet(nn.Module):
         schedule :math:`0.01 (1 - 0.95^t)`.
     step_scale : float
         The step scale :math:`S` of the margin schedule.
+    stem_stride : int
+        Stride of the 5x5 stem convolution (2 in the paper).
+    primary_kernel, primary_stride : int
+        Kernel and stride of :class:`~dgl_capsules.nn.PrimaryMatrixCaps`
+        (1 and 1 in the paper). A 5x5 stem at stride 1 followed by 3x3 primary
+        capsules at stride 2 gives 11x11 primary grids on 28x28 inputs and the
+        same ConvCaps grids as the paper's stem, with a second convolution
+        before the capsules.
 
     Examples
     --------
@@ -83,23 +92,34 @@ class MatrixCapsNet(nn.Module):
 
     def __init__(self, in_channels=1, image_size=28, n_classes=10, conv_channels=32, primary_types=32,
                  caps1_types=32, caps2_types=32, n_iters=3, inverse_temperatures=None,
-                 step_scale=50000.0):
+                 step_scale=50000.0, stem_stride=2, primary_kernel=1, primary_stride=1):
         super().__init__()
         self.in_channels = _check_positive_int("in_channels", in_channels)
         self.image_size = _check_positive_int("image_size", image_size)
         self.n_classes = _check_positive_int("n_classes", n_classes)
-        hw = conv_output_size((image_size, image_size), 5, 2)
-        hw1 = conv_output_size(hw, 3, 2)
-        if image_size < 5 or min(hw1) < 3:
-            raise ValueError(f"image_size must be at least 17 for MatrixCapsNet; got {image_size}")
+        self.stem_stride = _check_positive_int("stem_stride", stem_stride)
+        primary_kernel = _check_positive_int("primary_kernel", primary_kernel)
+        primary_stride = _check_positive_int("primary_stride", primary_stride)
+        smallest = next(n for n in range(1, 4096) if self._fits(n, primary_kernel, primary_stride))
+        if image_size < smallest:
+            raise ValueError(f"image_size must be at least {smallest} for MatrixCapsNet; got {image_size}")
         self.step_scale = float(step_scale)
-        self.conv = nn.Conv2d(in_channels, conv_channels, 5, stride=2)
-        self.primary = PrimaryMatrixCaps(conv_channels, primary_types)
+        self.conv = nn.Conv2d(in_channels, conv_channels, 5, stride=stem_stride)
+        self.primary = PrimaryMatrixCaps(conv_channels, primary_types, primary_kernel, primary_stride)
         opts = dict(n_iters=n_iters, inverse_temperatures=inverse_temperatures)
         self.caps1 = ConvCaps(primary_types, caps1_types, kernel=3, stride=2, **opts)
         self.caps2 = ConvCaps(caps1_types, caps2_types, kernel=3, stride=1, **opts)
         self.classes = ClassCaps(caps2_types, n_classes, coord_add=True, **opts)
         self.reset_parameters()
+
+    def _fits(self, size, primary_kernel, primary_stride):
+        """Whether a ``size x size`` image leaves ConvCaps2 at least one cell."""
+        if size < 5:
+            return False
+        hw = conv_output_size((size, size), 5, self.stem_stride)
+        if min(hw) < primary_kernel:
+            return False
+        return min(conv_output_size(conv_output_size(hw, primary_kernel, primary_stride), 3, 2)) >= 3
 
     @classmethod
     def from_preset(cls, name, in_channels=1, image_size=28, n_classes=10, **overrides):
@@ -122,7 +142,7 @@ class MatrixCapsNet(nn.Module):
 
     def _layers(self, x, routed):
         check_images(x, self.in_channels, self.image_size)
-        poses, acts = self.primary(torch.relu(self.conv(x)))  # (B, 12, 12, B_t, 4, 4)
+        poses, acts = self.primary(torch.relu(self.conv(x)))  # (B, 12, 12, B_t, 4, 4) with the paper's stem
         for name, layer in (("convcaps1", self.caps1), ("convcaps2", self.caps2), ("classcaps", self.classes)):
             in_hw = poses.shape[1:3]
             if routed is None:
