@@ -42,7 +42,7 @@ def _train(args):
     train(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           seed=args.seed, out=args.out, resume=args.resume, preset=args.preset, width=args.width,
           shift=args.shift, lr_decay=args.lr_decay, image_size=args.image_size, progress=not args.quiet,
-          overrides=parse_overrides(args.set))
+          overrides=parse_overrides(args.set), rotate=args.rotate, scale=args.scale)
     return 0
 
 
@@ -204,6 +204,8 @@ def build_parser():
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--lr-decay", type=float, default=1.0, help="learning rate factor per epoch")
     tr.add_argument("--shift", type=int, default=0, help="random shifts of up to this many pixels")
+    tr.add_argument("--rotate", type=float, default=0.0, help="random rotations of up to this many degrees")
+    tr.add_argument("--scale", type=float, default=0.0, help="random scalings in [1 - SCALE, 1 + SCALE]")
     tr.add_argument("--image-size", type=int, default=None, help="pad images to this side (e.g. 40)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", default="runs/train")

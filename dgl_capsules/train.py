@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .data import MNIST, SmallNORB, mnist5k
-from .data.affine import affine_mnist, multi_mnist, multi_splits, pad_to, random_shift
+from .data.affine import affine_mnist, multi_mnist, multi_splits, pad_to, random_affine, random_shift
 from .data.mnist import ImageDataset, Splits
 
 __all__ = [
@@ -308,7 +308,7 @@ def _dist_info():
 
 def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, seed=0, out="runs/train",
           resume=False, preset="small", width=None, shift=0, lr_decay=1.0, image_size=None,
-          progress=True, splits=None, log=print, return_model=False, overrides=None):
+          progress=True, splits=None, log=print, return_model=False, overrides=None, rotate=0.0, scale=0.0):
     """Train a model, select it on the validation split, test it, write ``out``.
 
     Parameters
@@ -332,6 +332,10 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
         Continue from ``out/checkpoint.pt`` if it exists.
     shift : int
         Random shifts of up to this many pixels per axis (training only).
+    rotate, scale : float
+        Random rotations uniform in ``±rotate`` degrees and scalings uniform in
+        ``[1 - scale, 1 + scale]`` about the image centre (training only, after
+        the shift; see :func:`~dgl_capsules.data.random_affine`).
     image_size : int, optional
         Pad the images to this side (see :func:`load_data`).
     overrides : dict, optional
@@ -356,6 +360,10 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
             raise UsageError(f"--{name.replace('_', '-')} must be a positive integer; got {value!r}")
     if not lr > 0:
         raise UsageError(f"--lr must be > 0; got {lr}")
+    if not 0 <= rotate <= 180:
+        raise UsageError(f"--rotate must be in [0, 180] degrees; got {rotate}")
+    if not 0 <= scale < 1:
+        raise UsageError(f"--scale must be in [0, 1); got {scale}")
     rank, world = _dist_info()
     if splits is None:
         splits = load_data(data, image_size)
@@ -408,6 +416,8 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
         for x, y in bar:
             if shift:
                 x = random_shift(x, shift, augment)
+            if rotate or scale:
+                x = random_affine(x, augment, rotation=rotate, scale=(1 - scale, 1 + scale))
             out_ = ddp(x, y)
             loss = net.loss(out_, y, state["step"])
             opt.zero_grad(set_to_none=True)
@@ -441,7 +451,7 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
     metrics = dict(model=model, preset=preset, data=data, test_accuracy=test_acc,
                    best_val_accuracy=state["best_val"], best_epoch=state["best_epoch"], epochs=state["epoch"],
                    seconds=round(state["seconds"], 2), parameters=n_parameters(net), batch_size=batch_size,
-                   lr=lr, lr_decay=lr_decay, shift=shift, seed=seed, processes=world,
+                   lr=lr, lr_decay=lr_decay, shift=shift, rotate=rotate, scale=scale, seed=seed, processes=world,
                    overrides=dict(overrides or {}), curve=state["curve"])
     if rank == 0:
         save_atomic(dict(model_args=model_args, data=data, image_size=image_size, model=net.state_dict()),

@@ -47,6 +47,8 @@ def test_bad_data_path_exits_2_with_one_line_and_no_traceback(tmp_path):
     (["train", "--data", "smallnorb:/no/such/dir"], "'/no/such/dir' is not a directory"),
     (["train", "--preset", "huge"], "unknown preset 'huge'"),
     (["train", "--set", "stem_stride"], "--set takes KEY=VALUE; got 'stem_stride'"),
+    (["train", "--rotate", "200"], "--rotate must be in [0, 180] degrees; got 200.0"),
+    (["train", "--scale", "1"], "--scale must be in [0, 1); got 1.0"),
     (["train", "--model", "matrixcaps", "--set", "stem=1"], "--set: MatrixCapsNet has no setting 'stem'"),
     (["train", "--data", "multi:mnist5k", "--image-size", "30"],
      "--image-size must be at least 36 for MultiMNIST pairs; got 30"),

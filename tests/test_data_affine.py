@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from dgl_capsules.data import ImageDataset, Splits, affine_mnist, multi_mnist, multi_splits, pad_to, random_shift
+from dgl_capsules.data import (
+    ImageDataset, Splits, affine_mnist, multi_mnist, multi_splits, pad_to, random_affine, random_shift,
+)
 
 
 def digits(n=8, side=28):
@@ -90,3 +92,21 @@ def test_multi_splits_pairs_digits_of_one_split_only():
     assert torch.equal(multi_splits(base, pairs_per_digit=4, seed=3).train.images, s.train.images)
     with pytest.raises(ValueError, match="pairs_per_digit must be a positive integer; got 0"):
         multi_splits(base, pairs_per_digit=0)
+
+
+def test_random_affine_rotates_about_the_centre_and_keeps_the_size():
+    x = torch.zeros(2, 1, 21, 21)
+    x[:, 0, 10, 10:15] = 1.0  # a bar pointing right from the centre
+    g = torch.Generator().manual_seed(0)
+    rot = random_affine(x, g, rotation=90)  # up to 90 degrees, its own angle per image
+    assert rot.shape == x.shape and rot.min() >= 0 and rot.max() <= 1
+    assert rot[:, 0, 10, 10].min() > 0.9  # the centre stays put
+    assert not torch.allclose(rot[0], rot[1])  # each image its own map
+    exact = random_affine(x, torch.Generator().manual_seed(0), rotation=0, scale=(1, 1))
+    torch.testing.assert_close(exact, x, atol=1e-5, rtol=0)
+    half = random_affine(x, torch.Generator().manual_seed(0), scale=(0.5, 0.5))
+    assert half[:, 0, 10, 10:13].min() > 0.4 and half[:, 0, 10, 14].max() < 1e-6  # shrunk towards the centre
+    torch.testing.assert_close(random_affine(x, torch.Generator().manual_seed(3), rotation=30),
+                               random_affine(x, torch.Generator().manual_seed(3), rotation=30))
+    with pytest.raises(ValueError, match=r"images must have shape \(N, C, H, W\); got \(21, 21\)"):
+        random_affine(x[0, 0])

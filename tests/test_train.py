@@ -50,7 +50,7 @@ def test_training_writes_metrics_and_learns(tmp_path):
     assert os.path.exists(tmp_path / "a" / "checkpoint.pt")
 
 
-@pytest.mark.parametrize("model,kw", [("capsnet", {}), ("cnn", dict(width=0.05, shift=2))])
+@pytest.mark.parametrize("model,kw", [("capsnet", {}), ("cnn", dict(width=0.05, shift=2, rotate=10, scale=0.1))])
 def test_resume_equals_an_uninterrupted_run(tmp_path, model, kw):
     full = run(tmp_path, "full", model=model, epochs=2, **kw)
     run(tmp_path, "split", model=model, epochs=1, **kw)
@@ -62,6 +62,22 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, model, kw):
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert drop(full["curve"]) == drop(resumed["curve"])
     assert full["test_accuracy"] == resumed["test_accuracy"]
+
+
+def test_rotate_and_scale_augment_the_training_images(tmp_path, monkeypatch):
+    import dgl_capsules.train as train_module
+
+    seen = []
+    real = train_module.random_affine
+    monkeypatch.setattr(train_module, "random_affine", lambda x, g, **kw: seen.append(kw) or real(x, g, **kw))
+    run(tmp_path, "plain", model="cnn", width=0.05, epochs=1)
+    assert seen == []
+    run(tmp_path, "aug", model="cnn", width=0.05, epochs=1, rotate=15, scale=0.1)
+    assert seen and all(kw == dict(rotation=15, scale=(0.9, 1.1)) for kw in seen)
+    a, b = weights(tmp_path / "plain" / "checkpoint.pt"), weights(tmp_path / "aug" / "checkpoint.pt")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    saved = json.loads((tmp_path / "aug" / "metrics.json").read_text())
+    assert saved["rotate"] == 15 and saved["scale"] == 0.1
 
 
 def test_resume_refuses_another_runs_checkpoint(tmp_path):

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from .mnist import ImageDataset, Splits
 
-__all__ = ["pad_to", "random_shift", "affine_mnist", "multi_mnist"]
+__all__ = ["pad_to", "random_shift", "random_affine", "affine_mnist", "multi_mnist"]
 
 
 def _check_images(images):
@@ -62,6 +62,51 @@ def random_shift(images, max_shift, generator=None):
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def random_affine(images, generator=None, rotation=0.0, shear=0.0, scale=(1.0, 1.0), translation=0.0):
+    r"""Move every image by its own random affine map, keeping its size.
+
+    Per image: rotation angle uniform in ``±rotation`` degrees, horizontal
+    shear uniform in ``±shear``, scale uniform in ``scale`` and translation
+    uniform in ``±translation`` pixels per axis. The map
+    :math:`p \mapsto R\,S_h\,s\,p + t` is applied about the image centre with
+    bilinear resampling and a black border; the result is clamped to [0, 1].
+    Used for :func:`affine_mnist` and as a training augmentation
+    (``dgl-capsules train --rotate --scale``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.rand(3, 1, 28, 28)
+    >>> random_affine(x, torch.Generator().manual_seed(0), rotation=15, scale=(0.9, 1.1)).shape
+    torch.Size([3, 1, 28, 28])
+    >>> torch.allclose(random_affine(x), x, atol=1e-5)  # the identity map (bilinear rounding)
+    True
+    """
+    _check_images(images)
+    n, _, h, w = images.shape
+    g = generator
+
+    def uniform(lo, hi):
+        return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
+
+    angle = uniform(-rotation, rotation) * math.pi / 180
+    sh = uniform(-shear, shear)
+    s = uniform(*scale)
+    t = uniform(-translation, translation), uniform(-translation, translation)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (N, 2, 2)
+    shear_m = torch.eye(2, dtype=torch.float64).repeat(n, 1, 1)
+    shear_m[:, 0, 1] = sh
+    a = rot @ shear_m * s[:, None, None]  # (N, 2, 2) forward map in (x, y) normalised coordinates
+    shift = torch.stack(t, -1) * 2 / torch.tensor([w, h], dtype=torch.float64)  # (N, 2) pixels -> normalised
+    # NOTE: affine_grid asks, for every output pixel, where to read in the input: the inverse map.
+    inv = torch.linalg.inv(a)
+    theta = torch.cat([inv, -(inv @ shift[:, :, None])], -1).to(images.dtype)  # (N, 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.clamp(0, 1)
+
+
 def affine_mnist(dataset, size=40, seed=0, rotation=20.0, shear=0.2, scale=(0.8, 1.2), translation=4.0):
     r"""An affNIST-style set: every digit padded to ``size × size`` and moved by its own random affine map.
 
@@ -93,28 +138,9 @@ def affine_mnist(dataset, size=40, seed=0, rotation=20.0, shear=0.2, scale=(0.8,
     torch.Size([4, 1, 40, 40])
     """
     x = pad_to(dataset.images, size)
-    n = x.shape[0]
-    g = torch.Generator().manual_seed(seed)
-
-    def uniform(lo, hi):
-        return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
-
-    angle = uniform(-rotation, rotation) * math.pi / 180
-    sh = uniform(-shear, shear)
-    s = uniform(*scale)
-    t = uniform(-translation, translation), uniform(-translation, translation)
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (N, 2, 2)
-    shear_m = torch.eye(2, dtype=torch.float64).repeat(n, 1, 1)
-    shear_m[:, 0, 1] = sh
-    a = rot @ shear_m * s[:, None, None]  # (N, 2, 2) forward map in (x, y) normalised coordinates
-    shift = torch.stack(t, -1) * 2 / size  # (N, 2) pixels -> normalised units
-    # NOTE: affine_grid asks, for every output pixel, where to read in the input: the inverse map.
-    inv = torch.linalg.inv(a)
-    theta = torch.cat([inv, -(inv @ shift[:, :, None])], -1).float()  # (N, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return ImageDataset(out.clamp(0, 1), dataset.labels.clone(), dataset.n_classes)
+    out = random_affine(x, torch.Generator().manual_seed(seed), rotation=rotation, shear=shear, scale=scale,
+                        translation=translation)
+    return ImageDataset(out, dataset.labels.clone(), dataset.n_classes)
 
 
 def multi_mnist(dataset, n=None, size=36, max_shift=4, seed=0):
