@@ -99,3 +99,29 @@ def test_stem_stride_and_primary_kernel_set_the_grids():
     for name in ("stem_stride", "primary_kernel", "primary_stride"):
         with pytest.raises(ValueError, match=name):
             MatrixCapsNet.from_preset("tiny", **{name: 0})
+
+
+def test_optional_decoder_reconstructs_from_one_class_capsule():
+    torch.manual_seed(0)
+    net = MatrixCapsNet.from_preset("tiny", decoder=(32,), recon_weight=0.01)
+    assert MatrixCapsNet.from_preset("tiny").decoder is None  # the paper's network has none
+    x, y = torch.rand(3, 1, 28, 28), torch.tensor([0, 4, 9])
+    out = net(x, y)
+    assert out.reconstruction.shape == (3, 1, 28, 28) and torch.equal(out.inputs, x)
+    assert ((out.reconstruction > 0) & (out.reconstruction < 1)).all()
+    # the decoder sees the true class's 16 pose entries only
+    masked = torch.zeros(3, 10, 16)
+    masked[torch.arange(3), y] = out.poses.flatten(2)[torch.arange(3), y]
+    torch.testing.assert_close(out.reconstruction, net.decoder(masked.flatten(1)).view(3, 1, 28, 28))
+    # without labels: the most active class; reconstruct() picks any class
+    free = net(x)
+    top = free.activations.argmax(1)
+    torch.testing.assert_close(free.reconstruction, net.reconstruct(free, top))
+    torch.testing.assert_close(net.reconstruct(out, y), out.reconstruction)
+    expected = spread_loss(out.activations, y, spread_margin(0, net.step_scale)) + 0.01 * (
+        (out.reconstruction - x) ** 2).sum((1, 2, 3)).mean()
+    torch.testing.assert_close(net.loss(out, y, step=0), expected)
+    with pytest.raises(ValueError, match=r"reconstruct needs a MatrixCapsNet built with decoder widths"):
+        MatrixCapsNet.from_preset("tiny").reconstruct(out)
+    with pytest.raises(ValueError, match="recon_weight must be >= 0; got -1"):
+        MatrixCapsNet.from_preset("tiny", decoder=(8,), recon_weight=-1)

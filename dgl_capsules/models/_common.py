@@ -1,5 +1,8 @@
-"""Input checks shared by the image models."""
+"""Input checks and the reconstruction decoder shared by the image models."""
 import torch
+from torch import nn
+
+from ..graph import _check_positive_int
 
 
 def check_images(x, in_channels, image_size):
@@ -8,3 +11,37 @@ def check_images(x, in_channels, image_size):
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != expected:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x must have shape (B, C, H, W) = (B, {', '.join(map(str, expected))}); got {shape}")
+
+
+def make_decoder(in_features, widths, out_features):
+    """``Linear-ReLU`` per hidden width, then ``Linear-Sigmoid`` to ``out_features``; ``None`` without widths."""
+    layers, width = [], in_features
+    for w in widths:
+        _check_positive_int("decoder widths", w)
+        layers += [nn.Linear(width, w), nn.ReLU(inplace=True)]
+        width = w
+    if not layers:
+        return None
+    return nn.Sequential(*layers, nn.Linear(width, out_features), nn.Sigmoid())
+
+
+def decode_masked(decoder, poses, scores, y, image_shape):
+    """Decode the class capsules ``poses`` ``(B, K, D)`` with all but one (or the multi-hot ``y``) masked.
+
+    The kept capsule is the true class ``y`` ``(B,)`` while training, else the
+    highest of ``scores`` ``(B, K)``. Returns images ``(B, *image_shape)``.
+    """
+    n_classes = poses.shape[1]
+    if y is None:
+        mask = nn.functional.one_hot(scores.argmax(1), n_classes)
+    elif y.dim() == 1:
+        mask = nn.functional.one_hot(y.long(), n_classes)
+    else:
+        mask = y
+    masked = (poses * mask.to(poses.dtype).unsqueeze(-1)).flatten(1)  # (B, K * D)
+    return decoder(masked).view(-1, *image_shape)  # (B, C, H, W)
+
+
+def reconstruction_error(reconstruction, inputs):
+    """Squared error summed over pixels, averaged over the batch."""
+    return (reconstruction - inputs).pow(2).flatten(1).sum(1).mean()

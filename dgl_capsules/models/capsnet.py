@@ -7,7 +7,7 @@ from torch import nn
 from ..functional import margin_loss
 from ..graph import _check_positive_int, capsule_graph
 from ..nn import DynamicCaps, PrimaryCaps
-from ._common import check_images
+from ._common import check_images, decode_masked, make_decoder, reconstruction_error
 
 __all__ = ["CapsNet", "CapsNetOutput"]
 
@@ -107,8 +107,6 @@ class CapsNet(nn.Module):
         self.conv_kernel = _check_positive_int("conv_kernel", conv_kernel)
         self.class_dim = _check_positive_int("class_dim", class_dim)
         self.decoder_widths = tuple(decoder or ())
-        for w in self.decoder_widths:
-            _check_positive_int("decoder widths", w)
         if recon_weight < 0:
             raise ValueError(f"recon_weight must be >= 0; got {recon_weight}")
         self.recon_weight = float(recon_weight)
@@ -131,13 +129,7 @@ class CapsNet(nn.Module):
         ho, wo = self.primary.out_hw((conv_out, conv_out))
         self.n_primary = ho * wo * primary_types
         self.digits = DynamicCaps(self.n_primary, n_classes, primary_dim, class_dim, n_iters)
-        layers, width = [], n_classes * class_dim
-        for w in self.decoder_widths:
-            layers += [nn.Linear(width, w), nn.ReLU(inplace=True)]
-            width = w
-        if layers:
-            layers += [nn.Linear(width, in_channels * image_size * image_size), nn.Sigmoid()]
-        self.decoder = nn.Sequential(*layers) if layers else None
+        self.decoder = make_decoder(n_classes * class_dim, self.decoder_widths, in_channels * image_size ** 2)
         self.reset_parameters()
 
     @classmethod
@@ -193,15 +185,7 @@ class CapsNet(nn.Module):
     def _decode(self, v, lengths, y):
         if self.decoder is None:
             return None
-        if y is None:
-            mask = torch.nn.functional.one_hot(lengths.argmax(1), self.n_classes)
-        elif y.dim() == 1:
-            mask = torch.nn.functional.one_hot(y.long(), self.n_classes)
-        else:
-            mask = y
-        masked = (v * mask.to(v.dtype).unsqueeze(-1)).flatten(1)  # (B, K * class_dim)
-        s = self.image_size
-        return self.decoder(masked).view(-1, self.in_channels, s, s)  # (B, C, H, W)
+        return decode_masked(self.decoder, v, lengths, y, (self.in_channels, self.image_size, self.image_size))
 
     def reconstruct(self, out, classes=None):
         """Decoder images ``(B, C, H, W)`` from the capsules of ``out``.
@@ -214,8 +198,7 @@ class CapsNet(nn.Module):
         """Margin loss + ``recon_weight`` × summed squared reconstruction error (batch means)."""
         loss = margin_loss(out.lengths, y)
         if out.reconstruction is not None and self.recon_weight:
-            err = (out.reconstruction - out.inputs).pow(2).flatten(1).sum(1)  # (B,)
-            loss = loss + self.recon_weight * err.mean()
+            loss = loss + self.recon_weight * reconstruction_error(out.reconstruction, out.inputs)
         return loss
 
     def scores(self, out):

@@ -1,5 +1,5 @@
 """Matrix capsules with EM routing (Hinton, Sabour & Frosst 2018)."""
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -7,7 +7,7 @@ from torch import nn
 from ..functional import spread_loss, spread_margin
 from ..graph import _check_positive_int, conv_output_size
 from ..nn.em import ClassCaps, ConvCaps, PrimaryMatrixCaps
-from ._common import check_images
+from ._common import check_images, decode_masked, make_decoder, reconstruction_error
 
 __all__ = ["MatrixCapsNet", "MatrixCapsOutput"]
 
@@ -21,10 +21,16 @@ class MatrixCapsOutput(NamedTuple):
         Class capsule poses ``(B, n_classes, 4, 4)``.
     activations : torch.Tensor
         Class activations ``(B, n_classes)`` in (0, 1): the class scores.
+    reconstruction : torch.Tensor or None
+        Decoder output ``(B, C, H, W)``, or ``None`` without a decoder.
+    inputs : torch.Tensor or None
+        The images the reconstruction is compared with (``None`` without a decoder).
     """
 
     poses: torch.Tensor
     activations: torch.Tensor
+    reconstruction: Optional[torch.Tensor] = None
+    inputs: Optional[torch.Tensor] = None
 
 
 _PRESETS = {
@@ -70,6 +76,14 @@ class MatrixCapsNet(nn.Module):
         schedule :math:`0.01 (1 - 0.95^t)`.
     step_scale : float
         The step scale :math:`S` of the margin schedule.
+    decoder : tuple of int
+        Hidden widths of an optional reconstruction decoder (none in the
+        paper, which used weight decay instead): it decodes the 16 pose
+        entries of one class capsule (the true class while training, the most
+        active otherwise; the others masked to zero) into the image, like
+        :class:`~dgl_capsules.models.CapsNet`'s.
+    recon_weight : float
+        Weight of the summed squared reconstruction error in :meth:`loss`.
     stem_stride : int
         Stride of the 5x5 stem convolution (2 in the paper).
     primary_kernel, primary_stride : int
@@ -92,7 +106,8 @@ class MatrixCapsNet(nn.Module):
 
     def __init__(self, in_channels=1, image_size=28, n_classes=10, conv_channels=32, primary_types=32,
                  caps1_types=32, caps2_types=32, n_iters=3, inverse_temperatures=None,
-                 step_scale=50000.0, stem_stride=2, primary_kernel=1, primary_stride=1):
+                 step_scale=50000.0, stem_stride=2, primary_kernel=1, primary_stride=1, decoder=(),
+                 recon_weight=0.0005):
         super().__init__()
         self.in_channels = _check_positive_int("in_channels", in_channels)
         self.image_size = _check_positive_int("image_size", image_size)
@@ -110,6 +125,11 @@ class MatrixCapsNet(nn.Module):
         self.caps1 = ConvCaps(primary_types, caps1_types, kernel=3, stride=2, **opts)
         self.caps2 = ConvCaps(caps1_types, caps2_types, kernel=3, stride=1, **opts)
         self.classes = ClassCaps(caps2_types, n_classes, coord_add=True, **opts)
+        if recon_weight < 0:
+            raise ValueError(f"recon_weight must be >= 0; got {recon_weight}")
+        self.recon_weight = float(recon_weight)
+        self.decoder_widths = tuple(decoder or ())
+        self.decoder = make_decoder(n_classes * 16, self.decoder_widths, in_channels * image_size ** 2)
         self.reset_parameters()
 
     def _fits(self, size, primary_kernel, primary_stride):
@@ -139,6 +159,9 @@ class MatrixCapsNet(nn.Module):
         self.conv.reset_parameters()
         for layer in (self.primary, self.caps1, self.caps2, self.classes):
             layer.reset_parameters()
+        for m in self.decoder or ():
+            if isinstance(m, nn.Linear):
+                m.reset_parameters()
 
     def _layers(self, x, routed):
         check_images(x, self.in_channels, self.image_size)
@@ -153,12 +176,31 @@ class MatrixCapsNet(nn.Module):
         return MatrixCapsOutput(poses, acts)  # (B, K, 4, 4), (B, K)
 
     def forward(self, x, y=None):
-        """Class capsules of images ``x`` ``(B, C, H, W)`` in [0, 1]; ``y`` is not used (no decoder)."""
-        return self._layers(x, None)
+        """Class capsules of images ``x`` ``(B, C, H, W)`` in [0, 1]; with a decoder, also their
+        reconstruction from the capsule of class ``y`` (the most active one without ``y``)."""
+        out = self._layers(x, None)
+        if self.decoder is None:
+            return out
+        return out._replace(reconstruction=self._decode(out, y), inputs=x)
+
+    def _decode(self, out, classes):
+        poses = out.poses.flatten(2)  # (B, K, 16)
+        return decode_masked(self.decoder, poses, out.activations, classes, (self.in_channels, self.image_size,
+                                                                            self.image_size))
+
+    def reconstruct(self, out, classes=None):
+        """Decoder images ``(B, C, H, W)`` from the class capsule ``classes`` ``(B,)`` (default: the most active)."""
+        if self.decoder is None:
+            raise ValueError("reconstruct needs a MatrixCapsNet built with decoder widths, e.g. decoder=(256, 512)")
+        return self._decode(out, classes)
 
     def loss(self, out, y, step=0):
-        """Spread loss with margin :func:`~dgl_capsules.functional.spread_margin` ``(step, step_scale)``."""
-        return spread_loss(out.activations, y, spread_margin(step, self.step_scale))
+        """Spread loss with margin :func:`~dgl_capsules.functional.spread_margin` ``(step, step_scale)``,
+        plus ``recon_weight`` times the summed squared reconstruction error with a decoder."""
+        loss = spread_loss(out.activations, y, spread_margin(step, self.step_scale))
+        if out.reconstruction is not None and self.recon_weight:
+            loss = loss + self.recon_weight * reconstruction_error(out.reconstruction, out.inputs)
+        return loss
 
     def scores(self, out):
         """Class scores ``(B, n_classes)``: the class activations."""
