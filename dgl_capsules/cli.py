@@ -42,7 +42,7 @@ def _train(args):
     train(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           seed=args.seed, out=args.out, resume=args.resume, preset=args.preset, width=args.width,
           shift=args.shift, lr_decay=args.lr_decay, image_size=args.image_size, progress=not args.quiet,
-          overrides=parse_overrides(args.set), rotate=args.rotate, scale=args.scale)
+          overrides=parse_overrides(args.set), rotate=args.rotate, scale=args.scale, ema=args.ema)
     return 0
 
 
@@ -206,6 +206,8 @@ def build_parser():
     tr.add_argument("--shift", type=int, default=0, help="random shifts of up to this many pixels")
     tr.add_argument("--rotate", type=float, default=0.0, help="random rotations of up to this many degrees")
     tr.add_argument("--scale", type=float, default=0.0, help="random scalings in [1 - SCALE, 1 + SCALE]")
+    tr.add_argument("--ema", type=float, default=0.0,
+                    help="validate and keep a moving average of the weights with this decay per step (e.g. 0.995)")
     tr.add_argument("--image-size", type=int, default=None, help="pad images to this side (e.g. 40)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--out", default="runs/train")

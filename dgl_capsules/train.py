@@ -306,9 +306,19 @@ def _dist_info():
 # ---------------------------------------------------------------------------- training
 
 
+@torch.no_grad()
+def _update_average(avg, net, decay):
+    """``avg = decay * avg + (1 - decay) * net`` for parameters; buffers are copied."""
+    for a, p in zip(avg.parameters(), net.parameters()):
+        a.mul_(decay).add_(p.detach(), alpha=1 - decay)
+    for a, b in zip(avg.buffers(), net.buffers()):
+        a.copy_(b)
+
+
 def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, seed=0, out="runs/train",
           resume=False, preset="small", width=None, shift=0, lr_decay=1.0, image_size=None,
-          progress=True, splits=None, log=print, return_model=False, overrides=None, rotate=0.0, scale=0.0):
+          progress=True, splits=None, log=print, return_model=False, overrides=None, rotate=0.0, scale=0.0,
+          ema=0.0):
     """Train a model, select it on the validation split, test it, write ``out``.
 
     Parameters
@@ -338,6 +348,10 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
         the shift; see :func:`~dgl_capsules.data.random_affine`).
     image_size : int, optional
         Pad the images to this side (see :func:`load_data`).
+    ema : float
+        With ``0 < ema < 1``, validate, select and test an exponential moving
+        average of the weights, updated after every step as
+        ``avg = ema * avg + (1 - ema) * weights`` (0: the weights themselves).
     overrides : dict, optional
         Settings that replace those of the preset (see :func:`build_model`);
         they are saved with the run, so ``evaluate`` and ``--resume`` rebuild the same model.
@@ -364,6 +378,8 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
         raise UsageError(f"--rotate must be in [0, 180] degrees; got {rotate}")
     if not 0 <= scale < 1:
         raise UsageError(f"--scale must be in [0, 1); got {scale}")
+    if not 0 <= ema < 1:
+        raise UsageError(f"--ema must be in [0, 1); got {ema}")
     rank, world = _dist_info()
     if splits is None:
         splits = load_data(data, image_size)
@@ -375,6 +391,7 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
     _seed_all(seed)
     net = build_model(**model_args)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    avg = copy.deepcopy(net) if ema else net  # what is validated, selected and tested
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_decay)
     state = dict(epoch=0, step=0, best_val=-1.0, best_epoch=0, best_model=None, curve=[], seconds=0.0)
 
@@ -389,6 +406,10 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
                 f"not {model_args} with seed {seed}"
             )
         net.load_state_dict(ckpt["model"])
+        if ema:
+            if ckpt.get("average") is None:
+                raise UsageError(f"--resume --ema: {ckpt_path} was written without --ema")
+            avg.load_state_dict(ckpt["average"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         state = ckpt["state"]
@@ -423,6 +444,8 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema:
+                _update_average(avg, net, ema)
             state["step"] += 1
             b = x.shape[0]
             total += loss.item() * b
@@ -430,20 +453,20 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
             seen += b
             bar.set_postfix(loss=f"{total / seen:.4f}", acc=f"{right / seen:.3f}")
         sched.step()
-        val_acc = evaluate(net, splits.val)
+        val_acc = evaluate(avg, splits.val)
         state["seconds"] += time.time() - t0
         state["epoch"] = epoch + 1
         row = dict(epoch=epoch + 1, step=state["step"], train_loss=total / seen, train_accuracy=right / seen,
                    val_accuracy=val_acc, lr=opt.param_groups[0]["lr"], seconds=round(state["seconds"], 2))
         state["curve"].append(row)
         if val_acc > state["best_val"]:
-            state.update(best_val=val_acc, best_epoch=epoch + 1, best_model=copy.deepcopy(net.state_dict()))
+            state.update(best_val=val_acc, best_epoch=epoch + 1, best_model=copy.deepcopy(avg.state_dict()))
         if rank == 0:
             log(f"epoch {epoch + 1:3d}  loss {row['train_loss']:.4f}  train {row['train_accuracy']:.4f}  "
                 f"val {val_acc:.4f}  ({state['seconds']:.0f}s)")
             save_atomic(dict(model_args=model_args, seed=seed, data=data, model=net.state_dict(),
-                             optimizer=opt.state_dict(), scheduler=sched.state_dict(), state=state,
-                             rng=_rng_state()), ckpt_path)
+                             average=avg.state_dict() if ema else None, optimizer=opt.state_dict(),
+                             scheduler=sched.state_dict(), state=state, rng=_rng_state()), ckpt_path)
 
     if state["best_model"] is not None:
         net.load_state_dict(state["best_model"])
@@ -451,7 +474,8 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
     metrics = dict(model=model, preset=preset, data=data, test_accuracy=test_acc,
                    best_val_accuracy=state["best_val"], best_epoch=state["best_epoch"], epochs=state["epoch"],
                    seconds=round(state["seconds"], 2), parameters=n_parameters(net), batch_size=batch_size,
-                   lr=lr, lr_decay=lr_decay, shift=shift, rotate=rotate, scale=scale, seed=seed, processes=world,
+                   lr=lr, lr_decay=lr_decay, shift=shift, rotate=rotate, scale=scale, ema=ema, seed=seed,
+                   processes=world,
                    overrides=dict(overrides or {}), curve=state["curve"])
     if rank == 0:
         save_atomic(dict(model_args=model_args, data=data, image_size=image_size, model=net.state_dict()),

@@ -50,7 +50,8 @@ def test_training_writes_metrics_and_learns(tmp_path):
     assert os.path.exists(tmp_path / "a" / "checkpoint.pt")
 
 
-@pytest.mark.parametrize("model,kw", [("capsnet", {}), ("cnn", dict(width=0.05, shift=2, rotate=10, scale=0.1))])
+@pytest.mark.parametrize("model,kw", [("capsnet", {}), ("cnn", dict(width=0.05, shift=2, rotate=10, scale=0.1)),
+                                      ("cnn", dict(width=0.05, ema=0.9))])
 def test_resume_equals_an_uninterrupted_run(tmp_path, model, kw):
     full = run(tmp_path, "full", model=model, epochs=2, **kw)
     run(tmp_path, "split", model=model, epochs=1, **kw)
@@ -78,6 +79,38 @@ def test_rotate_and_scale_augment_the_training_images(tmp_path, monkeypatch):
     assert any(not torch.equal(a[k], b[k]) for k in a)
     saved = json.loads((tmp_path / "aug" / "metrics.json").read_text())
     assert saved["rotate"] == 15 and saved["scale"] == 0.1
+
+
+def test_ema_validates_and_keeps_the_moving_average_of_the_weights(tmp_path, monkeypatch):
+    import dgl_capsules.train as train_module
+
+    snapshots = []  # the weights after every optimizer step
+    real = train_module._update_average
+
+    def spy(avg, net, decay):
+        snapshots.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+        real(avg, net, decay)
+
+    monkeypatch.setattr(train_module, "_update_average", spy)
+    m = run(tmp_path, "ema", model="cnn", width=0.05, epochs=1, ema=0.8)
+    assert m["ema"] == 0.8 and len(snapshots) == 3  # 48 images, batch 16
+    start = weights(tmp_path / "ema" / "checkpoint.pt")  # the trained weights; the average is stored beside them
+    ckpt = torch.load(tmp_path / "ema" / "checkpoint.pt")
+    key = next(k for k in ckpt["average"] if k.endswith("weight"))
+    torch.manual_seed(0)  # the run seeds with its seed, 0, before building: the same initial weights
+    net0 = build_model("cnn", width=0.05)
+    expected = net0.state_dict()[key].clone()
+    for snap in snapshots:
+        expected = 0.8 * expected + 0.2 * snap[key]
+    torch.testing.assert_close(ckpt["average"][key], expected)
+    assert not torch.equal(ckpt["average"][key], start[key])
+    saved, _ = load_model(str(tmp_path / "ema" / "model.pt"))
+    torch.testing.assert_close(saved.state_dict()[key], expected)  # the selected model is the average
+    run(tmp_path, "plain", model="cnn", width=0.05, epochs=1)
+    with pytest.raises(UsageError, match="--resume --ema: .* was written without --ema"):
+        run(tmp_path, "plain", model="cnn", width=0.05, epochs=2, ema=0.8, resume=True)
+    with pytest.raises(UsageError, match=r"--ema must be in \[0, 1\); got 1.0"):
+        run(tmp_path, "bad", ema=1.0)
 
 
 def test_resume_refuses_another_runs_checkpoint(tmp_path):
