@@ -15,6 +15,10 @@ def test_presets_build_the_papers_architecture():
     small = MatrixCapsNet.from_preset("small", in_channels=3, image_size=32, n_classes=5)
     assert small.caps1.in_types == 8 and small.caps2.out_types == 8 and small.classes.n_classes == 5
     assert small.conv.in_channels == 3
+    # a second convolution before the capsules: 5x5 stem at stride 1, 3x3 primary capsules at stride 2
+    assert small.conv.stride == (1, 1) and small.conv.out_channels == 64
+    assert (small.primary.kernel_size, small.primary.stride) == (3, 2)
+    assert (paper.conv.stride, paper.primary.kernel_size, paper.primary.stride) == ((2, 2), 1, 1)
     assert MatrixCapsNet.from_preset("tiny", caps2_types=6).caps2.out_types == 6
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in paper.parameters())
     with pytest.raises(ValueError, match=r"unknown MatrixCapsNet preset 'huge'; expected one of \['paper', 'small', 'tiny'\]"):
