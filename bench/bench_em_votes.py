@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, ".."), HERE]
 
 from bench_em_conv import _time  # noqa: E402
+from dgl_capsules.graph import conv_output_size  # noqa: E402
 from dgl_capsules.models import MatrixCapsNet  # noqa: E402
 from dgl_capsules.nn import ConvCaps  # noqa: E402
 
@@ -109,12 +110,12 @@ def run(quick=False, threads=1):
     try:
         net = MatrixCapsNet.from_preset("small")
         repeats = 2 if quick else 5
-        routed = (net.caps1, net.caps2, net.classes)
-        with torch.no_grad():
-            graphs = [g for _, g, _, _ in net.routing(torch.rand(1, 1, 28, 28))]
-        # square child grids of the three routed layers
-        sides = [(round((g.num_src_nodes() // layer.in_types) ** 0.5),) * 2 for g, layer in zip(graphs, routed)]
-        layers = list(zip(("convcaps1", "convcaps2", "classcaps"), routed, sides))
+        stem = conv_output_size((28, 28), 5, net.stem_stride)
+        grid1 = conv_output_size(stem, net.primary.kernel_size, net.primary.stride)  # child grid of ConvCaps1
+        grid2 = conv_output_size(grid1, net.caps1.kernel, net.caps1.stride)
+        grid3 = conv_output_size(grid2, net.caps2.kernel, net.caps2.stride)
+        layers = (("convcaps1", net.caps1, grid1), ("convcaps2", net.caps2, grid2),
+                  ("classcaps", net.classes, grid3))
         return [_case(name, layer, grid, repeats) for name, layer, grid in layers] + [_step_case(net, repeats)]
     finally:
         torch.set_num_threads(before)

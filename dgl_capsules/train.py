@@ -122,41 +122,26 @@ def build_model(model, in_channels=1, image_size=28, n_classes=10, preset="small
     settings of it. The CNN's ``width`` defaults to the one matching the
     parameter count of the CapsNet of the same preset (the paper's comparison).
     """
-    from .models import BaselineCNN, CapsNet
+    import inspect
+
+    from .models import BaselineCNN, CapsNet, MatrixCapsNet
 
     shape = dict(in_channels=in_channels, image_size=image_size, n_classes=n_classes)
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    if overrides:
-        return _with_overrides(model, preset, shape, overrides)
-    if model == "capsnet":
-        return CapsNet.from_preset(preset, **shape)
-    if model == "cnn":
+    capsule_models = dict(capsnet=CapsNet, matrixcaps=MatrixCapsNet)
+    if model == "cnn" and not overrides:
         if width is None:
             n = sum(p.numel() for p in CapsNet.from_preset(preset, **shape).parameters())
             return BaselineCNN.matching(n, **shape)
         return BaselineCNN(width=width, **shape)
-    if model == "matrixcaps":
-        try:
-            from .models import MatrixCapsNet
-        except ImportError as e:
-            raise UsageError(f"--model matrixcaps is not available in this installation ({e})") from e
-        if hasattr(MatrixCapsNet, "from_preset"):
-            return MatrixCapsNet.from_preset(preset, **shape)
-        return MatrixCapsNet(**shape)
-    raise UsageError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-
-
-def _with_overrides(model, preset, shape, overrides):
-    """``from_preset(preset, **overrides)`` of a capsule model; unknown settings are a :class:`UsageError`."""
-    import inspect
-
-    from .models import CapsNet, MatrixCapsNet
-
-    classes = dict(capsnet=CapsNet, matrixcaps=MatrixCapsNet)
-    if model not in classes:
-        raise UsageError(f"--set works for --model capsnet and matrixcaps, not {model!r}")
-    cls = classes[model]
+    if model not in capsule_models:
+        if model == "cnn":
+            raise UsageError(f"--set works for --model capsnet and matrixcaps, not {model!r}")
+        raise UsageError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
+    cls = capsule_models[model]
+    if not overrides:
+        return cls.from_preset(preset, **shape)
     known = sorted(set(inspect.signature(cls.__init__).parameters) - {"self", *shape})
     unknown = sorted(set(overrides) - set(known))
     if unknown:
@@ -475,8 +460,7 @@ def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, se
                    best_val_accuracy=state["best_val"], best_epoch=state["best_epoch"], epochs=state["epoch"],
                    seconds=round(state["seconds"], 2), parameters=n_parameters(net), batch_size=batch_size,
                    lr=lr, lr_decay=lr_decay, shift=shift, rotate=rotate, scale=scale, ema=ema, seed=seed,
-                   processes=world,
-                   overrides=dict(overrides or {}), curve=state["curve"])
+                   processes=world, overrides=dict(overrides or {}), curve=state["curve"])
     if rank == 0:
         save_atomic(dict(model_args=model_args, data=data, image_size=image_size, model=net.state_dict()),
                     os.path.join(out, "model.pt"))

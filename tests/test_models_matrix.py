@@ -96,7 +96,7 @@ def test_stem_stride_and_primary_kernel_set_the_grids():
     assert [g.num_src_nodes() // layer.in_types for (_, g, _, _), layer in
             zip(routed, (net.caps1, net.caps2, net.classes))] == [11 * 11, 5 * 5, 3 * 3]
     assert net(x).activations.shape == (2, 10)
-    # the smallest image follows the stem: 5 + 2 * (5 - 1) + ... = 19 here, 17 for the paper's stem
+    # the smallest image leaves ConvCaps2 a 3x3 grid: 19 -> 15 -> 7 -> 3 here (17 with the paper's stem)
     MatrixCapsNet.from_preset("tiny", image_size=19, stem_stride=1, primary_kernel=3, primary_stride=2)
     with pytest.raises(ValueError, match="image_size must be at least 19 for MatrixCapsNet; got 18"):
         MatrixCapsNet.from_preset("tiny", image_size=18, stem_stride=1, primary_kernel=3, primary_stride=2)

@@ -84,10 +84,9 @@ def random_affine(images, generator=None, rotation=0.0, shear=0.0, scale=(1.0, 1
     """
     _check_images(images)
     n, _, h, w = images.shape
-    g = generator
 
     def uniform(lo, hi):
-        return lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
+        return lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
 
     angle = uniform(-rotation, rotation) * math.pi / 180
     sh = uniform(-shear, shear)

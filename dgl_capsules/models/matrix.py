@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..functional import spread_loss, spread_margin
-from ..graph import _check_positive_int, conv_output_size
+from ..graph import _check_positive_int
 from ..nn.em import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from ._common import check_images, decode_masked, make_decoder, reconstruction_error
 
@@ -118,7 +118,9 @@ class MatrixCapsNet(nn.Module):
         self.stem_stride = _check_positive_int("stem_stride", stem_stride)
         primary_kernel = _check_positive_int("primary_kernel", primary_kernel)
         primary_stride = _check_positive_int("primary_stride", primary_stride)
-        smallest = next(n for n in range(1, 4096) if self._fits(n, primary_kernel, primary_stride))
+        # NOTE: ConvCaps2 needs a 3x3 child grid, ConvCaps1 (3x3, stride 2) then 7x7; walk that back through
+        # the primary capsules and the 5x5 stem.
+        smallest = ((7 - 1) * primary_stride + primary_kernel - 1) * self.stem_stride + 5
         if image_size < smallest:
             raise ValueError(f"image_size must be at least {smallest} for MatrixCapsNet; got {image_size}")
         self.step_scale = float(step_scale)
@@ -134,15 +136,6 @@ class MatrixCapsNet(nn.Module):
         self.decoder_widths = tuple(decoder or ())
         self.decoder = make_decoder(n_classes * 16, self.decoder_widths, in_channels * image_size ** 2)
         self.reset_parameters()
-
-    def _fits(self, size, primary_kernel, primary_stride):
-        """Whether a ``size x size`` image leaves ConvCaps2 at least one cell."""
-        if size < 5:
-            return False
-        hw = conv_output_size((size, size), 5, self.stem_stride)
-        if min(hw) < primary_kernel:
-            return False
-        return min(conv_output_size(conv_output_size(hw, primary_kernel, primary_stride), 3, 2)) >= 3
 
     @classmethod
     def from_preset(cls, name, in_channels=1, image_size=28, n_classes=10, **overrides):
@@ -169,7 +162,7 @@ class MatrixCapsNet(nn.Module):
 
     def _layers(self, x, routed):
         check_images(x, self.in_channels, self.image_size)
-        poses, acts = self.primary(torch.relu(self.conv(x)))  # (B, 12, 12, B_t, 4, 4) with the paper's stem
+        poses, acts = self.primary(torch.relu(self.conv(x)))  # (B, H1, W1, B_t, 4, 4)
         for name, layer in (("convcaps1", self.caps1), ("convcaps2", self.caps2), ("classcaps", self.classes)):
             in_hw = poses.shape[1:3]
             if routed is None:
