@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[test,docs,data]'
+	$(BIN)/pip install -e '.[test,docs,data,viewpoints]'
 	touch $(STAMP)
 
 .venv venv: $(STAMP)
