@@ -1,0 +1,476 @@
+"""Named reproduction experiments: tables of training runs over seeds, resumable, one JSON per run.
+
+An experiment is data: an :class:`Experiment` holds :class:`Row` s, each a
+label, the :class:`~dgl_capsules.train.TrainConfig` fields of its runs, the
+seeds to train and the published figure to print beside ours.
+:func:`reproduce` trains every (row, seed) that has no result yet, resumes
+runs that were stopped, writes ``OUT/<row>-seed<k>.json`` per finished run and
+``OUT/table.md`` (mean ± std over seeds and every seed's number).
+
+>>> sorted(list_experiments())[:3]
+['affnist-style', 'em-mnist', 'em-mnist5k']
+>>> [row.label for row in experiment("tiny").rows]
+['1 iteration', '3 iterations', 'uniform coupling']
+"""
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+__all__ = ["Row", "Experiment", "list_experiments", "experiment", "reproduce", "load_results", "render_table",
+           "write_table"]
+
+DEFAULT_ROOT = "results"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of an experiment's table.
+
+    Parameters
+    ----------
+    label : str
+        What the row is, as printed in the table (``"3 iterations + reconstruction"``).
+    config : dict
+        :class:`~dgl_capsules.train.TrainConfig` fields of the row's runs, all but ``seed``.
+    seeds : tuple of int
+        The seeds trained when :func:`reproduce` is called without ``seeds``.
+    paper : str
+        The published figure printed beside ours (``""`` if the paper has none).
+    same_as : str, optional
+        Label of another row whose runs this row equals by construction; such a
+        row is not trained, the table prints that row's numbers and ``note``.
+    note : str
+        One line printed under the table.
+    evaluate_on : tuple of str
+        Extra test sets scored after training: ``"affine"`` (``affine_mnist`` of
+        the test split at 40x40, seed 0).
+    """
+
+    label: str
+    config: dict = field(default_factory=dict)
+    seeds: tuple = (0,)
+    paper: str = ""
+    same_as: Optional[str] = None
+    note: str = ""
+    evaluate_on: tuple = ()
+
+    @property
+    def slug(self):
+        """The row's file-name stem: ``"3 iterations + reconstruction"`` -> ``"3-iterations-reconstruction"``."""
+        out = "".join(c if c.isalnum() else "-" for c in self.label.lower())
+        while "--" in out:
+            out = out.replace("--", "-")
+        return out.strip("-")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named table of training runs.
+
+    ``hours`` is the estimated wall time of every run of the experiment on the
+    2-core machine the README's figures come from, one run at a time with two
+    threads (``estimate`` says how it was derived); ``paper`` names the source
+    of the published figures.
+    """
+
+    name: str
+    title: str
+    rows: tuple
+    paper: str = ""
+    hours: Optional[float] = None
+    estimate: str = ""
+    metric: str = "test accuracy"
+
+    def row(self, label):
+        for r in self.rows:
+            if r.label == label:
+                return r
+        raise ValueError(f"label: experiment {self.name!r} has no row {label!r}; rows are "
+                         f"{', '.join(r.label for r in self.rows)}")
+
+    def runs(self, seeds=None):
+        """``[(row, seed), ...]`` to train: every row without ``same_as``, over ``seeds`` or the row's own."""
+        return [(r, s) for r in self.rows if r.same_as is None for s in (r.seeds if seeds is None else seeds)]
+
+
+# ---------------------------------------------------------------------------- the experiments
+
+# CapsNet ``small`` on the full MNIST: the demo's optimiser settings (lr 2e-3, decay 0.9 per epoch,
+# shifts of up to 2 px as in Sabour et al.), batch 64 (about 860 steps per epoch).
+_CAPS = dict(model="capsnet", preset="small", data="mnist", batch_size=64, lr=2e-3, lr_decay=0.9, shift=2)
+_NO_DECODER = dict(decoder=None)
+_EM = dict(model="matrixcaps", preset="small", batch_size=32, lr=3e-3, lr_decay=0.95, shift=1, rotate=10.0,
+           scale=0.1, ema=0.995)
+
+_UNIFORM_NOTE = ("uniform coupling equals the 1-iteration rows: dynamic routing starts every sample from "
+                 "logits b = 0, so one iteration routes with c = softmax(0) = 1/10 for every class and never "
+                 "updates them (tests/test_reproduce.py checks this); it is not trained twice")
+
+_EXPERIMENTS = {}
+
+
+def _register(exp):
+    _EXPERIMENTS[exp.name] = exp
+    return exp
+
+
+_register(Experiment(
+    name="sabour-table1",
+    title="Sabour et al. (2017) Table 1 on the full MNIST: CapsNet `small` vs a width-matched CNN",
+    rows=(
+        Row("CNN (width-matched)", dict(_CAPS, model="cnn", epochs=15), seeds=(0, 1, 2), paper="error 0.39 % (99.61 %)",
+            note="the CNN is width-matched to the CapsNet `small` with its decoder (same parameter count)"),
+        Row("1 iteration", dict(_CAPS, settings=dict(_NO_DECODER, n_iters=1), epochs=15),
+            paper="error 0.34 ± 0.032 % (99.66 %)"),
+        Row("1 iteration + reconstruction", dict(_CAPS, settings=dict(n_iters=1), epochs=15),
+            paper="error 0.29 ± 0.011 % (99.71 %)"),
+        Row("3 iterations", dict(_CAPS, settings=dict(_NO_DECODER, n_iters=3), epochs=15),
+            paper="error 0.35 ± 0.036 % (99.65 %)"),
+        Row("3 iterations + reconstruction", dict(_CAPS, settings=dict(n_iters=3), epochs=15), seeds=(0, 1, 2),
+            paper="error 0.25 ± 0.005 % (99.75 %)"),
+        Row("uniform coupling", same_as="1 iteration", note=_UNIFORM_NOTE),
+        Row("uniform coupling + reconstruction", same_as="1 iteration + reconstruction"),
+    ),
+    paper="Sabour, Frosst, Hinton 2017, Table 1 (8.2 M parameters, 3 iterations + reconstruction); "
+          "reproductions report about 0.34 % error on average",
+    hours=7.5,
+    estimate="CapsNet `small`: 0.22 s per step at batch 64 with 2 threads, 860 steps: 3.2 min per epoch, "
+             "15 epochs 48 min per 3-iteration run (1 iteration: about 40 min); the CNN: see README; "
+             "9 runs",
+))
+
+_register(Experiment(
+    name="affnist-style",
+    title="affNIST-style robustness on the full MNIST: train on 40x40 padded digits with 2-px shifts, "
+          "test on affine-transformed test digits",
+    rows=(
+        Row("CapsNet `small`", dict(_CAPS, image_size=40, epochs=10), seeds=(0, 1), evaluate_on=("affine",),
+            paper="79 % on affNIST"),
+        Row("CNN (width-matched)", dict(_CAPS, model="cnn", image_size=40, epochs=10), seeds=(0, 1),
+            evaluate_on=("affine",), paper="66 % on affNIST"),
+    ),
+    paper="Sabour et al. 2017, section 5.2 (the real affNIST; ours is `affine_mnist` of the test digits: "
+          "rotation ±20°, shear ±0.2, scale 0.8-1.2, translation ±4 px, seed 0)",
+    hours=7.0,
+    estimate="mnist5k at 40x40, one thread: CapsNet 25 s and CNN 58 s per 3,500 digits (README), i.e. "
+             "6.5 and 15 min per full epoch; 10 epochs x 2 seeds",
+))
+
+_register(Experiment(
+    name="multimnist",
+    title="MultiMNIST at full scale: 36x36 overlays of two digits, both right",
+    rows=(
+        Row("CapsNet `small` 3 iterations + reconstruction",
+            dict(model="capsnet", preset="small", data="multi:mnist", batch_size=64, lr=2e-3, lr_decay=0.8,
+                 epochs=3),
+            paper="94.8 % (5.2 % error, 60 M pairs)"),
+    ),
+    paper="Sabour et al. 2017, section 6 (60 M training pairs); ours: 10 pairs per training digit drawn anew "
+          "every epoch, 550,000 per epoch, 1.65 M in all",
+    hours=2.0,
+    estimate="CapsNet `small` at 36x36: 134 s per 35,000 pairs (README, mixed 1-2 threads): 35 min per epoch",
+))
+
+_register(Experiment(
+    name="em-mnist",
+    title="MatrixCapsNet `small` (EM routing) on the full MNIST",
+    rows=(
+        Row("MatrixCapsNet `small`", dict(_EM, data="mnist", epochs=10),
+            paper="99.56 % (0.44 % error, Hinton et al. 2018); best public PyTorch reproduction 99.3 %"),
+    ),
+    paper="Hinton, Sabour, Frosst 2018 (quoted error 0.44 %)",
+    hours=2.7,
+    estimate="about 62 s per 3,500 digits with one thread before the EM speed-up: 16 min per full epoch; "
+             "10 epochs (a third of that once EM is 3x faster)",
+))
+
+_register(Experiment(
+    name="em-mnist5k",
+    title="The README's MatrixCapsNet command on mnist5k, three seeds (issue 21)",
+    rows=(
+        Row("MatrixCapsNet `small`, README command", dict(_EM, data="mnist5k", epochs=40), seeds=(0, 1, 2),
+            paper="README before issue 21: 98.50 % (one run, seed 0)"),
+    ),
+    paper="the README's one-run figure",
+    hours=2.2,
+    estimate="44 min per 40-epoch run with one thread (README), 3 seeds",
+))
+
+_register(Experiment(
+    name="tiny",
+    title="Smoke test: CapsNet `tiny` on a few digits, one epoch (seconds)",
+    rows=(
+        Row("1 iteration", dict(model="capsnet", preset="tiny", settings=dict(n_iters=1), data="mnist5k", epochs=1,
+                                batch_size=16, lr=2e-3), paper="none"),
+        Row("3 iterations", dict(model="capsnet", preset="tiny", settings=dict(n_iters=3), data="mnist5k",
+                                 epochs=1, batch_size=16, lr=2e-3), seeds=(0, 1), paper="none"),
+        Row("uniform coupling", same_as="1 iteration", note=_UNIFORM_NOTE),
+    ),
+    hours=0.0,
+    estimate="seconds",
+))
+
+
+def list_experiments():
+    """Names of the experiments :func:`reproduce` knows, sorted."""
+    return sorted(_EXPERIMENTS)
+
+
+def experiment(name):
+    """The :class:`Experiment` called ``name``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of :func:`list_experiments`.
+    """
+    if name not in _EXPERIMENTS:
+        raise ValueError(f"name: unknown experiment {name!r}; expected one of {', '.join(list_experiments())}")
+    return _EXPERIMENTS[name]
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def _commit():
+    """``git describe``-style id of the checkout this package runs from (``"+dirty"`` if its code changed)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", here], cwd=here, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None
+
+
+def _machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} cores"
+
+
+def _check_seeds(seeds):
+    if seeds is None:
+        return None
+    if isinstance(seeds, int) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds must be a sequence of non-negative ints; got {seeds!r}")
+    seeds = tuple(seeds)
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed; got ()")
+    return seeds
+
+
+def _result_path(out, row, seed):
+    return os.path.join(out, f"{row.slug}-seed{seed}.json")
+
+
+def _extra_evaluations(row, run_dir, splits):
+    """Scores of the trained model (its validation-selected weights) on ``row.evaluate_on``."""
+    if not row.evaluate_on:
+        return {}
+    from .data import affine_mnist
+    from .train import evaluate, load_model
+
+    model, _ = load_model(os.path.join(run_dir, "model.pt"))
+    out = {}
+    for name in row.evaluate_on:
+        if name == "affine":
+            out["affine_accuracy"] = evaluate(model, affine_mnist(splits.test, size=40, seed=0))
+        else:
+            raise ValueError(f"evaluate_on: unknown test set {name!r}; expected 'affine'")
+    return out
+
+
+def _load_splits(config):
+    from .data import get_dataset
+
+    return get_dataset(config.data, image_size=config.image_size)
+
+
+def reproduce(name, seeds=None, out=None, *, progress=True, log=print, splits=None):
+    """Train every run of experiment ``name`` that has no result yet and write its table.
+
+    Finished runs (``OUT/<row>-seed<k>.json`` present) are skipped; a run that
+    was stopped continues from its checkpoint in ``OUT/runs/<row>-seed<k>/``
+    (:func:`~dgl_capsules.train.train` with ``resume=True``), so calling this
+    again after an interruption loses at most one epoch.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_experiments`.
+    seeds : sequence of int, optional
+        Seeds for every trained row (default: each row's own ``seeds``).
+    out : str, optional
+        Results folder (default ``results/NAME``).
+    progress : bool
+        Progress bars while training.
+    log : callable
+        Receives one line per event.
+    splits : Splits, optional
+        Train / val / test data to use instead of loading each row's ``data``
+        (tests pass a few digits).
+
+    Returns
+    -------
+    str
+        Path of the written ``table.md``.
+    """
+    from .train import TrainConfig, train
+
+    exp = experiment(name)
+    seeds = _check_seeds(seeds)
+    out = os.path.join(DEFAULT_ROOT, name) if out is None else out
+    os.makedirs(out, exist_ok=True)
+    runs = exp.runs(seeds)
+    configs = {}
+    for row, seed in runs:  # every config is checked before the first run trains
+        config = TrainConfig(**row.config, seed=seed)
+        config.validate()
+        configs[row.label, seed] = config
+    commit = _commit()
+    for i, (row, seed) in enumerate(runs, 1):
+        path = _result_path(out, row, seed)
+        tag = f"[{i}/{len(runs)}] {name}: {row.label}, seed {seed}"
+        if os.path.exists(path):
+            log(f"{tag}: done ({path})")
+            continue
+        config = configs[row.label, seed]
+        run_dir = os.path.join(out, "runs", f"{row.slug}-seed{seed}")
+        resuming = os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
+        log(f"{tag}: {'resuming' if resuming else 'training'} in {run_dir}")
+        t0 = time.time()
+        data = splits if splits is not None else (_load_splits(config) if row.evaluate_on else None)
+        metrics = train(config, run_dir, resume=True, progress=progress, log=log, splits=data)
+        extra = _extra_evaluations(row, run_dir, data)
+        record = dict(
+            experiment=name, row=row.label, seed=seed, config=asdict(config),
+            test_accuracy=metrics["test_accuracy"], **extra,
+            best_val_accuracy=metrics.get("best_val_accuracy"), best_epoch=metrics.get("best_epoch"),
+            seconds=metrics.get("seconds"), wall_seconds_this_call=round(time.time() - t0, 2),
+            threads=metrics.get("threads"), machine=metrics.get("machine") or _machine(),
+            parameters=metrics.get("parameters"), commit=commit, paper=row.paper,
+            small_data=splits is not None, curve=metrics.get("curve"),
+            finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, path)
+        log(f"{tag}: test accuracy {100 * record['test_accuracy']:.2f} % ({path})")
+    return write_table(name, out)
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def load_results(name, out=None):
+    """``{row label: {seed: record}}`` of the result JSONs of experiment ``name`` in ``out``."""
+    exp = experiment(name)
+    out = os.path.join(DEFAULT_ROOT, name) if out is None else out
+    labels = {r.label for r in exp.rows}
+    results = {}
+    if not os.path.isdir(out):
+        return results
+    for fname in sorted(os.listdir(out)):
+        if not fname.endswith(".json"):
+            continue
+        with open(os.path.join(out, fname)) as f:
+            rec = json.load(f)
+        if rec.get("experiment") != name or rec.get("row") not in labels:
+            raise ValueError(f"out: {os.path.join(out, fname)} is not a result of experiment {name!r} "
+                             f"(experiment {rec.get('experiment')!r}, row {rec.get('row')!r})")
+        results.setdefault(rec["row"], {})[rec["seed"]] = rec
+    return results
+
+
+def _mean_std(values):
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, std
+
+
+def _pct(values):
+    """``"99.61 ± 0.04 %"`` (sample std over seeds) or ``"99.61 %"`` for one value."""
+    mean, std = _mean_std([100 * v for v in values])
+    return f"{mean:.2f} %" if len(values) == 1 else f"{mean:.2f} ± {std:.2f} %"
+
+
+def render_table(name, out=None):
+    """The markdown table of experiment ``name`` from the result JSONs in ``out`` (default ``results/NAME``).
+
+    One line per row: mean ± std of the test accuracy over its finished seeds
+    (sample standard deviation), every seed's number, parameters, hours of
+    training per run, threads, and the paper's figure. Rows with no finished
+    run say so; rows equal to another by construction print that row's numbers.
+    """
+    exp = experiment(name)
+    results = load_results(name, out)
+    extra = sorted({k for row in results.values() for rec in row.values() for k in rec if k.endswith("_accuracy")
+                    and k not in ("test_accuracy", "best_val_accuracy")})
+    cols = ["row", "test accuracy (mean ± std)", "every seed"] + [k.replace("_", " ") for k in extra] + [
+        "parameters", "hours per run", "threads", "paper"]
+    lines = [f"### {exp.title}", "", f"`dgl-capsules reproduce {name}`", "",
+             "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    notes = []
+    for row in exp.rows:
+        source = exp.row(row.same_as) if row.same_as else row
+        recs = results.get(source.label, {})
+        label = row.label + (f" (= {row.same_as})" if row.same_as else "")
+        if row.note:
+            notes.append(f"- {row.label}: {row.note}.")
+        if not recs:
+            lines.append("| " + " | ".join([label, "not run yet", "", *[""] * len(extra), "", "", "", row.paper])
+                         + " |")
+            continue
+        seeds = sorted(recs)
+        acc = [recs[s]["test_accuracy"] for s in seeds]
+        every = ", ".join(f"{100 * recs[s]['test_accuracy']:.2f} (seed {s})" for s in seeds)
+        cells = [label, _pct(acc) + f" ({len(seeds)} seed{'s' * (len(seeds) > 1)})", every]
+        for k in extra:
+            vals = [recs[s][k] for s in seeds if recs[s].get(k) is not None]
+            cells.append(_pct(vals) if vals else "")
+        params = {recs[s].get("parameters") for s in seeds}
+        cells.append(", ".join(f"{p:,}" for p in sorted(p for p in params if p is not None)))
+        secs = [recs[s]["seconds"] for s in seeds if recs[s].get("seconds") is not None]
+        cells.append(f"{sum(secs) / len(secs) / 3600:.2f}" if secs else "")
+        cells.append(", ".join(str(t) for t in sorted({recs[s].get("threads") for s in seeds} - {None})))
+        cells.append(row.paper)
+        lines.append("| " + " | ".join(cells) + " |")
+    machines = sorted({rec.get("machine") for row in results.values() for rec in row.values()} - {None})
+    commits = sorted({rec.get("commit") for row in results.values() for rec in row.values()} - {None})
+    if any(rec.get("small_data") for row in results.values() for rec in row.values()):
+        notes.append("- some runs used a small stand-in data set (`splits=`), not the experiment's data.")
+    lines += [""] + notes
+    if exp.paper:
+        lines.append(f"- paper: {exp.paper}.")
+    if machines:
+        lines.append(f"- machine: {'; '.join(machines)}.")
+    if commits:
+        lines.append(f"- commit: {', '.join(commits)}.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_table(name, out=None):
+    """Write :func:`render_table` to ``OUT/table.md`` and return its path."""
+    out = os.path.join(DEFAULT_ROOT, name) if out is None else out
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "table.md")
+    with open(path, "w") as f:
+        f.write(render_table(name, out))
+    return path
