@@ -1,0 +1,609 @@
+"""Novel viewpoints: a smallNORB-style set rendered offline with pybullet, and the splits of Hinton et al. 2018.
+
+smallNORB (LeCun et al. 2004) photographs toys on a turntable from 18
+azimuths and 9 elevations under 6 lightings with two cameras; Hinton, Sabour &
+Frosst (2018, section 5.1) train on a few viewpoints and test on the others.
+Its files are not installable offline, so :func:`viewpoints` renders a set of
+the same design from the meshes bundled with ``pybullet`` (``pybullet_data``)
+with its CPU renderer, caches it, and splits it the same way;
+:func:`viewpoint_split` also splits the real smallNORB
+(:func:`~dgl_capsules.data.SmallNORB` with ``split=``).
+"""
+import hashlib
+import json
+import math
+import os
+import tempfile
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from .mnist import ImageDataset, Splits, stratified_split
+
+__all__ = ["FAMILIAR_AZIMUTHS", "LIGHTINGS", "RenderedViews", "ViewpointIndices", "ViewpointSplits",
+           "render_views", "viewpoint_split", "viewpoint_splits", "viewpoints", "viewpoint_objects"]
+
+#: Bump when the rendering code changes what it draws: every cached set is then rendered again.
+RENDER_VERSION = 1
+
+#: Training azimuths (degrees) of the azimuth split of Hinton et al. 2018.
+FAMILIAR_AZIMUTHS = (300, 320, 340, 0, 20, 40)
+
+#: Default azimuths (0..340 step 20) and elevations (30..70 step 5, smallNORB's) in degrees.
+AZIMUTHS = tuple(range(0, 360, 20))
+ELEVATIONS = tuple(range(30, 75, 5))
+
+#: Lightings: (light azimuth relative to the camera's, light elevation, both degrees; ambient share).
+#: The light turns with the camera, as smallNORB's lamps stay put while its turntable turns, so a
+#: lighting looks the same from every azimuth and is no cue to it.
+LIGHTINGS = ((-60.0, 45.0, 0.3), (0.0, 20.0, 0.3), (60.0, 45.0, 0.3),
+             (-120.0, 60.0, 0.4), (120.0, 60.0, 0.4), (0.0, 80.0, 0.5))
+
+# Named meshes of pybullet_data, each with the rotation (roll, pitch, yaw) that stands it upright;
+# after them come the 1,000 procedurally generated objects random_urdfs/NNN/NNN.obj ("blobNNN").
+# Not here: multi-link robots (r2d2, racecar: several meshes per body) and near-symmetric shapes
+# (sphere, torus, the lego brick), whose views differ too little over azimuth.
+_NAMED = (
+    ("duck", "duck.obj", (math.pi / 2, 0.0, 0.0)),
+    ("teddy", "teddy2_VHACD_CHs.obj", (math.pi / 2, 0.0, 0.0)),
+    ("mug", os.path.join("objects", "mug.obj"), (0.0, 0.0, 0.0)),
+    ("bunny", "bunny.obj", (math.pi / 2, 0.0, 0.0)),
+)
+_N_BLOBS = 1000
+
+# Camera: the object fits a sphere of radius 0.5 (bounding-box diagonal 1) at the origin.
+_DISTANCE, _FOV, _NEAR, _FAR = 2.2, 30.0, 1.0, 3.5
+_GRAY = 0.8  # the one colour of every object: no colour or texture cues
+
+
+class RenderedViews(NamedTuple):
+    """A rendered set: stereo images, labels and the viewpoint of every image.
+
+    Attributes
+    ----------
+    images : numpy.ndarray
+        ``(N, 2, S, S)`` uint8 grayscale stereo pairs (left, right camera); background 0.
+    labels : numpy.ndarray
+        ``(N,)`` int64 class indices into ``class_names``.
+    metadata : dict of str to numpy.ndarray
+        ``(N,)`` int64 arrays ``"azimuth"`` and ``"elevation"`` (degrees),
+        ``"lighting"`` (index into the lightings) and ``"instance"``.
+    class_names : tuple of str
+        The object of every class, e.g. ``("duck", "teddy", "mug", "bunny", "blob085", ...)``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    metadata: dict
+    class_names: tuple
+
+
+class ViewpointIndices(NamedTuple):
+    """Sorted index arrays of the four parts of a viewpoint split (see :func:`viewpoint_split`)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    novel: np.ndarray
+
+
+class ViewpointSplits(Splits):
+    """:class:`~dgl_capsules.data.Splits` (train, val, familiar test) plus the novel-viewpoint test set.
+
+    It is a ``Splits``: it unpacks into exactly ``(train, val, test)`` and
+    works wherever ``Splits`` is expected; ``test`` is the familiar-viewpoint
+    test set. The extra attributes are ``novel`` (an
+    :class:`~dgl_capsules.data.ImageDataset`), ``metadata`` (for each of
+    ``"train"``, ``"val"``, ``"test"``, ``"novel"`` a dict of ``(n,)`` arrays
+    such as ``"azimuth"``) and ``class_names``.
+    """
+
+    def __new__(cls, train, val, test, novel=None, metadata=None, class_names=None):
+        self = super().__new__(cls, train, val, test)
+        self.novel, self.metadata, self.class_names = novel, metadata or {}, class_names
+        return self
+
+    def __reduce__(self):
+        return (type(self), (*self, self.novel, self.metadata, self.class_names))
+
+    def _replace(self, **kw):
+        fields = dict(zip(self._fields, self), novel=self.novel, metadata=self.metadata,
+                      class_names=self.class_names)
+        fields.update(kw)
+        return type(self)(**fields)
+
+    def __repr__(self):
+        sizes = ", ".join(f"{k}={len(d)}" for k, d in zip(("train", "val", "test", "novel"), (*self, self.novel)))
+        return f"ViewpointSplits({sizes})"
+
+
+# ---------------------------------------------------------------------------------------------------- splits
+def _familiar_mask(metadata, split):
+    if split == "azimuth":
+        return np.isin(metadata["azimuth"] % 360, FAMILIAR_AZIMUTHS)
+    lowest = np.unique(metadata["elevation"])[:3]
+    return np.isin(metadata["elevation"], lowest)
+
+
+def viewpoint_split(labels, metadata, split="azimuth", test_mask=None, val_fraction=0.1, seed=0):
+    """Indices of the train, validation, familiar-test and novel-test images (Hinton et al. 2018, sec. 5.1).
+
+    Familiar viewpoints are, for ``split="azimuth"``, the azimuths 300, 320,
+    340, 0, 20 and 40 degrees; for ``split="elevation"``, the 3 lowest
+    elevations in ``metadata``. Images outside ``test_mask`` at familiar
+    viewpoints are for training (a class-stratified, seeded ``val_fraction``
+    of them for validation); images in ``test_mask`` are the familiar test set
+    at familiar viewpoints and the novel test set at all others. So train and
+    familiar test share viewpoints and differ in what ``test_mask`` holds out
+    (the lightings or instances), and familiar and novel test differ only in
+    the viewpoint.
+
+    Parameters
+    ----------
+    labels : array_like
+        ``(N,)`` integer class labels.
+    metadata : dict of str to array_like
+        ``(N,)`` ``"azimuth"`` (degrees, for ``split="azimuth"``) or
+        ``"elevation"`` (any increasing unit, for ``split="elevation"``).
+    split : {"azimuth", "elevation"}
+        Which viewpoint axis is held out.
+    test_mask : array_like of bool, optional
+        ``(N,)``: the images that may be tested on (held-out lightings,
+        instances, or smallNORB's testing file). Default: none, so there is
+        no test set, only train / val (and no novel set).
+    val_fraction : float
+        Share of the training images kept for validation, in [0, 1).
+    seed : int
+        Seed of the validation draw.
+
+    Returns
+    -------
+    ViewpointIndices
+        Sorted int64 index arrays ``train``, ``val``, ``test`` (familiar), ``novel``.
+
+    Raises
+    ------
+    ValueError
+        If ``split`` is unknown, ``metadata`` lacks the key or an array has
+        another length, ``val_fraction`` is outside [0, 1), or a part that
+        needs images (train, familiar or novel viewpoints) gets none.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> az = np.tile(np.arange(0, 360, 20), 4)  # 18 azimuths x 4 lightings
+    >>> light = np.repeat(np.arange(4), 18)
+    >>> idx = viewpoint_split(np.zeros(72, int), {"azimuth": az}, test_mask=light == 3, val_fraction=0.0)
+    >>> [len(i) for i in idx]  # 6 familiar azimuths x 3 lightings, 6 x 1, 12 x 1
+    [18, 0, 6, 12]
+    """
+    if split not in ("azimuth", "elevation"):
+        raise ValueError(f"split must be 'azimuth' or 'elevation'; got {split!r}")
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must have shape (N,); got {labels.shape}")
+    n = len(labels)
+    if not isinstance(metadata, dict) or split not in metadata:
+        keys = sorted(metadata) if isinstance(metadata, dict) else type(metadata).__name__
+        raise ValueError(f"metadata must be a dict with an {split!r} array for split={split!r}; got {keys}")
+    meta = {split: np.asarray(metadata[split]).astype(np.int64)}
+    if meta[split].shape != (n,):
+        raise ValueError(f"metadata[{split!r}] must have shape ({n},) like labels; got {meta[split].shape}")
+    test_mask = np.zeros(n, bool) if test_mask is None else np.asarray(test_mask)
+    if test_mask.shape != (n,) or test_mask.dtype != bool:
+        raise ValueError(f"test_mask must be a bool array of shape ({n},); got {test_mask.dtype} {test_mask.shape}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}")
+    familiar = _familiar_mask(meta, split)
+    if split == "elevation" and len(np.unique(meta[split])) < 4:
+        raise ValueError(f"metadata['elevation'] must hold at least 4 elevations (3 familiar, 1 or more novel); "
+                         f"got {sorted(np.unique(meta[split]).tolist())}")
+    pool = np.flatnonzero(familiar & ~test_mask)
+    if len(pool) == 0:
+        raise ValueError(f"no training images: none at the familiar {split}s outside test_mask")
+    test = np.flatnonzero(familiar & test_mask)
+    novel = np.flatnonzero(~familiar & test_mask)
+    if test_mask.any() and (len(test) == 0 or len(novel) == 0):
+        raise ValueError(f"test_mask holds no images at the {'familiar' if len(test) == 0 else 'novel'} {split}s")
+    n_val = int(round(val_fraction * len(pool)))
+    train_part, val_part = stratified_split(labels[pool], [len(pool) - n_val, n_val], seed=seed)
+    return ViewpointIndices(pool[train_part], pool[val_part], test, novel)
+
+
+def viewpoint_splits(images, labels, metadata, split="azimuth", test_mask=None, val_fraction=0.1, seed=0,
+                     n_classes=None, class_names=None):
+    """:func:`viewpoint_split` applied to images: a :class:`ViewpointSplits` of :class:`ImageDataset`.
+
+    Parameters
+    ----------
+    images : torch.Tensor or numpy.ndarray
+        ``(N, C, H, W)`` float in [0, 1].
+    labels, metadata, split, test_mask, val_fraction, seed
+        As in :func:`viewpoint_split`.
+    n_classes : int, optional
+        Default ``labels.max() + 1``.
+    class_names : sequence of str, optional
+        Kept on the result.
+
+    Returns
+    -------
+    ViewpointSplits
+    """
+    idx = viewpoint_split(labels, metadata, split, test_mask, val_fraction, seed)
+    images, labels = torch.as_tensor(images), torch.as_tensor(np.asarray(labels)).long()
+    n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    sets, meta = [], {}
+    for name, i in zip(ViewpointIndices._fields, idx):
+        sets.append(ImageDataset(images[i], labels[i], n_classes))
+        meta[name] = {k: np.asarray(v)[i] for k, v in metadata.items()}
+    train, val, test, novel = sets
+    return ViewpointSplits(train, val, test, novel, meta, tuple(class_names) if class_names else None)
+
+
+# ------------------------------------------------------------------------------------------------- rendering
+def _pybullet():
+    try:
+        import pybullet
+        import pybullet_data
+    except ImportError as e:
+        raise ImportError("viewpoints needs pybullet: pip install 'dgl_capsules[viewpoints]'") from e
+    return pybullet, pybullet_data
+
+
+def _candidates():
+    """The fixed list of objects: the named meshes, then blob000 .. blob999."""
+    blobs = tuple((f"blob{i:03d}", os.path.join("random_urdfs", f"{i:03d}", f"{i:03d}.obj"), (0.0, 0.0, 0.0))
+                  for i in range(_N_BLOBS))
+    return _NAMED + blobs
+
+
+def viewpoint_objects(classes=10, seed=0):
+    """Names of the objects :func:`viewpoints` renders as its classes.
+
+    An int ``K`` takes the named meshes (duck, teddy, mug, bunny) in this
+    order, then ``K - 4`` of the 1,000 procedurally generated objects of
+    ``pybullet_data`` drawn by ``numpy.random.default_rng(seed)``; a sequence
+    of names is checked and returned.
+
+    Examples
+    --------
+    >>> viewpoint_objects(2)
+    ('duck', 'teddy')
+    >>> len(viewpoint_objects(10))
+    10
+    """
+    names = [c[0] for c in _candidates()]
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+        if not 2 <= classes <= len(names):
+            raise ValueError(f"classes must be an int in [2, {len(names)}] or a sequence of object names; "
+                             f"got {classes}")
+        named = [c[0] for c in _NAMED][:classes]
+        rest = classes - len(named)
+        blobs = np.sort(np.random.default_rng(seed).choice(_N_BLOBS, rest, replace=False)) if rest else []
+        return tuple(named) + tuple(f"blob{i:03d}" for i in blobs)
+    if isinstance(classes, str) or not hasattr(classes, "__iter__"):
+        raise ValueError(f"classes must be an int or a sequence of object names; got {classes!r}")
+    classes = tuple(classes)
+    unknown = [c for c in classes if c not in names]
+    if unknown or len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must name at least 2 distinct objects among duck, teddy, mug, bunny, "
+                         f"blob000 .. blob{_N_BLOBS - 1}; got {list(classes)}")
+    return classes
+
+
+def _mesh_vertices(path):
+    """``(V, 3)`` vertex positions of an OBJ file."""
+    with open(path) as f:
+        v = [line.split()[1:4] for line in f if line.startswith("v ")]
+    return np.asarray(v, dtype=np.float64)
+
+
+def _file_digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()[:16]
+
+
+def _check_lightings(lightings):
+    if isinstance(lightings, (int, np.integer)) and not isinstance(lightings, bool):
+        if not 1 <= lightings <= len(LIGHTINGS):
+            raise ValueError(f"lightings must be an int in [1, {len(LIGHTINGS)}] or a sequence of "
+                             f"(azimuth, elevation, ambient) triples; got {lightings}")
+        return [list(map(float, t)) for t in LIGHTINGS[:lightings]]
+    try:
+        out = [list(map(float, t)) for t in lightings]
+    except (TypeError, ValueError):
+        out = None
+    if not out or any(len(t) != 3 or not 0 <= t[2] <= 1 for t in out):
+        raise ValueError(f"lightings must be an int or a non-empty sequence of (azimuth, elevation, ambient) "
+                         f"triples with ambient in [0, 1]; got {lightings!r}")
+    return out
+
+
+def _check_angles(name, values, default):
+    values = default if values is None else values
+    try:
+        out = [int(v) for v in values]
+    except (TypeError, ValueError):
+        out = None
+    if not out or len(set(out)) != len(out) or any(o != v for o, v in zip(out, values)):
+        raise ValueError(f"{name} must be a non-empty sequence of distinct integer degrees; got {values!r}")
+    return out
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    return int(value)
+
+
+def _settings(classes, size, instances, lightings, azimuths, elevations, baseline, supersample, seed):
+    """Every setting that changes a rendered pixel; the cache key is their hash."""
+    pybullet, pybullet_data = _pybullet()
+    names = viewpoint_objects(classes, seed)
+    paths = dict((c[0], c[1]) for c in _candidates())
+    root = pybullet_data.getDataPath()
+    if not 0 <= baseline <= 0.5:
+        raise ValueError(f"baseline must be in [0, 0.5] (object diameters); got {baseline}")
+    return dict(
+        version=RENDER_VERSION, pybullet_api=pybullet.getAPIVersion(),
+        classes=list(names), meshes=[_file_digest(os.path.join(root, paths[c])) for c in names],
+        size=_check_int("size", size, 8), instances=_check_int("instances", instances, 1),
+        lightings=_check_lightings(lightings),
+        azimuths=_check_angles("azimuths", azimuths, AZIMUTHS),
+        elevations=_check_angles("elevations", elevations, ELEVATIONS),
+        baseline=float(baseline), supersample=_check_int("supersample", supersample, 1), seed=int(seed),
+        camera=[_DISTANCE, _FOV, _NEAR, _FAR], gray=_GRAY,
+    )
+
+
+def _direction(azimuth, elevation):
+    a, e = math.radians(azimuth), math.radians(elevation)
+    return np.array([math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e)])
+
+
+def _stretch(seed, class_index, instance):
+    """Per-axis scale factors of an instance: 1 for instance 0, else ``exp(U(-0.25, 0.25))`` each."""
+    if instance == 0:
+        return np.ones(3)
+    return np.exp(np.random.default_rng([seed, class_index, instance]).uniform(-0.25, 0.25, 3))
+
+
+def _add_object(p, root, path, rpy, stretch):
+    """Create one object, centred at the origin, its bounding-box diagonal 1; returns the body id."""
+    q = p.getQuaternionFromEuler(rpy)
+    rot = np.array(p.getMatrixFromQuaternion(q)).reshape(3, 3)
+    world = (_mesh_vertices(os.path.join(root, path)) * stretch) @ rot.T  # (V, 3) upright
+    lo, hi = world.min(0), world.max(0)
+    scale = 1.0 / np.linalg.norm(hi - lo)
+    # NOTE: a world point is position + R (mesh_scale * v) = scale * (R (stretch * v) - centre).
+    shape = p.createVisualShape(p.GEOM_MESH, fileName=os.path.join(root, path),
+                                meshScale=list(scale * stretch), rgbaColor=[_GRAY, _GRAY, _GRAY, 1],
+                                visualFramePosition=list(-scale * (lo + hi) / 2), visualFrameOrientation=q)
+    body = p.createMultiBody(baseMass=0, baseVisualShapeIndex=shape)
+    p.changeVisualShape(body, -1, textureUniqueId=-1)
+    return body
+
+
+def _render_pair(p, size, k, azimuth, elevation, lighting, baseline):
+    """One stereo pair ``(2, size, size)`` uint8: render at ``k * size``, average ``k x k`` blocks."""
+    eye = _DISTANCE * _direction(azimuth, elevation)
+    right = np.array([-math.sin(math.radians(azimuth)), math.cos(math.radians(azimuth)), 0.0])
+    light = _direction(azimuth + lighting[0], lighting[1])
+    proj = p.computeProjectionMatrixFOV(fov=_FOV, aspect=1.0, nearVal=_NEAR, farVal=_FAR)
+    side = size * k
+    out = np.empty((2, size, size), np.uint8)
+    for cam, offset in enumerate((-baseline / 2, baseline / 2)):  # left, right: parallel cameras
+        shift = offset * right
+        view = p.computeViewMatrix(list(eye + shift), list(shift), [0, 0, 1])
+        _, _, rgb, _, seg = p.getCameraImage(
+            side, side, view, proj, renderer=p.ER_TINY_RENDERER, shadow=0, lightDirection=list(light),
+            lightColor=[1, 1, 1], lightAmbientCoeff=lighting[2], lightDiffuseCoeff=1.0 - lighting[2],
+            lightSpecularCoeff=0.0)
+        gray = np.asarray(rgb, np.uint8).reshape(side, side, 4)[..., 0].astype(np.float64)
+        gray[np.asarray(seg).reshape(side, side) < 0] = 0.0  # black background
+        out[cam] = np.round(gray.reshape(size, k, size, k).mean((1, 3))).astype(np.uint8)
+    return out
+
+
+def _render(s, progress):
+    p, pybullet_data = _pybullet()
+    from tqdm.auto import tqdm
+
+    root = pybullet_data.getDataPath()
+    entries = {c[0]: (i, c) for i, c in enumerate(_candidates())}
+    n_views = len(s["elevations"]) * len(s["azimuths"]) * len(s["lightings"])
+    n = len(s["classes"]) * s["instances"] * n_views
+    images = np.empty((n, 2, s["size"], s["size"]), np.uint8)
+    cols = {k: np.empty(n, np.int64) for k in ("label", "instance", "elevation", "azimuth", "lighting")}
+    client = p.connect(p.DIRECT)
+    try:
+        # NOTE: every pybullet call below goes to this client only (physicsClientId), so renders of
+        # other code in the process do not interfere.
+        pc = _Client(p, client)
+        i = 0
+        with tqdm(total=n, desc="rendering viewpoints", unit="pair", disable=not progress) as bar:
+            for label, name in enumerate(s["classes"]):
+                index, (_, path, rpy) = entries[name]
+                for inst in range(s["instances"]):
+                    body = _add_object(pc, root, path, rpy, _stretch(s["seed"], index, inst))
+                    for el in s["elevations"]:
+                        for az in s["azimuths"]:
+                            for li, lighting in enumerate(s["lightings"]):
+                                images[i] = _render_pair(pc, s["size"], s["supersample"], az, el, lighting,
+                                                         s["baseline"])
+                                for k, v in zip(cols, (label, inst, el, az, li)):
+                                    cols[k][i] = v
+                                i += 1
+                            bar.update(len(s["lightings"]))
+                    pc.removeBody(body)
+    finally:
+        p.disconnect(client)
+    meta = {k: cols[k] for k in ("azimuth", "elevation", "lighting", "instance")}
+    return RenderedViews(images, cols["label"], meta, tuple(s["classes"]))
+
+
+class _Client:
+    """pybullet's module functions bound to one physics client."""
+
+    def __init__(self, p, client):
+        self._p, self._client = p, client
+
+    def __getattr__(self, name):
+        f = getattr(self._p, name)
+        if not callable(f) or name in ("getQuaternionFromEuler", "getMatrixFromQuaternion",
+                                       "computeViewMatrix", "computeProjectionMatrixFOV"):
+            return f
+        return lambda *a, **kw: f(*a, physicsClientId=self._client, **kw)
+
+
+def _cache_folder(path=None):
+    """The cache folder: ``path``, else ``$DGL_CAPSULES_CACHE``, else ``~/.cache/dgl_capsules``."""
+    return path or os.environ.get("DGL_CAPSULES_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                                           "dgl_capsules")
+
+
+def render_views(classes=10, size=32, instances=1, lightings=6, azimuths=None, elevations=None, baseline=0.1,
+                 supersample=2, seed=0, cache_dir=None, progress=True):
+    """Render (or load from the cache) every view of every object: the raw set behind :func:`viewpoints`.
+
+    ``pybullet``'s software renderer (``ER_TINY_RENDERER``, no window, no
+    network) draws each object of :func:`viewpoint_objects` in one gray, its
+    bounding box centred and scaled to diagonal 1 so that size is no cue,
+    from every ``(elevation, azimuth)`` on a sphere around it, under every
+    lighting, with two parallel cameras ``baseline`` apart (a stereo pair).
+    Each view is rendered at ``supersample * size`` and block-averaged.
+    Instance 0 is the mesh itself; instance ``k > 0`` stretches its three
+    axes by seeded factors in [0.78, 1.28] (then rescales it to diagonal 1).
+
+    The result is cached in ``cache_dir`` (default ``$DGL_CAPSULES_CACHE`` or
+    ``~/.cache/dgl_capsules``) as ``viewpoints-<hash>.npz``, the hash taken
+    over every setting above, the renderer's version, the mesh files and
+    :data:`RENDER_VERSION`: a changed setting renders anew, never reads a
+    stale file. The file is written atomically (a temporary file renamed).
+    The same settings give the same bytes.
+
+    Parameters
+    ----------
+    classes : int or sequence of str
+        Number of objects (>= 2; see :func:`viewpoint_objects`) or their names.
+    size : int
+        Side ``S`` of the images.
+    instances : int
+        Instances per object.
+    lightings : int or sequence of (float, float, float)
+        The first ``n`` of :data:`LIGHTINGS`, or (light azimuth relative to
+        the camera, light elevation, ambient share) triples.
+    azimuths, elevations : sequence of int, optional
+        Camera angles in degrees (default 0..340 step 20 and 30..70 step 5).
+    baseline : float
+        Distance between the two cameras, in object diameters.
+    supersample : int
+        Render at this multiple of ``size``.
+    seed : int
+        Seed of the object choice and of the instance shapes.
+    cache_dir : str, optional
+        Cache folder.
+    progress : bool
+        Show a progress bar while rendering.
+
+    Returns
+    -------
+    RenderedViews
+        Ordered by class, instance, elevation, azimuth, lighting.
+
+    Raises
+    ------
+    ImportError
+        If pybullet is missing (``pip install 'dgl_capsules[viewpoints]'``).
+    ValueError
+        If a setting is out of range.
+    """
+    s = _settings(classes, size, instances, lightings, azimuths, elevations, baseline, supersample, seed)
+    text = json.dumps(s, sort_keys=True)
+    key = hashlib.sha256(text.encode()).hexdigest()[:20]
+    folder = _cache_folder(cache_dir)
+    path = os.path.join(folder, f"viewpoints-{key}.npz")
+    if os.path.exists(path):
+        with np.load(path, allow_pickle=False) as f:
+            if str(f["settings"]) == text:
+                meta = {k: f[k] for k in ("azimuth", "elevation", "lighting", "instance")}
+                return RenderedViews(f["images"], f["labels"], meta, tuple(s["classes"]))
+    views = _render(s, progress)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".viewpoints-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, images=views.images, labels=views.labels, settings=np.array(text),
+                                **views.metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return views
+
+
+def viewpoints(classes=10, size=32, split="azimuth", lightings=6, instances=1, heldout="lighting",
+               azimuths=None, elevations=None, val_fraction=0.1, seed=0, cache_dir=None, progress=True):
+    """A rendered smallNORB-style set split into familiar and novel viewpoints (Hinton et al. 2018).
+
+    Renders (once; then from the cache) :func:`render_views` and splits it
+    with :func:`viewpoint_split`. ``heldout="lighting"`` holds out every third
+    lighting (indices 2, 5; the last one when there are fewer than 3): the
+    familiar test set is the training viewpoints under lightings never
+    trained on, the novel set the other viewpoints under the same held-out
+    lightings. ``heldout="instance"`` holds out the upper half of the
+    instances instead, as smallNORB's testing file holds out 5 of its 10.
+
+    Parameters
+    ----------
+    classes, size, lightings, instances, azimuths, elevations, seed, cache_dir, progress
+        As in :func:`render_views`.
+    split : {"azimuth", "elevation"}
+        Train on azimuths 300..40 (or on the 3 lowest elevations).
+    heldout : {"lighting", "instance"}
+        What the test sets hold out.
+    val_fraction : float
+        Share of the training viewpoints kept for validation.
+
+    Returns
+    -------
+    ViewpointSplits
+        ``train``, ``val``, ``test`` (familiar) and ``.novel``: images
+        ``(2, S, S)`` float32 in [0, 1]; ``.metadata`` and ``.class_names``.
+
+    Raises
+    ------
+    ImportError
+        If pybullet is missing (``pip install 'dgl_capsules[viewpoints]'``).
+    ValueError
+        If a setting is out of range, or ``heldout`` has nothing to hold out.
+
+    Examples
+    --------
+    >>> s = viewpoints(classes=2, size=16, lightings=2, elevations=[30, 50], progress=False)  # doctest: +SKIP
+    >>> s.train.images.shape, s.novel.images.shape  # doctest: +SKIP
+    (torch.Size([...]), torch.Size([...]))
+    """
+    if split not in ("azimuth", "elevation"):
+        raise ValueError(f"split must be 'azimuth' or 'elevation'; got {split!r}")
+    if heldout not in ("lighting", "instance"):
+        raise ValueError(f"heldout must be 'lighting' or 'instance'; got {heldout!r}")
+    views = render_views(classes=classes, size=size, instances=instances, lightings=lightings, azimuths=azimuths,
+                         elevations=elevations, seed=seed, cache_dir=cache_dir, progress=progress)
+    meta = views.metadata
+    if heldout == "lighting":
+        n = int(meta["lighting"].max()) + 1
+        if n < 2:
+            raise ValueError("heldout='lighting' needs lightings >= 2 (one to train on, one to hold out); got 1")
+        held = [i for i in range(n) if i % 3 == 2] or [n - 1]
+        test_mask = np.isin(meta["lighting"], held)
+    else:
+        n = int(meta["instance"].max()) + 1
+        if n < 2:
+            raise ValueError("heldout='instance' needs instances >= 2 (one to train on, one to hold out); got 1")
+        test_mask = meta["instance"] >= n - n // 2
+    images = torch.from_numpy(views.images.astype(np.float32) / 255.0)  # (N, 2, S, S)
+    return viewpoint_splits(images, views.labels, meta, split, test_mask, val_fraction, seed,
+                            n_classes=len(views.class_names), class_names=views.class_names)
