@@ -1,0 +1,211 @@
+import json
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+import dgl_capsules as dc
+from dgl_capsules import reproduce as rp
+from dgl_capsules.data import ImageDataset, Splits
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+import readme_tables  # noqa: E402
+
+
+def small_splits(n_train=32, seed=0):
+    """A few learnable images: the class is the row of a bright band."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        y = torch.arange(n) % 10
+        x = 0.1 * torch.rand(n, 1, 28, 28, generator=g)
+        for i in range(n):
+            x[i, 0, 2 * y[i] + 3:2 * y[i] + 6, 4:24] = 1.0
+        return ImageDataset(x, y, 10)
+
+    return Splits(make(n_train), make(20), make(20))
+
+
+def quiet(lines):
+    return lambda *a: lines.append(" ".join(str(x) for x in a))
+
+
+# ---------------------------------------------------------------------------- experiments as data
+
+
+def test_uniform_coupling_is_one_iteration_of_dynamic_routing():
+    """The claim behind not training the "uniform coupling" rows: one iteration routes with c = 1/#parents."""
+    g = dc.capsule_graph(12, 5)
+    votes = torch.randn(g.num_edges(), 3, 4, dtype=torch.float64)
+    r = dc.routing.dynamic_routing(g, votes, n_iters=1)
+    assert torch.equal(r.coupling, torch.full_like(r.coupling, 1 / 5))
+    # dense formulation: v_j = squash(mean over children of the votes for j)
+    src, dst = g.edges()
+    s = torch.zeros(5, 3, 4, dtype=torch.float64).index_add_(0, dst, votes / 5)
+    n2 = (s ** 2).sum(-1, keepdim=True)
+    torch.testing.assert_close(r.poses, n2 / (1 + n2) * s / n2.sqrt())
+    # and three iterations do move the couplings (the rows are not all equal)
+    assert not torch.allclose(dc.routing.dynamic_routing(g, votes, n_iters=3).coupling, r.coupling)
+
+
+def test_every_row_is_a_valid_train_config():
+    from dgl_capsules.train import TrainConfig
+
+    for name in rp.list_experiments():
+        exp = rp.experiment(name)
+        labels = [r.label for r in exp.rows]
+        assert len(set(labels)) == len(labels), name
+        assert len({r.slug for r in exp.rows}) == len(labels), name
+        for row in exp.rows:
+            if row.same_as is not None:
+                assert row.same_as in labels and exp.row(row.same_as).same_as is None
+                assert row.config == {}
+                continue
+            assert "seed" not in row.config
+            TrainConfig(**row.config, seed=0).validate()
+        assert exp.runs(), name
+
+
+def test_sabour_table1_rows():
+    exp = rp.experiment("sabour-table1")
+    seeds = {r.label: len(r.seeds) for r in exp.rows if r.same_as is None}
+    assert seeds["3 iterations + reconstruction"] >= 3 and seeds["CNN (width-matched)"] >= 3
+    assert exp.row("uniform coupling").same_as == "1 iteration"
+    assert exp.row("1 iteration").config["settings"]["n_iters"] == 1
+    assert exp.row("3 iterations").config["settings"]["decoder"] is None
+    assert all(r.config["data"] == "mnist" for r in exp.rows if r.same_as is None)
+
+
+def test_unknown_experiment_and_bad_seeds(tmp_path):
+    with pytest.raises(ValueError, match="name: unknown experiment 'nope'; expected one of affnist-style"):
+        rp.experiment("nope")
+    with pytest.raises(ValueError, match="seeds must be a sequence of non-negative ints; got 3"):
+        rp.reproduce("tiny", seeds=3, out=str(tmp_path))
+    with pytest.raises(ValueError, match=r"seeds must hold at least one seed; got \(\)"):
+        rp.reproduce("tiny", seeds=[], out=str(tmp_path))
+    with pytest.raises(ValueError, match="label: experiment 'tiny' has no row 'x'"):
+        rp.experiment("tiny").row("x")
+
+
+# ---------------------------------------------------------------------------- running
+
+
+def test_tiny_end_to_end_then_skips_finished_runs(tmp_path, monkeypatch):
+    out = str(tmp_path / "tiny")
+    lines = []
+    table = rp.reproduce("tiny", out=out, splits=small_splits(), progress=False, log=quiet(lines))
+    assert table == os.path.join(out, "table.md")
+    files = sorted(f for f in os.listdir(out) if f.endswith(".json"))
+    assert files == ["1-iteration-seed0.json", "3-iterations-seed0.json", "3-iterations-seed1.json"]
+    rec = json.load(open(os.path.join(out, "3-iterations-seed1.json")))
+    assert rec["experiment"] == "tiny" and rec["row"] == "3 iterations" and rec["seed"] == 1
+    assert rec["config"]["seed"] == 1 and rec["config"]["settings"] == {"n_iters": 3}
+    assert 0.0 <= rec["test_accuracy"] <= 1.0
+    assert rec["parameters"] > 0 and rec["threads"] >= 1 and rec["seconds"] > 0
+    assert rec["machine"] and rec["small_data"] is True and "commit" in rec
+    text = open(table).read()
+    accs = [100 * json.load(open(os.path.join(out, f"3-iterations-seed{s}.json")))["test_accuracy"] for s in (0, 1)]
+    mean, std = sum(accs) / 2, math.sqrt(sum((a - sum(accs) / 2) ** 2 for a in accs))
+    assert f"| 3 iterations | {mean:.2f} ± {std:.2f} % (2 seeds) | {accs[0]:.2f} (seed 0), {accs[1]:.2f} (seed 1) |" \
+        in text
+    assert "uniform coupling (= 1 iteration)" in text and "softmax(0)" in text
+
+    def no_training(*a, **kw):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("dgl_capsules.train.train", no_training)
+    lines.clear()
+    rp.reproduce("tiny", out=out, splits=small_splits(), progress=False, log=quiet(lines))
+    assert sum(": done (" in line for line in lines) == 3
+    assert open(table).read() == text
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """A run stopped after its first epoch continues from its checkpoint and ends as an uninterrupted one."""
+    import dataclasses
+
+    import dgl_capsules.train as T
+
+    real = T.train
+    exp = rp.experiment("tiny")
+    two_epochs = rp.Experiment("tiny", exp.title, tuple(
+        dataclasses.replace(r, config=dict(r.config, epochs=2), seeds=(0,)) if r.same_as is None else r
+        for r in exp.rows))
+    monkeypatch.setitem(rp._EXPERIMENTS, "tiny", two_epochs)
+
+    rp.reproduce("tiny", seeds=[0], out=str(tmp_path / "straight"), splits=small_splits(), progress=False,
+                 log=quiet([]))
+
+    def stopped_after_one_epoch(config, out, **kw):
+        real(dataclasses.replace(config, epochs=1), out, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "train", stopped_after_one_epoch)
+    out = str(tmp_path / "stopped")
+    with pytest.raises(KeyboardInterrupt):
+        rp.reproduce("tiny", seeds=[0], out=out, splits=small_splits(), progress=False, log=quiet([]))
+    assert not any(f.endswith(".json") for f in os.listdir(out))
+    monkeypatch.setattr(T, "train", real)
+    lines = []
+    rp.reproduce("tiny", seeds=[0], out=out, splits=small_splits(), progress=False, log=quiet(lines))
+    assert any("1 iteration, seed 0: resuming in" in line for line in lines)
+    for f in ("1-iteration-seed0.json", "3-iterations-seed0.json"):
+        a = json.load(open(tmp_path / "straight" / f))
+        b = json.load(open(os.path.join(out, f)))
+        assert [r["epoch"] for r in b["curve"]] == [1, 2]
+        assert [r["train_loss"] for r in b["curve"]] == [r["train_loss"] for r in a["curve"]]
+        assert b["test_accuracy"] == a["test_accuracy"]
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def fake_results(folder):
+    """A made-up results folder of the tiny experiment: 1 iteration one seed, 3 iterations two seeds."""
+    os.makedirs(folder)
+    for label, slug, seed, acc in [("1 iteration", "1-iteration", 0, 0.9), ("3 iterations", "3-iterations", 0, 0.95),
+                                   ("3 iterations", "3-iterations", 1, 0.97)]:
+        rec = dict(experiment="tiny", row=label, seed=seed, test_accuracy=acc, parameters=1234, seconds=7200.0,
+                   threads=2, machine="test machine", commit="abc123")
+        with open(os.path.join(folder, f"{slug}-seed{seed}.json"), "w") as f:
+            json.dump(rec, f)
+
+
+def test_render_table_mean_std_and_every_seed(tmp_path):
+    fake_results(tmp_path / "tiny")
+    text = rp.render_table("tiny", str(tmp_path / "tiny"))
+    # 95 and 97: mean 96.00, sample std sqrt(2) = 1.41
+    assert "| 3 iterations | 96.00 ± 1.41 % (2 seeds) | 95.00 (seed 0), 97.00 (seed 1) | 1,234 | 2.00 | 2 | none |" \
+        in text
+    assert "| 1 iteration | 90.00 % (1 seed) | 90.00 (seed 0) |" in text
+    assert "| uniform coupling (= 1 iteration) | 90.00 % (1 seed) |" in text
+    assert "machine: test machine" in text and "commit: abc123" in text
+
+
+def test_render_table_rejects_a_foreign_json(tmp_path):
+    fake_results(tmp_path / "tiny")
+    with open(tmp_path / "tiny" / "x.json", "w") as f:
+        json.dump(dict(experiment="sabour-table1", row="1 iteration", seed=0), f)
+    with pytest.raises(ValueError, match="out: .*x.json is not a result of experiment 'tiny'"):
+        rp.render_table("tiny", str(tmp_path / "tiny"))
+
+
+def test_readme_tables_regenerates_only_between_markers(tmp_path, capsys):
+    fake_results(tmp_path / "results" / "tiny")
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nkept text\n<!-- results:tiny -->\nold hand-typed table\n<!-- /results -->\nafter\n")
+    args = ["--readme", str(readme), "--results", str(tmp_path / "results")]
+    assert readme_tables.main(args + ["--check"]) == 1
+    assert readme_tables.main(args) == 0
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nkept text\n<!-- results:tiny -->\n### Smoke test")
+    assert text.endswith("<!-- /results -->\nafter\n")
+    assert "old hand-typed table" not in text
+    assert "| 3 iterations | 96.00 ± 1.41 % (2 seeds) |" in text
+    assert readme_tables.main(args + ["--check"]) == 0
+    assert readme_tables.main(args) == 0 and readme.read_text() == text
+    readme.write_text("no markers\n")
+    assert readme_tables.main(args) == 1
+    assert "no <!-- results:NAME --> markers" in capsys.readouterr().err
