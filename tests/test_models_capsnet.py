@@ -115,7 +115,7 @@ def test_bad_input_shape():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="unknown CapsNet preset 'huge'"):
+    with pytest.raises(ValueError, match="preset: unknown CapsNet preset 'huge'; expected one of paper, small, tiny"):
         CapsNet.from_preset("huge")
     with pytest.raises(ValueError, match="image_size=12 is too small"):
         tiny(image_size=12)

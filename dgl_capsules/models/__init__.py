@@ -1,12 +1,23 @@
-"""Whole networks: every image model follows one protocol that :mod:`dgl_capsules.train` relies on.
+"""Whole networks, by name: :func:`get_model` builds any registered image model with a preset.
 
-``out = model(x, y=None)``, ``model.loss(out, y, step)``, ``model.scores(out)``
-``(B, n_classes)`` and ``model.routing(x)``, a list of ``(name, graph,
-RoutingResult, parent_strength)`` for every routed layer.
+Every image model follows one protocol, :class:`ImageModel`, which
+:mod:`dgl_capsules.train` relies on: ``out = model(x, y=None)``,
+``model.loss(out, y, step)``, ``model.scores(out)`` ``(B, n_classes)`` and
+``model.routing(x)``, a list of :class:`RoutedLayer` ``(name, graph, result,
+parent_strength)`` for every routed layer. A new model is one
+:func:`register_model` where it is defined.
 """
-from .baseline import BaselineCNN
-from .capsnet import CapsNet, CapsNetOutput
-from .matrix import MatrixCapsNet, MatrixCapsOutput
-from .sequence import SequenceCapsClassifier, SequenceCapsOutput
+from .registry import (
+    ImageModel, RoutedLayer, get_model, list_models, model_presets, model_settings, n_parameters, register_model,
+    unregister_model,
+)
+from .capsnet import CapsNet, CapsNetOutput  # noqa: E402  (registers "capsnet")
+from .baseline import BaselineCNN  # noqa: E402  (registers "cnn")
+from .matrix import MatrixCapsNet, MatrixCapsOutput  # noqa: E402  (registers "matrixcaps")
+from .sequence import SequenceCapsClassifier, SequenceCapsOutput  # noqa: E402
 
-__all__ = ["BaselineCNN", "CapsNet", "CapsNetOutput", "MatrixCapsNet", "MatrixCapsOutput", "SequenceCapsClassifier", "SequenceCapsOutput"]
+__all__ = [
+    "BaselineCNN", "CapsNet", "CapsNetOutput", "ImageModel", "MatrixCapsNet", "MatrixCapsOutput", "RoutedLayer",
+    "SequenceCapsClassifier", "SequenceCapsOutput", "get_model", "list_models", "model_presets", "model_settings",
+    "n_parameters", "register_model", "unregister_model",
+]

@@ -1,11 +1,12 @@
 """The convolutional baseline that Sabour et al. 2017 compare CapsNet with."""
-import torch
 from torch import nn
 
 from ..graph import _check_positive_int
 from ._common import check_images
+from .capsnet import PRESETS as CAPSNET_PRESETS
+from .registry import get_model, n_parameters, register_model
 
-__all__ = ["BaselineCNN"]
+__all__ = ["BaselineCNN", "baseline_cnn"]
 
 
 class BaselineCNN(nn.Module):
@@ -52,8 +53,6 @@ class BaselineCNN(nn.Module):
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1); got {dropout}")
         self.width, self.dropout = float(width), float(dropout)
-        self.config = dict(in_channels=in_channels, image_size=image_size, n_classes=n_classes,
-                           width=width, dropout=dropout)
         c1, c2, c3 = (max(1, round(c * width)) for c in self.PAPER_CONV)
         f1, f2 = (max(1, round(f * width)) for f in self.PAPER_FC)
         side = image_size // 2 // 2
@@ -117,3 +116,40 @@ class BaselineCNN(nn.Module):
 
     def extra_repr(self):
         return f"width={self.width:.3f}, dropout={self.dropout}"
+
+
+@register_model("cnn", presets={preset: dict(match_capsnet=preset) for preset in CAPSNET_PRESETS})
+def baseline_cnn(in_channels=1, image_size=28, n_classes=10, width=None, dropout=0.5, match_capsnet=None):
+    """The :class:`BaselineCNN`, registered as ``"cnn"``; its presets are CapsNet's, matched in size.
+
+    ``get_model("cnn", preset)`` is the baseline whose parameter count is
+    closest to that of ``get_model("capsnet", preset)`` for the same images
+    and classes (the comparison of Sabour et al. 2017); an explicit ``width``
+    replaces the matching.
+
+    Parameters
+    ----------
+    in_channels, image_size, n_classes : int
+        Images ``(C, H, H)`` and classes.
+    width : float, optional
+        Multiplier of the paper's widths; default: matched to ``match_capsnet``,
+        or 1 (the paper's widths) without it.
+    dropout : float
+        Dropout probability before the last layer.
+    match_capsnet : str, optional
+        A CapsNet preset whose parameter count the width is matched to.
+
+    Examples
+    --------
+    >>> net = get_model("cnn", "tiny")
+    >>> target = n_parameters(get_model("capsnet", "tiny"))
+    >>> abs(n_parameters(net) - target) / target < 0.05
+    True
+    >>> get_model("cnn", "tiny", width=0.5).width
+    0.5
+    """
+    shape = dict(in_channels=in_channels, image_size=image_size, n_classes=n_classes)
+    if width is None and match_capsnet is not None:
+        target = n_parameters(get_model("capsnet", match_capsnet, **shape))
+        return BaselineCNN.matching(target, dropout=dropout, **shape)
+    return BaselineCNN(width=1.0 if width is None else width, dropout=dropout, **shape)

@@ -8,6 +8,7 @@ from ..functional import margin_loss
 from ..graph import _check_positive_int, capsule_graph
 from ..nn import DynamicCaps, PrimaryCaps
 from ._common import check_images, decode_masked, make_decoder, reconstruction_error
+from .registry import RoutedLayer, get_model, register_model
 
 __all__ = ["CapsNet", "CapsNetOutput"]
 
@@ -33,7 +34,7 @@ class CapsNetOutput(NamedTuple):
     inputs: torch.Tensor
 
 
-_PRESETS = {
+PRESETS = {
     # Sabour et al. 2017, section 4: 256@9x9, 32 x 8-D primary types, 10 x 16-D, decoder 512-1024.
     "paper": dict(conv_channels=256, primary_types=32, primary_dim=8, class_dim=16, decoder=(512, 1024)),
     # Narrow enough that `dgl-capsules demo` trains to >= 97.5% on mnist5k in minutes on 2 CPU cores.
@@ -43,6 +44,7 @@ _PRESETS = {
 }
 
 
+@register_model("capsnet", presets=PRESETS)
 class CapsNet(nn.Module):
     r"""The capsule network of Sabour, Frosst & Hinton 2017 ("Dynamic routing between capsules").
 
@@ -85,10 +87,15 @@ class CapsNet(nn.Module):
     recon_weight : float
         :math:`\lambda_r`.
 
+    Registered as ``"capsnet"`` with the presets ``"paper"`` (Sabour 2017),
+    ``"small"`` (the demo's) and ``"tiny"`` (tests):
+    ``get_model("capsnet", "small")``.
+
     Examples
     --------
     >>> import torch
-    >>> net = CapsNet.from_preset("small")
+    >>> from dgl_capsules.models import get_model
+    >>> net = get_model("capsnet", "small")
     >>> out = net(torch.rand(2, 1, 28, 28), y=torch.tensor([3, 7]))
     >>> out.poses.shape, net.scores(out).shape, out.reconstruction.shape
     (torch.Size([2, 10, 16]), torch.Size([2, 10]), torch.Size([2, 1, 28, 28]))
@@ -116,13 +123,6 @@ class CapsNet(nn.Module):
                 f"image_size={image_size} is too small: the conv ({conv_kernel}x{conv_kernel}) leaves "
                 f"{conv_out}x{conv_out}, less than primary_kernel={primary_kernel}"
             )
-        self.config = dict(
-            in_channels=in_channels, image_size=image_size, n_classes=n_classes,
-            conv_channels=conv_channels, conv_kernel=conv_kernel, primary_types=primary_types,
-            primary_dim=primary_dim, primary_kernel=primary_kernel, primary_stride=primary_stride,
-            class_dim=class_dim, n_iters=n_iters, decoder=list(self.decoder_widths),
-            recon_weight=recon_weight,
-        )
 
         self.conv = nn.Conv2d(in_channels, conv_channels, conv_kernel)
         self.primary = PrimaryCaps(conv_channels, primary_types, primary_dim, primary_kernel, primary_stride)
@@ -133,20 +133,13 @@ class CapsNet(nn.Module):
         self.reset_parameters()
 
     @classmethod
-    def from_preset(cls, name, in_channels=1, image_size=28, n_classes=10, **overrides):
-        """Build a named configuration: ``"paper"`` (Sabour 2017), ``"small"`` (the demo's) or ``"tiny"`` (tests).
+    def from_preset(cls, preset, **settings):
+        """``get_model("capsnet", preset, **settings)``: a preset with single settings replaced.
 
-        Keyword ``overrides`` replace single widths of the preset.
-
-        Examples
-        --------
         >>> CapsNet.from_preset("paper").n_primary
         1152
         """
-        if name not in _PRESETS:
-            raise ValueError(f"unknown CapsNet preset {name!r}; expected one of {sorted(_PRESETS)}")
-        kwargs = dict(_PRESETS[name], **overrides)
-        return cls(in_channels=in_channels, image_size=image_size, n_classes=n_classes, **kwargs)
+        return get_model("capsnet", preset, **settings)
 
     def reset_parameters(self):
         """PyTorch's defaults for the convolution and decoder layers; capsule layers reset themselves."""
@@ -210,14 +203,14 @@ class CapsNet(nn.Module):
 
         Returns
         -------
-        list of (str, dgl.DGLGraph, RoutingResult, torch.Tensor)
-            One entry ``("digitcaps", g, result, lengths)``; ``lengths`` are
-            the parent capsules' lengths ``(N_dst, B)``.
+        list of RoutedLayer
+            One entry ``RoutedLayer("digitcaps", g, result, lengths)``;
+            ``lengths`` are the parent capsules' lengths ``(N_dst, B)``.
         """
         u = self.primary_caps(x)
         v, r = self.digits(u, return_routing=True, return_trace=True)
         g = capsule_graph(self.digits.in_caps, self.digits.out_caps, device=x.device)
-        return [("digitcaps", g, r, v.norm(dim=-1).transpose(0, 1))]
+        return [RoutedLayer("digitcaps", g, r, v.norm(dim=-1).transpose(0, 1))]
 
     def extra_repr(self):
         return (

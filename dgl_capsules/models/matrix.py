@@ -8,6 +8,7 @@ from ..functional import spread_loss, spread_margin
 from ..graph import _check_positive_int
 from ..nn.em import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from ._common import check_images, decode_masked, make_decoder, reconstruction_error
+from .registry import RoutedLayer, get_model, register_model
 
 __all__ = ["MatrixCapsNet", "MatrixCapsOutput"]
 
@@ -33,7 +34,7 @@ class MatrixCapsOutput(NamedTuple):
     inputs: Optional[torch.Tensor] = None
 
 
-_PRESETS = {
+PRESETS = {
     # Trains on two CPU cores: 14400, 5184 and 720 edges in the routed layers on 28x28 inputs.
     # A second convolution before the capsules (5x5 stem at stride 1, 3x3 primary capsules at
     # stride 2: an 11x11 primary grid) reaches 98.5 % on mnist5k (README); until 2026-11-22 the
@@ -49,6 +50,7 @@ _PRESETS = {
 }
 
 
+@register_model("matrixcaps", presets=PRESETS)
 class MatrixCapsNet(nn.Module):
     r"""Matrix capsule network with EM routing (Hinton et al. 2018, Figure 1).
 
@@ -96,10 +98,17 @@ class MatrixCapsNet(nn.Module):
         same ConvCaps grids as the paper's stem, with a second convolution
         before the capsules.
 
+    Registered as ``"matrixcaps"`` with the presets ``"tiny"`` (A = 16,
+    B = C = D = 4), ``"small"`` (A = 64, B = C = D = 8, 2 iterations, 5x5
+    stem at stride 1 and 3x3 primary capsules at stride 2; trains on a CPU)
+    and ``"paper"`` (A = B = C = D = 32, 3 iterations):
+    ``get_model("matrixcaps", "small")``.
+
     Examples
     --------
     >>> import torch
-    >>> net = MatrixCapsNet.from_preset("small")
+    >>> from dgl_capsules.models import get_model
+    >>> net = get_model("matrixcaps", "small")
     >>> out = net(torch.rand(2, 1, 28, 28))
     >>> out.poses.shape, net.scores(out).shape
     (torch.Size([2, 10, 4, 4]), torch.Size([2, 10]))
@@ -138,18 +147,13 @@ class MatrixCapsNet(nn.Module):
         self.reset_parameters()
 
     @classmethod
-    def from_preset(cls, name, in_channels=1, image_size=28, n_classes=10, **overrides):
-        """Build a preset, ``"tiny"`` (A = 16, B = C = D = 4), ``"small"`` (A = 64, B = C = D = 8,
-        2 iterations, 5x5 stem at stride 1 and 3x3 primary capsules at stride 2; trains on a CPU) or
-        ``"paper"`` (A = B = C = D = 32, 3 iterations); keyword ``overrides`` replace single settings.
+    def from_preset(cls, preset, **settings):
+        """``get_model("matrixcaps", preset, **settings)``: a preset with single settings replaced.
 
         >>> MatrixCapsNet.from_preset("paper").caps1
         ConvCaps(in_types=32, out_types=32, kernel=3, stride=2)
         """
-        if name not in _PRESETS:
-            raise ValueError(f"unknown MatrixCapsNet preset {name!r}; expected one of {sorted(_PRESETS)}")
-        kwargs = dict(_PRESETS[name], **overrides)
-        return cls(in_channels=in_channels, image_size=image_size, n_classes=n_classes, **kwargs)
+        return get_model("matrixcaps", preset, **settings)
 
     def reset_parameters(self):
         """PyTorch's default ``Conv2d`` init for the stem; each capsule layer's own ``reset_parameters``."""
@@ -169,7 +173,7 @@ class MatrixCapsNet(nn.Module):
                 poses, acts = layer(poses, acts)
             else:
                 poses, acts, r = layer(poses, acts, return_routing=True, return_trace=True)
-                routed.append((name, layer.graph(in_hw, device=x.device), r, r.activations))
+                routed.append(RoutedLayer(name, layer.graph(in_hw, device=x.device), r, r.activations))
         return MatrixCapsOutput(poses, acts)  # (B, K, 4, 4), (B, K)
 
     def forward(self, x, y=None):
@@ -204,8 +208,8 @@ class MatrixCapsNet(nn.Module):
         return out.activations
 
     def routing(self, x):
-        """``[(name, graph, RoutingResult with trace, parent activations (N_dst, B))]`` for every
-        routed layer: ``convcaps1``, ``convcaps2`` and ``classcaps``."""
+        """A :class:`~dgl_capsules.models.RoutedLayer` (name, graph, routing with its trace, parent
+        activations ``(N_dst, B)``) for every routed layer: ``convcaps1``, ``convcaps2`` and ``classcaps``."""
         routed = []
         self._layers(x, routed)
         return routed

@@ -36,6 +36,14 @@ class SequenceCapsClassifier(nn.Module):
     (:meth:`~dgl_capsules.nn.HeinsenRouting.forward_ragged`): no padding and
     no masks, each sequence gets what it would get alone.
 
+    It is not in the model registry (:func:`~dgl_capsules.models.get_model`)
+    and does not train through :func:`dgl_capsules.train.train`: that loop
+    feeds image batches ``(B, C, H, W)`` from an image data set, while this
+    model takes a list of token sequences of different lengths (e.g.
+    :func:`~dgl_capsules.data.motif_sequences` batches). It has ``loss`` and
+    ``scores`` as the image models do, so a short loop of your own trains it
+    (see ``tests/test_models_sequence.py``).
+
     Parameters
     ----------
     d_emb : int

@@ -1,0 +1,246 @@
+"""Models by name: a registry of image models and their presets, and the protocol they follow.
+
+Every image model registers itself where it is defined, with its presets (named
+settings) as data next to it::
+
+    PRESETS = {"small": dict(conv_channels=64, ...), ...}
+
+    @register_model("capsnet", presets=PRESETS)
+    class CapsNet(nn.Module): ...
+
+and :func:`get_model` builds one by name; the training loop, the command line
+and the reproduction tables only know names. A model (a class or a factory
+function) is registered once; its *settings* are the keyword parameters of its
+constructor, so a preset can only name settings that exist.
+
+Examples
+--------
+>>> from dgl_capsules.models import get_model, list_models, model_presets
+>>> list_models()
+['capsnet', 'cnn', 'matrixcaps']
+>>> model_presets("capsnet")
+['paper', 'small', 'tiny']
+>>> get_model("capsnet", "tiny", n_iters=1).digits.n_iters
+1
+"""
+import inspect
+from typing import Callable, Dict, List, NamedTuple, Protocol, runtime_checkable
+
+import torch
+
+__all__ = [
+    "ImageModel", "RoutedLayer", "register_model", "unregister_model", "get_model", "list_models", "model_presets",
+    "model_settings", "n_parameters",
+]
+
+
+class RoutedLayer(NamedTuple):
+    """One routed capsule layer of a model, as :meth:`ImageModel.routing` returns it.
+
+    Attributes
+    ----------
+    name : str
+        The layer's name in the model (``"digitcaps"``, ``"convcaps1"``, ...).
+    graph : dgl.DGLGraph
+        Its capsule graph: children (source nodes) to parents (destination nodes).
+    result : RoutingResult
+        The routing of the batch on that graph, with its per-iteration ``trace``.
+    parent_strength : torch.Tensor
+        How present every parent capsule is, ``(N_dst, B)``: capsule lengths
+        (dynamic routing) or activations (EM routing).
+    """
+
+    name: str
+    graph: "dgl.DGLGraph"
+    result: "dgl_capsules.routing.RoutingResult"
+    parent_strength: torch.Tensor
+
+
+@runtime_checkable
+class ImageModel(Protocol):
+    """What :mod:`dgl_capsules.train` and :mod:`dgl_capsules.viz` rely on in an image model.
+
+    A model is a :class:`torch.nn.Module` with these methods; every model of
+    :func:`list_models` follows it (the CNN baseline has no routed layers).
+
+    - ``out = model(x, y=None)``: images ``x`` ``(B, C, H, W)`` in [0, 1];
+      labels ``y`` ``(B,)`` or multi-hot ``(B, K)`` may steer a decoder while
+      training. ``out`` is whatever the model's loss and scores read.
+    - ``model.loss(out, y, step)``: a scalar tensor; ``step`` is the optimiser
+      step (schedules such as the spread-loss margin read it).
+    - ``model.scores(out)``: class scores ``(B, K)``; the highest is the prediction.
+    - ``model.routing(x)``: a list of :class:`RoutedLayer`, one per routed layer.
+    """
+
+    def forward(self, x, y=None): ...
+
+    def loss(self, out, y, step=None): ...
+
+    def scores(self, out): ...
+
+    def routing(self, x) -> List[RoutedLayer]: ...
+
+
+class _Entry(NamedTuple):
+    factory: Callable
+    presets: Dict[str, dict]
+    settings: List[str]
+
+
+_MODELS: Dict[str, _Entry] = {}
+
+
+def _settings_of(factory):
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    params = inspect.signature(target).parameters.values()
+    return [p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _display(name, factory):
+    return factory.__name__ if inspect.isclass(factory) else f"model {name!r}"
+
+
+def register_model(name, presets=None):
+    """Register a model class (or a factory function) under ``name``; use as a decorator.
+
+    Parameters
+    ----------
+    name : str
+        The name :func:`get_model` takes.
+    presets : dict of str to dict, optional
+        Named settings, e.g. ``{"small": dict(conv_channels=64)}``; each key of
+        a preset must be a keyword parameter of the model.
+
+    Returns
+    -------
+    callable
+        A decorator that registers its argument and returns it unchanged.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is taken, or a preset names a setting the model does not have.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> @register_model("toy-linear", presets={"wide": dict(width=64)})
+    ... class ToyLinear(nn.Linear):
+    ...     def __init__(self, in_channels=1, image_size=28, n_classes=10, width=8):
+    ...         super().__init__(in_channels * image_size ** 2, n_classes)
+    >>> get_model("toy-linear", "wide").weight.shape
+    torch.Size([10, 784])
+    >>> unregister_model("toy-linear")
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string; got {name!r}")
+    presets = dict(presets or {})
+
+    def decorate(factory):
+        if name in _MODELS:
+            raise ValueError(f"name: a model {name!r} is already registered ({_MODELS[name].factory.__name__})")
+        settings = _settings_of(factory)
+        for preset, values in presets.items():
+            unknown = sorted(set(values) - set(settings))
+            if unknown:
+                raise ValueError(
+                    f"presets: preset {preset!r} of {_display(name, factory)} names unknown setting {unknown[0]!r}; "
+                    f"settings are {', '.join(settings)}"
+                )
+        _MODELS[name] = _Entry(factory, presets, settings)
+        return factory
+
+    return decorate
+
+
+def unregister_model(name):
+    """Remove ``name`` from the registry (for tests and notebooks that register toy models)."""
+    _entry(name)
+    del _MODELS[name]
+
+
+def _entry(name):
+    if not isinstance(name, str) or name not in _MODELS:
+        raise ValueError(f"model: unknown model {name!r}; expected one of {', '.join(list_models())}")
+    return _MODELS[name]
+
+
+def list_models():
+    """Names of the registered models, sorted.
+
+    >>> list_models()
+    ['capsnet', 'cnn', 'matrixcaps']
+    """
+    return sorted(_MODELS)
+
+
+def model_presets(name):
+    """Sorted preset names of model ``name`` (empty if it has none).
+
+    >>> model_presets("matrixcaps")
+    ['paper', 'small', 'tiny']
+    """
+    return sorted(_entry(name).presets)
+
+
+def model_settings(name):
+    """The keyword settings model ``name`` takes (its constructor's parameters, in order).
+
+    >>> model_settings("cnn")
+    ['in_channels', 'image_size', 'n_classes', 'width', 'dropout', 'match_capsnet']
+    """
+    return list(_entry(name).settings)
+
+
+def get_model(name, preset=None, **settings):
+    """Build the model ``name`` with the settings of ``preset``, replaced by single ``settings``.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`list_models`.
+    preset : str, optional
+        One of :func:`model_presets` ``(name)``; without it, the model's defaults.
+    **settings
+        Keyword settings of the model (:func:`model_settings`), e.g. the
+        input ``in_channels``, ``image_size`` and ``n_classes``, or single
+        widths; they replace the preset's values.
+
+    Returns
+    -------
+    torch.nn.Module
+        A freshly initialised model.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``model`` name, ``preset`` or setting (the message names
+        which and lists the valid ones); the model's own ``ValueError`` /
+        ``TypeError`` for a bad value.
+
+    Examples
+    --------
+    >>> net = get_model("matrixcaps", "tiny", image_size=20, n_classes=4)
+    >>> type(net).__name__, net.classes.n_classes
+    ('MatrixCapsNet', 4)
+    """
+    entry = _entry(name)
+    title = _display(name, entry.factory)
+    if preset is not None and preset not in entry.presets:
+        if not entry.presets:
+            raise ValueError(f"preset: {title} has no presets; got {preset!r}")
+        raise ValueError(
+            f"preset: unknown {title} preset {preset!r}; expected one of {', '.join(sorted(entry.presets))}"
+        )
+    unknown = sorted(set(settings) - set(entry.settings))
+    if unknown:
+        raise ValueError(
+            f"settings: {title} has no setting {unknown[0]!r}; settings are {', '.join(entry.settings)}"
+        )
+    kwargs = dict(entry.presets.get(preset, {}), **settings)
+    return entry.factory(**kwargs)
+
+
+def n_parameters(model):
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
