@@ -545,7 +545,8 @@ def render_views(classes=10, size=32, instances=1, lightings=6, azimuths=None, e
 
 
 def viewpoints(classes=10, size=32, split="azimuth", lightings=6, instances=1, heldout="lighting",
-               azimuths=None, elevations=None, val_fraction=0.1, seed=0, cache_dir=None, progress=True):
+               azimuths=None, elevations=None, baseline=0.1, supersample=2, val_fraction=0.1, seed=0,
+               cache_dir=None, progress=True):
     """A rendered smallNORB-style set split into familiar and novel viewpoints (Hinton et al. 2018).
 
     Renders (once; then from the cache) :func:`render_views` and splits it
@@ -558,7 +559,7 @@ def viewpoints(classes=10, size=32, split="azimuth", lightings=6, instances=1, h
 
     Parameters
     ----------
-    classes, size, lightings, instances, azimuths, elevations, seed, cache_dir, progress
+    classes, size, lightings, instances, azimuths, elevations, baseline, supersample, seed, cache_dir, progress
         As in :func:`render_views`.
     split : {"azimuth", "elevation"}
         Train on azimuths 300..40 (or on the 3 lowest elevations).
@@ -591,7 +592,8 @@ def viewpoints(classes=10, size=32, split="azimuth", lightings=6, instances=1, h
     if heldout not in ("lighting", "instance"):
         raise ValueError(f"heldout must be 'lighting' or 'instance'; got {heldout!r}")
     views = render_views(classes=classes, size=size, instances=instances, lightings=lightings, azimuths=azimuths,
-                         elevations=elevations, seed=seed, cache_dir=cache_dir, progress=progress)
+                         elevations=elevations, baseline=baseline, supersample=supersample, seed=seed,
+                         cache_dir=cache_dir, progress=progress)
     meta = views.metadata
     if heldout == "lighting":
         n = int(meta["lighting"].max()) + 1

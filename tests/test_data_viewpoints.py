@@ -1,0 +1,280 @@
+import os
+import pickle
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pybullet", reason="the viewpoints extra is not installed")
+
+from dgl_capsules.data import Splits  # noqa: E402
+from dgl_capsules.data import viewpoints as vp  # noqa: E402
+from dgl_capsules.data.viewpoints import (  # noqa: E402
+    FAMILIAR_AZIMUTHS, ViewpointSplits, render_views, viewpoint_objects, viewpoint_split, viewpoints,
+)
+
+# A tiny variant: 2 objects, 4 azimuths (2 familiar), 4 elevations, 3 lightings, 16x16: 96 pairs.
+TINY = dict(classes=2, size=16, lightings=3, azimuths=[0, 20, 100, 200], elevations=[30, 40, 50, 70],
+            supersample=1)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def views(cache):
+    return render_views(**TINY, cache_dir=cache, progress=False)
+
+
+def test_labels_and_metadata(views):
+    n = 2 * 4 * 4 * 3
+    assert views.images.shape == (n, 2, 16, 16) and views.images.dtype == np.uint8
+    assert views.labels.dtype == np.int64 and np.bincount(views.labels).tolist() == [n // 2, n // 2]
+    assert views.class_names == ("duck", "teddy")
+    m = views.metadata
+    assert sorted(m) == ["azimuth", "elevation", "instance", "lighting"]
+    # every (class, elevation, azimuth, lighting) exactly once
+    combos = set(zip(views.labels, m["elevation"], m["azimuth"], m["lighting"]))
+    assert len(combos) == n
+    assert set(m["azimuth"]) == {0, 20, 100, 200} and set(m["elevation"]) == {30, 40, 50, 70}
+    assert set(m["lighting"]) == {0, 1, 2} and set(m["instance"]) == {0}
+
+
+def test_images_objects_fit_and_lighting_keeps_silhouette(views):
+    x, m = views.images, views.metadata
+    assert (x.reshape(len(x), -1) > 0).any(1).all()  # an object in every image
+    border = np.concatenate([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], -1)
+    assert (border == 0).all()  # normalised to fit the frame: nothing touches the border
+    # the same view under two lightings: same silhouette, other shading
+    a = np.flatnonzero((m["lighting"] == 0) & (m["azimuth"] == 100) & (m["elevation"] == 40) & (views.labels == 0))
+    b = np.flatnonzero((m["lighting"] == 1) & (m["azimuth"] == 100) & (m["elevation"] == 40) & (views.labels == 0))
+    assert np.array_equal(x[a] > 0, x[b] > 0) and not np.array_equal(x[a], x[b])
+    # stereo: the two cameras see different images; other azimuths other images
+    assert not np.array_equal(x[:, 0], x[:, 1])
+    c = np.flatnonzero((m["lighting"] == 0) & (m["azimuth"] == 200) & (m["elevation"] == 40) & (views.labels == 0))
+    assert not np.array_equal(x[a], x[c])
+
+
+def test_same_apparent_size(tmp_path):
+    """Objects are scaled by their bounding box: meshes whose files differ in size by 50x cover similar areas."""
+    v = render_views(classes=["duck", "mug", "bunny", "blob005"], size=32, lightings=1, azimuths=[0, 60, 120],
+                     elevations=[30, 60], supersample=1, cache_dir=str(tmp_path), progress=False)
+    area = np.array([(v.images[v.labels == c] > 0).mean() for c in range(4)])  # share of object pixels
+    assert area.min() > 0.03 and area.max() < 3 * area.min()
+    root = __import__("pybullet_data").getDataPath()
+    diag = [np.ptp(vp._mesh_vertices(os.path.join(root, p)), 0) for p in
+            ("duck.obj", os.path.join("objects", "mug.obj"), os.path.join("random_urdfs", "005", "005.obj"))]
+    assert np.linalg.norm(diag[2]) > 50 * np.linalg.norm(diag[1])  # the mesh files differ in size by 50x
+
+
+def test_zero_baseline_gives_equal_cameras(tmp_path):
+    v = render_views(classes=2, size=16, lightings=1, azimuths=[0], elevations=[30], baseline=0.0, supersample=1,
+                     cache_dir=str(tmp_path), progress=False)
+    assert np.array_equal(v.images[:, 0], v.images[:, 1])
+
+
+def test_deterministic(tmp_path, views):
+    again = render_views(**TINY, cache_dir=str(tmp_path), progress=False)  # a fresh render, no cache
+    assert os.listdir(tmp_path) and again.images.tobytes() == views.images.tobytes()
+    assert np.array_equal(again.labels, views.labels)
+    assert all(np.array_equal(again.metadata[k], views.metadata[k]) for k in views.metadata)
+
+
+def test_cache_hit_and_versioning(cache, views, monkeypatch):
+    files = sorted(os.listdir(cache))
+    assert len(files) == 1 and files[0].startswith("viewpoints-") and files[0].endswith(".npz")
+
+    def fail(*a, **kw):
+        raise AssertionError("rendered although the cache holds these settings")
+
+    monkeypatch.setattr(vp, "_render", fail)
+    hit = render_views(**TINY, cache_dir=cache, progress=False)
+    assert hit.images.tobytes() == views.images.tobytes() and hit.class_names == views.class_names
+    calls = []
+    monkeypatch.setattr(vp, "_render", lambda s, progress: calls.append(s) or views)
+    for change in (dict(baseline=0.2), dict(lightings=2), dict(seed=1, classes=5), dict(supersample=2),
+                   dict(size=17), dict(instances=2), dict(azimuths=[0, 20, 100]), dict(elevations=[30, 40, 50])):
+        render_views(**dict(TINY, **change), cache_dir=cache, progress=False)
+    assert len(calls) == 8  # every changed setting renders anew ...
+    assert len(set(os.listdir(cache))) == 9  # ... into its own file
+    monkeypatch.setattr(vp, "RENDER_VERSION", vp.RENDER_VERSION + 1)
+    render_views(**TINY, cache_dir=cache, progress=False)
+    assert len(calls) == 9  # and so does a new version of the rendering code
+    assert not [f for f in os.listdir(cache) if f.endswith(".tmp")]  # atomic writes leave no temporary files
+
+
+def test_cache_dir_from_environment(tmp_path, monkeypatch, views):
+    monkeypatch.setenv("DGL_CAPSULES_CACHE", str(tmp_path))
+    monkeypatch.setattr(vp, "_render", lambda s, progress: views)
+    render_views(**TINY, progress=False)
+    assert [f.startswith("viewpoints-") for f in os.listdir(tmp_path)] == [True]
+
+
+def test_stale_cache_file_is_rendered_again(tmp_path, views, monkeypatch):
+    monkeypatch.setattr(vp, "_render", lambda s, progress: views)
+    render_views(**TINY, cache_dir=str(tmp_path), progress=False)
+    (path,) = tmp_path.iterdir()
+    with np.load(path) as f:
+        data = dict(f)
+    data["settings"] = np.array("{}")  # a file whose recorded settings are not these
+    data["images"] = np.zeros_like(data["images"])
+    np.savez(path, **data)
+    got = render_views(**TINY, cache_dir=str(tmp_path), progress=False)
+    assert got.images.tobytes() == views.images.tobytes()
+
+
+def test_instances_stretch_the_object(tmp_path):
+    v = render_views(classes=2, size=16, lightings=1, instances=2, azimuths=[0], elevations=[30], supersample=1,
+                     cache_dir=str(tmp_path), progress=False)
+    assert v.metadata["instance"].tolist() == [0, 1, 0, 1]
+    assert not np.array_equal(v.images[0] > 0, v.images[1] > 0)
+
+
+@pytest.mark.parametrize("split", ["azimuth", "elevation"])
+def test_splits_share_no_viewpoint_they_should_not(cache, views, split):
+    s = viewpoints(**TINY, split=split, val_fraction=0.25, cache_dir=cache, progress=False)
+    assert isinstance(s, ViewpointSplits) and isinstance(s, Splits)
+    train, val, test = s  # unpacks like Splits
+    assert s.train.images.shape[1:] == (2, 16, 16) and s.train.images.dtype == torch.float32
+    assert s.train.n_classes == 2 and s.class_names == ("duck", "teddy")
+    md = s.metadata
+    if split == "azimuth":
+        familiar = set(FAMILIAR_AZIMUTHS) & {0, 20, 100, 200}
+        assert familiar == {0, 20}
+    else:
+        familiar = {30, 40, 50}
+    for part in ("train", "val", "test"):
+        assert set(md[part][split]) <= familiar
+    assert set(md["novel"][split]) == ({0, 20, 100, 200} if split == "azimuth" else {30, 40, 50, 70}) - familiar
+    # held-out lighting (index 2 of 3): never trained on, the only one tested on
+    for part in ("train", "val"):
+        assert set(md[part]["lighting"]) == {0, 1}
+    assert set(md["test"]["lighting"]) == set(md["novel"]["lighting"]) == {2}
+    # familiar test and novel test see the same objects under the same lighting, only the viewpoint differs
+    other = "elevation" if split == "azimuth" else "azimuth"
+    assert set(md["test"][other]) == set(md["novel"][other])
+    # the parts are disjoint and cover the training lightings at familiar views and the held-out lighting
+    n_fam = 2 * 3 * (len(familiar) * (4 if split == "azimuth" else 4))
+    assert len(s.train) + len(s.val) == 2 * n_fam // 3 and len(s.test) == n_fam // 3
+    assert len(s.train) + len(s.val) + len(s.test) + len(s.novel) == 2 * 4 * 4 * 2 + 2 * 4 * 4 - (
+        2 * 4 * 4 * 2 - 2 * n_fam // 3)
+    # the images are the rendered pixels of those views
+    i = 0
+    m = views.metadata
+    j = np.flatnonzero((views.labels == int(s.novel.labels[i])) & (m["azimuth"] == md["novel"]["azimuth"][i])
+                       & (m["elevation"] == md["novel"]["elevation"][i]) & (m["lighting"] == md["novel"]["lighting"][i]))
+    assert torch.equal(s.novel.images[i], torch.from_numpy(views.images[j[0]] / np.float32(255)))
+
+
+def test_heldout_instance(tmp_path):
+    s = viewpoints(classes=2, size=16, lightings=1, instances=2, heldout="instance", azimuths=[0, 20, 100],
+                   elevations=[30], cache_dir=str(tmp_path), progress=False, val_fraction=0.0)
+    assert set(s.metadata["train"]["instance"]) == {0} and set(s.metadata["test"]["instance"]) == {1}
+    assert set(s.metadata["novel"]["instance"]) == {1} and set(s.metadata["novel"]["azimuth"]) == {100}
+    assert [len(p) for p in (*s, s.novel)] == [4, 0, 4, 2]
+
+
+def test_viewpoint_splits_object():
+    from dgl_capsules.data import ImageDataset
+
+    ds = [ImageDataset(torch.zeros(k, 1, 2, 2), torch.zeros(k, dtype=torch.long), 2) for k in (3, 1, 2, 4)]
+    s = ViewpointSplits(*ds, metadata={"novel": {"azimuth": np.arange(4)}}, class_names=("a", "b"))
+    assert len(tuple(s)) == 3 and s.test is ds[2] and s.novel is ds[3]
+    assert repr(s) == "ViewpointSplits(train=3, val=1, test=2, novel=4)"
+    back = pickle.loads(pickle.dumps(s))
+    assert len(back.novel) == 4 and back.class_names == ("a", "b") and len(back.train) == 3
+    r = s._replace(val=ds[0])
+    assert r.val is ds[0] and r.novel is ds[3]
+    assert Splits(*s).test is ds[2]  # rebuilding Splits from it takes the first three
+
+
+def test_viewpoint_split_on_arrays():
+    az = np.tile(np.arange(0, 360, 20), 4)  # 18 azimuths x 4 lightings
+    light = np.repeat(np.arange(4), 18)
+    y = np.arange(72) % 2
+    idx = viewpoint_split(y, {"azimuth": az}, "azimuth", test_mask=light == 3, val_fraction=1 / 3, seed=0)
+    assert sorted(np.concatenate(idx).tolist()) == sorted(set(np.concatenate(idx).tolist()))  # disjoint
+    assert len(idx.train) == 12 and len(idx.val) == 6 and len(idx.test) == 6 and len(idx.novel) == 12
+    assert set(az[idx.novel]).isdisjoint(FAMILIAR_AZIMUTHS) and set(az[idx.test]) == set(FAMILIAR_AZIMUTHS)
+    assert np.bincount(y[idx.val]).tolist() == [3, 3]  # class-stratified validation
+    # azimuths are read modulo 360
+    assert len(viewpoint_split(y[:2], {"azimuth": np.array([360, -20])}, test_mask=None).train) == 2
+    # no test mask: only training images
+    none = viewpoint_split(y, {"azimuth": az}, val_fraction=0.0)
+    assert len(none.train) == 24 and len(none.test) == len(none.novel) == 0
+
+
+def test_viewpoint_split_elevation_takes_the_three_lowest():
+    el = np.repeat([0, 1, 2, 3, 4, 5, 6, 7, 8], 2)  # smallNORB's indices work as well as degrees
+    mask = np.tile([False, True], 9)
+    idx = viewpoint_split(np.zeros(18, int), {"elevation": el}, "elevation", mask, val_fraction=0.0)
+    assert el[idx.train].tolist() == [0, 1, 2] and el[idx.test].tolist() == [0, 1, 2]
+    assert el[idx.novel].tolist() == [3, 4, 5, 6, 7, 8]
+
+
+def test_viewpoint_split_errors():
+    y, az = np.zeros(4, int), np.array([0, 20, 100, 120])
+    with pytest.raises(ValueError, match="split must be 'azimuth' or 'elevation'; got 'roll'"):
+        viewpoint_split(y, {"azimuth": az}, "roll")
+    with pytest.raises(ValueError, match=r"labels must have shape \(N,\)"):
+        viewpoint_split(y[:, None], {"azimuth": az})
+    with pytest.raises(ValueError, match=r"metadata must be a dict with an 'elevation' array .*; got \['azimuth'\]"):
+        viewpoint_split(y, {"azimuth": az}, "elevation")
+    with pytest.raises(ValueError, match=r"metadata\['azimuth'\] must have shape \(4,\) like labels; got \(3,\)"):
+        viewpoint_split(y, {"azimuth": az[:3]})
+    with pytest.raises(ValueError, match=r"test_mask must be a bool array of shape \(4,\); got int64"):
+        viewpoint_split(y, {"azimuth": az}, test_mask=np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\); got 1"):
+        viewpoint_split(y, {"azimuth": az}, val_fraction=1)
+    with pytest.raises(ValueError, match="must hold at least 4 elevations"):
+        viewpoint_split(y, {"elevation": np.array([30, 35, 40, 40])}, "elevation")
+    with pytest.raises(ValueError, match="no training images: none at the familiar azimuths outside test_mask"):
+        viewpoint_split(y, {"azimuth": az}, test_mask=np.array([True, True, False, False]))
+    with pytest.raises(ValueError, match="test_mask holds no images at the novel azimuths"):
+        viewpoint_split(y, {"azimuth": az}, test_mask=np.array([False, True, False, False]))
+
+
+def test_viewpoints_errors(tmp_path):
+    d = dict(cache_dir=str(tmp_path), progress=False)
+    with pytest.raises(ValueError, match="split must be 'azimuth' or 'elevation'; got 'x'"):
+        viewpoints(split="x", **d)
+    with pytest.raises(ValueError, match="heldout must be 'lighting' or 'instance'; got 'camera'"):
+        viewpoints(heldout="camera", **d)
+    with pytest.raises(ValueError, match=r"classes must be an int in \[2, 1004\]"):
+        render_views(classes=1, **d)
+    with pytest.raises(ValueError, match="classes must name at least 2 distinct objects .*got \\['duck', 'cat'\\]"):
+        render_views(classes=["duck", "cat"], **d)
+    with pytest.raises(ValueError, match="size must be an int >= 8; got 4"):
+        render_views(size=4, **d)
+    with pytest.raises(ValueError, match=r"lightings must be an int in \[1, 6\]"):
+        render_views(lightings=7, **d)
+    with pytest.raises(ValueError, match=r"lightings must be an int or a non-empty sequence of \(azimuth, elevation, "
+                                         r"ambient\) triples"):
+        render_views(lightings=[(0, 45)], **d)
+    with pytest.raises(ValueError, match="azimuths must be a non-empty sequence of distinct integer degrees"):
+        render_views(azimuths=[0, 0], **d)
+    with pytest.raises(ValueError, match=r"baseline must be in \[0, 0.5\]"):
+        render_views(baseline=1.0, **d)
+    with pytest.raises(ValueError, match="instances must be an int >= 1; got 0"):
+        render_views(instances=0, **d)
+    with pytest.raises(ValueError, match="heldout='lighting' needs lightings >= 2"):
+        viewpoints(classes=2, size=8, lightings=1, azimuths=[0, 100], elevations=[30], **d)
+    with pytest.raises(ValueError, match="heldout='instance' needs instances >= 2"):
+        viewpoints(classes=2, size=8, lightings=1, heldout="instance", azimuths=[0, 100], elevations=[30], **d)
+
+
+def test_viewpoint_objects():
+    assert viewpoint_objects(4) == ("duck", "teddy", "mug", "bunny")
+    ten = viewpoint_objects(10)
+    assert ten[:4] == ("duck", "teddy", "mug", "bunny") and len(set(ten)) == 10
+    assert ten == viewpoint_objects(10, seed=0) and ten != viewpoint_objects(10, seed=1)
+    assert viewpoint_objects(["blob005", "duck"]) == ("blob005", "duck")
+
+
+def test_missing_pybullet_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "pybullet", None)
+    with pytest.raises(ImportError, match=r"pip install 'dgl_capsules\[viewpoints\]'"):
+        viewpoints(classes=2, cache_dir=str(tmp_path), progress=False)
