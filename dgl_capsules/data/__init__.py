@@ -1,12 +1,22 @@
-"""Data sets: bundled and generated; nothing is downloaded at run time."""
-from .affine import MultiPairs, affine_mnist, multi_mnist, multi_splits, pad_to, random_affine, random_shift
-from .mnist import MNIST, ImageDataset, Splits, mnist5k, read_idx, stratified_split
+"""Data sets: bundled and generated; nothing is downloaded at run time.
+
+:func:`get_dataset` turns a spec (``"mnist5k"``, ``"mnist"``, ``"multi:mnist"``,
+...) into :class:`Splits`; :func:`list_datasets` says which specs exist. A new
+data set is one :func:`register_dataset` where its loader is defined.
+"""
+from .datasets import ImageDataset, Splits
+from .registry import get_dataset, list_datasets, register_dataset, unregister_dataset
+from .mnist import MNIST, mnist, mnist5k, read_idx, stratified_split  # registers "mnist5k", "mnist"
+from .affine import (  # registers "multi"
+    MultiPairs, affine_mnist, multi_mnist, multi_splits, pad_to, random_affine, random_shift,
+)
 from .motifs import MotifSequences, motif_sequences
 from .smallnorb import SmallNORB, read_norb_matrix
 from .synthetic import PlantedClusters, planted_clusters
 
 __all__ = [
-    "ImageDataset", "MNIST", "MultiPairs", "SmallNORB", "Splits", "affine_mnist", "mnist5k", "multi_mnist",
-    "multi_splits",
-    "pad_to", "random_affine", "random_shift", "read_idx", "read_norb_matrix", "stratified_split",
-    "MotifSequences", "motif_sequences", "PlantedClusters", "planted_clusters"]
+    "ImageDataset", "MNIST", "MotifSequences", "MultiPairs", "PlantedClusters", "SmallNORB", "Splits",
+    "affine_mnist", "get_dataset", "list_datasets", "mnist", "mnist5k", "motif_sequences", "multi_mnist",
+    "multi_splits", "pad_to", "planted_clusters", "random_affine", "random_shift", "read_idx", "read_norb_matrix",
+    "register_dataset", "stratified_split", "unregister_dataset",
+]
