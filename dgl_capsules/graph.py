@@ -6,14 +6,19 @@ A capsule layer connects child capsules (layer *l*, the source node type
 :mod:`dgl_capsules.routing` runs on such a graph.
 
 Graphs depend only on their sizes, so they are built once per set of arguments
-and cached. They are shared: routing never writes features onto them (it works
-inside ``g.local_scope()``), and user code should not either.
+and device and cached. Every call returns a fresh view of the cached graph: it
+shares the immutable structure (and the formats DGL built for it) but has
+feature frames of its own, so what a caller adds, deletes or changes on its
+handle (``g.edata["x"] = ...``, ``g.add_edges(...)``) never reaches the cache or
+any other caller. A view costs a few microseconds (``bench/bench_dynamic.py``
+does not see it; measure with ``python -m timeit``).
 """
-from functools import lru_cache
-from numbers import Integral
+from collections import OrderedDict
 
 import dgl
 import torch
+
+from ._checks import check_positive_int
 
 __all__ = ["capsule_graph", "conv_capsule_graph", "CHILD", "PARENT", "VOTE"]
 
@@ -23,12 +28,11 @@ VOTE = "vote"
 _ETYPE = (CHILD, VOTE, PARENT)
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value}")
-    return int(value)
+# Deprecated alias: dgl_capsules._checks.check_positive_int is the one check.
+_check_positive_int = check_positive_int
+
+_CACHE_SIZE = 64
+_cache = OrderedDict()  # (kind, *sizes, device) -> (graph, [(feature tensor, its version)])
 
 
 def _bipartite(src, dst, n_src, n_dst):
@@ -37,8 +41,31 @@ def _bipartite(src, dst, n_src, n_dst):
     return g
 
 
-def _to(g, device):
-    return g if device is None else g.to(device)
+def _device(device):
+    return _CPU if device is None else torch.device(device)
+
+
+_CPU = torch.device("cpu")
+
+
+def _cached(key, build):
+    """A fresh view of the cached graph for ``key`` (built by ``build()`` on the CPU and moved to ``key[-1]``)."""
+    entry = _cache.get(key)
+    if entry is not None:
+        g, versions = entry
+        # A caller may have changed a shared feature tensor in place through its view
+        # (g.edata["offset"] += 1); then that entry is rebuilt, never handed out again.
+        if all(t._version == v for t, v in versions):
+            _cache.move_to_end(key)
+            return g.local_var()
+    g = build()
+    if key[-1] != _CPU:
+        g = g.to(key[-1])
+        g.create_formats_()
+    _cache[key] = (g, [(g.edata[k], g.edata[k]._version) for k in g.edata.keys()])
+    if len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+    return g.local_var()
 
 
 def capsule_graph(n_in, n_out, device=None):
@@ -46,8 +73,10 @@ def capsule_graph(n_in, n_out, device=None):
 
     Every child votes for every parent: the graph has ``n_in * n_out`` edges of
     the single edge type ``("child", "vote", "parent")``. The graph is cached
-    per ``(n_in, n_out)``; the edge order is an implementation detail that no
-    code in this library relies on (read it from ``g.edges()``).
+    per ``(n_in, n_out, device)`` and every call returns a view of it with
+    feature frames of its own (see the module notes); the edge order is an
+    implementation detail that no code in this library relies on (read it
+    from ``g.edges()``).
 
     Parameters
     ----------
@@ -56,7 +85,7 @@ def capsule_graph(n_in, n_out, device=None):
     n_out : int
         Number of parent capsules (destination nodes).
     device : torch.device or str, optional
-        Where the returned graph lives; the cache keeps the CPU copy.
+        Where the returned graph lives (default: the CPU); cached per device.
 
     Returns
     -------
@@ -75,15 +104,15 @@ def capsule_graph(n_in, n_out, device=None):
     >>> g = dc.capsule_graph(1152, 10)
     >>> g.num_nodes("child"), g.num_nodes("parent"), g.num_edges()
     (1152, 10, 11520)
-    >>> g is dc.capsule_graph(1152, 10)
-    True
+    >>> g.edata["x"] = torch.zeros(11520)  # on this handle only
+    >>> len(dc.capsule_graph(1152, 10).edata)
+    0
     """
-    n_in = _check_positive_int("n_in", n_in)
-    n_out = _check_positive_int("n_out", n_out)
-    return _to(_capsule_graph(n_in, n_out), device)
+    n_in = check_positive_int("n_in", n_in)
+    n_out = check_positive_int("n_out", n_out)
+    return _cached(("complete", n_in, n_out, _device(device)), lambda: _capsule_graph(n_in, n_out))
 
 
-@lru_cache(maxsize=64)
 def _capsule_graph(n_in, n_out):
     src = torch.arange(n_in).repeat_interleave(n_out)
     dst = torch.arange(n_out).repeat(n_in)
@@ -114,10 +143,11 @@ def conv_capsule_graph(in_hw, kernel, stride, in_types, out_types, device=None):
     normalises over all of them.
 
     Each edge carries integer features naming the transformation matrix it
-    uses: ``"offset"`` (``ky * kernel + kx``), ``"child_type"`` (``a``),
-    ``"parent_type"`` (``c``) and ``"w_index"``, their flat index
-    ``(offset * A + a) * C + c`` into a weight of shape
-    ``(kernel * kernel * A * C, ...)``.
+    uses: ``"offset"`` (``ky * kernel + kx``), ``"child_type"`` (``a``) and
+    ``"w_index"``, the flat index ``(offset * A + a) * C + c`` (``c`` is the
+    parent's type, ``dst % C``) into a weight of shape
+    ``(kernel * kernel * A * C, ...)``. The graph is cached per arguments and
+    device like :func:`capsule_graph`'s, each call returning a view of it.
 
     Parameters
     ----------
@@ -130,7 +160,7 @@ def conv_capsule_graph(in_hw, kernel, stride, in_types, out_types, device=None):
     in_types, out_types : int
         Capsule types ``A`` per child position and ``C`` per parent position.
     device : torch.device or str, optional
-        Where the returned graph lives; the cache keeps the CPU copy.
+        Where the returned graph lives (default: the CPU); cached per device.
 
     Returns
     -------
@@ -149,24 +179,24 @@ def conv_capsule_graph(in_hw, kernel, stride, in_types, out_types, device=None):
     >>> g.num_nodes("child"), g.num_nodes("parent"), g.num_edges()
     (144, 20, 720)
     >>> sorted(g.edata.keys())
-    ['child_type', 'offset', 'parent_type', 'w_index']
+    ['child_type', 'offset', 'w_index']
     """
     if not isinstance(in_hw, (tuple, list)) or len(in_hw) != 2:
         raise ValueError(f"in_hw must be a pair (H, W) of positive integers; got {in_hw!r}")
-    h = _check_positive_int("in_hw[0]", in_hw[0])
-    w = _check_positive_int("in_hw[1]", in_hw[1])
-    kernel = _check_positive_int("kernel", kernel)
-    stride = _check_positive_int("stride", stride)
-    in_types = _check_positive_int("in_types", in_types)
-    out_types = _check_positive_int("out_types", out_types)
+    h = check_positive_int("in_hw[0]", in_hw[0])
+    w = check_positive_int("in_hw[1]", in_hw[1])
+    kernel = check_positive_int("kernel", kernel)
+    stride = check_positive_int("stride", stride)
+    in_types = check_positive_int("in_types", in_types)
+    out_types = check_positive_int("out_types", out_types)
     if kernel > min(h, w):
         raise ValueError(
             f"kernel must be at most min(H, W) = {min(h, w)} for in_hw = {(h, w)}; got {kernel}"
         )
-    return _to(_conv_capsule_graph(h, w, kernel, stride, in_types, out_types), device)
+    key = ("conv", h, w, kernel, stride, in_types, out_types, _device(device))
+    return _cached(key, lambda: _conv_capsule_graph(h, w, kernel, stride, in_types, out_types))
 
 
-@lru_cache(maxsize=64)
 def _conv_capsule_graph(h, w, kernel, stride, n_a, n_c):
     ho, wo = conv_output_size((h, w), kernel, stride)
     # One edge per (y', x', ky, kx, a, c), enumerated with broadcasting.
@@ -182,6 +212,5 @@ def _conv_capsule_graph(h, w, kernel, stride, n_a, n_c):
     offset = (ky * kernel + kx).reshape(-1)
     g.edata["offset"] = offset
     g.edata["child_type"] = a.reshape(-1)
-    g.edata["parent_type"] = c.reshape(-1)
     g.edata["w_index"] = (offset * n_a + a.reshape(-1)) * n_c + c.reshape(-1)
     return g

@@ -17,12 +17,15 @@ def test_capsule_graph_is_complete_bipartite():
     assert len(g.edata) == 0
 
 
-def test_graphs_are_cached_per_arguments():
-    assert dc.capsule_graph(5, 2) is dc.capsule_graph(5, 2)
-    assert dc.capsule_graph(5, 2) is not dc.capsule_graph(2, 5)
+def test_graphs_are_cached_per_arguments_and_device():
+    # every call is a view of one cached structure (DGL's graph index, formats built once)
+    assert dc.capsule_graph(5, 2)._graph is dc.capsule_graph(5, 2)._graph
+    assert dc.capsule_graph(5, 2)._graph is dc.capsule_graph(5, 2, device="cpu")._graph
+    assert dc.capsule_graph(5, 2)._graph is dc.capsule_graph(5, 2, device=torch.device("cpu"))._graph
+    assert dc.capsule_graph(5, 2)._graph is not dc.capsule_graph(2, 5)._graph
     a = dc.conv_capsule_graph((5, 5), 3, 1, 2, 2)
-    assert a is dc.conv_capsule_graph((5, 5), 3, 1, 2, 2)
-    assert a is not dc.conv_capsule_graph((5, 5), 3, 2, 2, 2)
+    assert a._graph is dc.conv_capsule_graph((5, 5), 3, 1, 2, 2, device="cpu")._graph
+    assert a._graph is not dc.conv_capsule_graph((5, 5), 3, 2, 2, 2)._graph
 
 
 def test_to_device_works():
@@ -30,6 +33,28 @@ def test_to_device_works():
     assert g.device == torch.device("cpu")
     h = dc.conv_capsule_graph((4, 4), 2, 2, 1, 1).to("cpu")
     assert h.num_edges() == 2 * 2 * 4
+
+
+def test_a_handle_cannot_change_the_cached_graph():
+    g = dc.capsule_graph(4, 2)
+    g.edata["x"] = torch.ones(8)
+    g.ndata["h"] = {"child": torch.ones(4)}
+    g.add_edges(torch.tensor([0]), torch.tensor([1]))
+    again = dc.capsule_graph(4, 2)
+    assert again.num_edges() == 8 and len(again.edata) == 0 and len(again.srcdata) == 0
+    assert dc.nn.DynamicCaps(4, 2, 3, 5)(torch.randn(1, 4, 3)).shape == (1, 2, 5)
+
+    c = dc.conv_capsule_graph((4, 4), 2, 2, 1, 3)
+    expect = {k: v.clone() for k, v in c.edata.items()}
+    c.remove_edges(torch.tensor([0, 1]))
+    del c.edata["offset"]
+    again = dc.conv_capsule_graph((4, 4), 2, 2, 1, 3)
+    assert again.num_edges() == 2 * 2 * 4 * 3 and sorted(again.edata.keys()) == sorted(expect)
+    # a shared feature changed in place through a handle: the cache rebuilds the graph
+    again.edata["w_index"].zero_()
+    fresh = dc.conv_capsule_graph((4, 4), 2, 2, 1, 3)
+    for k, v in expect.items():
+        assert torch.equal(fresh.edata[k], v), k
 
 
 def brute_force_conv_edges(h, w, k, s, n_a, n_c):
@@ -59,12 +84,12 @@ def test_conv_capsule_graph_matches_the_index_contract(h, w, k, s, n_a, n_c):
         (i, j): (o, a, c)
         for i, j, o, a, c in zip(
             src.tolist(), dst.tolist(), g.edata["offset"].tolist(),
-            g.edata["child_type"].tolist(), g.edata["parent_type"].tolist(),
+            g.edata["child_type"].tolist(), (dst % n_c).tolist(),
         )
     }
     assert len(got) == g.num_edges()  # no duplicate edges
     assert got == expected
-    w_index = (g.edata["offset"] * n_a + g.edata["child_type"]) * n_c + g.edata["parent_type"]
+    w_index = (g.edata["offset"] * n_a + g.edata["child_type"]) * n_c + dst % n_c
     assert torch.equal(g.edata["w_index"], w_index)
     assert int(g.edata["w_index"].max()) < k * k * n_a * n_c
 

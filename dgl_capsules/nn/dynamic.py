@@ -2,9 +2,9 @@
 import torch
 from torch import nn
 
-from ..graph import _check_positive_int, capsule_graph
+from .._checks import check_float_tensor, check_n_iters, check_positive_int
+from ..graph import capsule_graph
 from ..routing import dynamic_routing
-from ..routing._common import check_n_iters
 
 __all__ = ["DynamicCaps"]
 
@@ -44,10 +44,10 @@ class DynamicCaps(nn.Module):
 
     def __init__(self, in_caps, out_caps, in_dim, out_dim, n_iters=3):
         super().__init__()
-        self.in_caps = _check_positive_int("in_caps", in_caps)
-        self.out_caps = _check_positive_int("out_caps", out_caps)
-        self.in_dim = _check_positive_int("in_dim", in_dim)
-        self.out_dim = _check_positive_int("out_dim", out_dim)
+        self.in_caps = check_positive_int("in_caps", in_caps)
+        self.out_caps = check_positive_int("out_caps", out_caps)
+        self.in_dim = check_positive_int("in_dim", in_dim)
+        self.out_dim = check_positive_int("out_dim", out_dim)
         self.n_iters = check_n_iters(n_iters)
         self.weight = nn.Parameter(torch.empty(in_caps, out_caps, in_dim, out_dim))
         self.reset_parameters()

@@ -5,8 +5,8 @@ import dgl
 import torch
 from torch import nn
 
-from ..graph import _check_positive_int, capsule_graph
-from ..routing._common import check_eps, check_n_iters
+from .._checks import check_eps, check_float_tensor, check_n_iters, check_positive_int
+from ..graph import capsule_graph
 from ..routing.heinsen import check_p_model, heinsen_routing
 
 __all__ = ["HeinsenRouting"]
@@ -17,13 +17,6 @@ def _check_count(name, value):
     if isinstance(value, bool) or not isinstance(value, Integral) or not (value > 0 or value == -1):
         raise ValueError(f"{name} must be a positive integer, or -1 for a variable count; got {value!r}")
     return int(value)
-
-
-def _check_tensor(name, x, layout):
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}; got {type(x).__name__}")
-    if not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
 
 
 class HeinsenRouting(nn.Module):
@@ -115,9 +108,9 @@ class HeinsenRouting(nn.Module):
     def __init__(self, d_cov, d_inp, d_out, n_inp=-1, n_out=-1, n_iters=3, single_beta=False,
                  p_model="gaussian", eps=1e-5):
         super().__init__()
-        self.d_cov = _check_positive_int("d_cov", d_cov)
-        self.d_inp = _check_positive_int("d_inp", d_inp)
-        self.d_out = _check_positive_int("d_out", d_out)
+        self.d_cov = check_positive_int("d_cov", d_cov)
+        self.d_inp = check_positive_int("d_inp", d_inp)
+        self.d_out = check_positive_int("d_out", d_out)
         self.n_inp = _check_count("n_inp", n_inp)
         self.n_out = _check_count("n_out", n_out)
         self.n_iters = check_n_iters(n_iters)
@@ -151,9 +144,12 @@ class HeinsenRouting(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _check_inputs(self, a, mu, a_name="a_inp", mu_name="mu_inp"):
-        """Validate one input pair; returns (batch dims, number of input capsules)."""
-        _check_tensor(a_name, a, "(..., n_inp)")
-        _check_tensor(mu_name, mu, "(..., n_inp, d_cov, d_inp)")
+        """Validate one input pair; returns (a, mu, batch dims, number of input capsules).
+
+        ``mu`` decides the dtype (float32 or float64); ``a`` is cast to it.
+        """
+        mu = check_float_tensor(mu_name, mu, "(..., n_inp, d_cov, d_inp)")
+        a = check_float_tensor(a_name, a, "(..., n_inp)", dtype=mu.dtype)
         if a.dim() < 1:
             raise ValueError(f"{a_name} must have shape (..., n_inp) with at least one dim; got {tuple(a.shape)}")
         n = a.shape[-1]
@@ -168,7 +164,7 @@ class HeinsenRouting(nn.Module):
                 f"{mu_name} must have shape (..., n_inp, d_cov, d_inp) = {expected} to match {a_name} of shape "
                 f"{tuple(a.shape)}, d_cov = {self.d_cov} and d_inp = {self.d_inp}; got {tuple(mu.shape)}"
             )
-        return tuple(a.shape[:-1]), n
+        return a, mu, tuple(a.shape[:-1]), n
 
     def _n_out_for(self, n, n_out):
         if self.n_out_is_fixed:
@@ -180,7 +176,7 @@ class HeinsenRouting(nn.Module):
             return self.n_out
         if n_out is None:
             return n
-        return _check_positive_int("n_out", n_out)
+        return check_positive_int("n_out", n_out)
 
     # ------------------------------------------------------------------- votes
     def _routing_inputs(self, g, mu, n_out_per):
@@ -266,7 +262,7 @@ class HeinsenRouting(nn.Module):
             fixed ``n_inp`` gets another count, or ``n_out`` is passed although
             it is fixed.
         """
-        batch, n = self._check_inputs(a_inp, mu_inp)
+        a_inp, mu_inp, batch, n = self._check_inputs(a_inp, mu_inp)
         m = self._n_out_for(n, n_out)
         g = capsule_graph(n, m, device=a_inp.device)
         r = self._route(g, a_inp, mu_inp, [m])
@@ -319,7 +315,7 @@ class HeinsenRouting(nn.Module):
             )
         sizes = []
         for k, (a, mu) in enumerate(zip(a_inp, mu_inp)):
-            batch, n = self._check_inputs(a, mu, f"a_inp[{k}]", f"mu_inp[{k}]")
+            a_inp[k], mu_inp[k], batch, n = self._check_inputs(a, mu, f"a_inp[{k}]", f"mu_inp[{k}]")
             if k and batch != batch0:
                 raise ValueError(
                     f"a_inp[{k}] must have the leading dims {batch0} of a_inp[0]; got shape {tuple(a.shape)}"

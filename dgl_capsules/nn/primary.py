@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from ..functional import squash
-from ..graph import _check_positive_int
+from .._checks import check_positive_int
 
 __all__ = ["PrimaryCaps"]
 
@@ -44,11 +44,11 @@ class PrimaryCaps(nn.Module):
 
     def __init__(self, in_channels, out_types, out_dim, kernel_size=9, stride=2):
         super().__init__()
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.out_types = _check_positive_int("out_types", out_types)
-        self.out_dim = _check_positive_int("out_dim", out_dim)
-        self.kernel_size = _check_positive_int("kernel_size", kernel_size)
-        self.stride = _check_positive_int("stride", stride)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.out_types = check_positive_int("out_types", out_types)
+        self.out_dim = check_positive_int("out_dim", out_dim)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        self.stride = check_positive_int("stride", stride)
         self.conv = nn.Conv2d(in_channels, out_types * out_dim, kernel_size, stride)
         self.reset_parameters()
 

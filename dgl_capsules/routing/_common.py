@@ -1,9 +1,30 @@
 """What every routing algorithm shares: its result type and input checks."""
-from numbers import Integral, Real
+from numbers import Real
 from typing import List, NamedTuple, Optional
 
 import dgl
 import torch
+
+# The tensor and number checks live in dgl_capsules._checks; re-exported here for
+# the routing modules that import them from this module.
+from .. import _checks
+from .._checks import check_eps, check_float_tensor, check_n_iters  # noqa: F401
+
+
+def check_edge_tensor(name, x, g, min_dim, layout):
+    """Deprecated (any floating dtype): use :func:`dgl_capsules._checks.check_edge_tensor`, which applies the dtype rule."""
+    _checks.check_tensor(name, x, layout)
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    return _checks.check_edge_tensor(name, x, g, min_dim, layout, dtype=x.dtype)
+
+
+def check_node_tensor(name, x, n, batch_shape, layout):
+    """Deprecated (any floating dtype): use :func:`dgl_capsules._checks.check_node_tensor`."""
+    _checks.check_tensor(name, x, layout)
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
+    return _checks.check_node_tensor(name, x, n, batch_shape, layout, dtype=x.dtype)
 
 __all__ = ["RoutingResult"]
 
@@ -32,6 +53,17 @@ class RoutingResult(NamedTuple):
     sigma2: Optional[torch.Tensor] = None
     trace: Optional[List[torch.Tensor]] = None
 
+    def __repr__(self):
+        def show(x):
+            if isinstance(x, torch.Tensor):
+                return f"Tensor{tuple(x.shape)} {str(x.dtype).replace('torch.', '')}"
+            if isinstance(x, list):
+                return f"[{len(x)} x {show(x[0])}]" if x else "[]"
+            return repr(x)
+
+        fields = ", ".join(f"{k}={show(getattr(self, k))}" for k in self._fields)
+        return f"RoutingResult({fields})"
+
 
 def check_graph(g, who):
     """Raise unless ``g`` is a unibipartite capsule graph whose parents all have children."""
@@ -52,48 +84,23 @@ def check_graph(g, who):
         )
 
 
-def check_n_iters(n_iters):
-    if isinstance(n_iters, bool) or not isinstance(n_iters, Integral) or n_iters < 1:
-        raise ValueError(f"n_iters must be an integer >= 1; got {n_iters!r}")
-    return int(n_iters)
-
-
-def check_eps(eps):
-    if isinstance(eps, bool) or not isinstance(eps, Real) or not eps > 0:
-        raise ValueError(f"eps must be a positive number; got {eps!r}")
-    return float(eps)
-
-
-def check_edge_tensor(name, x, g, min_dim, layout):
-    """Check a per-edge tensor: floating point, ``|E|`` rows, at least ``min_dim`` dims."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}; got {type(x).__name__}")
-    if not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
-    if x.dim() < min_dim or x.shape[0] != g.num_edges():
-        raise ValueError(
-            f"{name} must have shape {layout} with |E| = {g.num_edges()} edges of the graph; "
-            f"got {tuple(x.shape)}"
-        )
-
-
-def check_node_tensor(name, x, n, batch_shape, layout):
-    """Check a per-node tensor: floating point with shape ``(n, *batch_shape)``."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {layout}; got {type(x).__name__}")
-    if not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
-    expected = (n,) + tuple(batch_shape)
-    if tuple(x.shape) != expected:
-        raise ValueError(f"{name} must have shape {layout} = {expected}; got {tuple(x.shape)}")
-
-
 def per_item(name, value, n, what, like):
     """A scalar or a length-``n`` vector (one value per ``what``) as a tensor broadcastable over items.
 
-    Returns a tensor of shape ``()`` or ``(n,)`` with the dtype and device of ``like``.
+    ``value`` is a real number, a sequence of them or a floating tensor (cast
+    to ``like``'s dtype). Returns a tensor of shape ``()`` or ``(n,)`` with the
+    dtype and device of ``like``.
     """
-    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    layout = f"() or ({what},) = ({n},)"
+    if isinstance(value, torch.Tensor):
+        t = check_float_tensor(name, value, layout, dtype=like.dtype).to(like.device)
+    elif isinstance(value, Real) and not isinstance(value, bool):
+        t = torch.tensor(float(value), dtype=like.dtype, device=like.device)
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, Real) and not isinstance(v, bool) for v in value):
+        t = torch.tensor([float(v) for v in value], dtype=like.dtype, device=like.device)
+    else:
+        shown = repr(value) if value is None or isinstance(value, (str, bool)) else type(value).__name__
+        raise TypeError(f"{name} must be a number or a floating-point tensor of shape {layout}; got {shown}")
     if t.dim() == 0 or (t.dim() == 1 and t.shape[0] == n):
         return t
     raise ValueError(f"{name} must be a scalar or have shape ({what},) = ({n},); got {tuple(t.shape)}")
