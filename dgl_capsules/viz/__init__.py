@@ -3,15 +3,26 @@
 Every routing function records the coupling of each iteration with
 ``return_trace=True``; these functions turn such a trace into figures and
 animations for any algorithm (dynamic, EM, Heinsen) and any capsule graph.
-They return the matplotlib objects and never show or close them, so scripts,
-notebooks and Sphinx-gallery can all use them.
+:func:`visualize_model`, :func:`record_routing` and
+:func:`animate_over_training` do it for every routed layer of a trained
+model, and over its training. They return the matplotlib objects (or the
+paths they wrote) and never show or close figures, so scripts, notebooks and
+Sphinx-gallery can all use them.
 """
 from ..functional import coupling_entropy
-from .bipartite import animate_bipartite
+from .bipartite import animate_bipartite, edge_scale
 from .entropy import entropy_curve, plot_entropy
 from .histogram import animate_histogram
 from .report import routing_report
 from .save import save_animation
+from .trained import (
+    LayerRouting,
+    animate_over_training,
+    model_routing,
+    reconstruction_grid,
+    record_routing,
+    visualize_model,
+)
 
 __all__ = [
     "coupling_entropy",
@@ -19,6 +30,13 @@ __all__ = [
     "plot_entropy",
     "animate_histogram",
     "animate_bipartite",
+    "edge_scale",
     "save_animation",
     "routing_report",
+    "LayerRouting",
+    "model_routing",
+    "visualize_model",
+    "reconstruction_grid",
+    "record_routing",
+    "animate_over_training",
 ]

@@ -5,18 +5,23 @@ import torch
 from ..functional import coupling_entropy
 from ._trace import check_sample, check_trace
 
-__all__ = ["coupling_entropy", "entropy_curve", "plot_entropy"]
+__all__ = ["coupling_entropy", "entropy_curve", "plot_entropy"]  # child_weights is shared with the other plots
 
 _UNIFORM_GID = "dgl_capsules.uniform_entropy"
 
 
-def entropy_curve(g, trace, sample=None):
+def entropy_curve(g, trace, sample=None, weights=None):
     r"""Mean and standard deviation of the per-child coupling entropy at every iteration.
 
     The entropy :math:`H_i = -\sum_j c_{ij} \log c_{ij}` of every child with
     at least one parent is computed by :func:`coupling_entropy` and then
     aggregated over the children and, with ``sample=None``, over every sample
-    of the batch dimensions as well.
+    of the batch dimensions as well (each sample counts equally).
+
+    With ``weights`` :math:`w_i \ge 0` (what each child carries: its vote
+    length or activation) the mean and standard deviation are weighted,
+    :math:`\sum_i w_i H_i / \sum_i w_i` per sample: in a trained network
+    most children carry little, and their routing matters little.
 
     Parameters
     ----------
@@ -26,6 +31,9 @@ def entropy_curve(g, trace, sample=None):
         Couplings of every iteration, each ``(|E|, *)``.
     sample : int, optional
         One sample of the flattened batch dimensions; ``None`` pools them all.
+    weights : torch.Tensor, optional
+        ``(N_src,)`` or ``(N_src, *)`` non-negative weights of the children
+        (the trace's batch dimensions, or none to weight every sample alike).
 
     Returns
     -------
@@ -35,8 +43,9 @@ def entropy_curve(g, trace, sample=None):
     Raises
     ------
     ValueError
-        If the trace is missing, empty, or not recorded on ``g``, or ``sample``
-        is out of range.
+        If the trace is missing, empty, or not recorded on ``g``, ``sample``
+        is out of range, or ``weights`` have the wrong shape, are negative,
+        not finite, or sum to 0 over the children of a sample.
 
     Examples
     --------
@@ -50,18 +59,52 @@ def entropy_curve(g, trace, sample=None):
     trace = check_trace(g, trace, "entropy_curve")
     sample = check_sample(sample, trace[0].shape)
     has_parents = (g.out_degrees() > 0).to(trace[0].device)  # (N_src,)
+    w = None if weights is None else child_weights(g, weights, trace[0].shape)[has_parents.cpu()]  # (N, S)
     mean, std = [], []
     for c in trace:
         h = coupling_entropy(g, c)[has_parents]  # (N_children, *)
-        h = h.reshape(h.shape[0], -1).double()  # (N_children, S)
+        h = h.reshape(h.shape[0], -1).double().cpu()  # (N_children, S)
+        if w is None:
+            if sample is not None:
+                h = h[:, sample]
+            mean.append(h.mean().item())
+            std.append(h.std(unbiased=False).item())
+            continue
+        ws = w.expand_as(h)  # (N_children, S)
         if sample is not None:
-            h = h[:, sample]
-        mean.append(h.mean().item())
-        std.append(h.std(unbiased=False).item())
+            h, ws = h[:, sample:sample + 1], ws[:, sample:sample + 1]
+        ws = ws / ws.sum(0)  # each sample's weights sum to 1
+        m = (ws * h).sum() / h.shape[1]
+        mean.append(m.item())
+        std.append(((ws * (h - m) ** 2).sum() / h.shape[1]).sqrt().item())
     return np.array(mean), np.array(std)
 
 
-def plot_entropy(g, trace, ax=None, sample=None, label=None, uniform=True, **errorbar_kw):
+def child_weights(g, weights, trace_shape):
+    """Check child weights ``(N_src,)`` or ``(N_src, *batch)``; return them as float64 ``(N_src, S or 1)``."""
+    n_src = g.num_src_nodes()
+    if isinstance(weights, np.ndarray):
+        weights = torch.from_numpy(weights)
+    if not isinstance(weights, torch.Tensor) or not torch.is_floating_point(weights):
+        what = f"{weights.dtype} tensor" if isinstance(weights, torch.Tensor) else type(weights).__name__
+        raise TypeError(f"weights must be a floating-point tensor of shape (N_src, *); got {what}")
+    w = weights.detach().cpu().double()
+    batch = tuple(trace_shape[1:])
+    if w.dim() == 0 or w.shape[0] != n_src or (w.dim() > 1 and tuple(w.shape[1:]) != batch):
+        raise ValueError(
+            f"weights must have shape (N_src,) = ({n_src},) or (N_src, *batch) = {(n_src,) + batch} "
+            f"(one weight per child); got {tuple(w.shape)}"
+        )
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError("weights must be finite and non-negative (vote lengths or activations)")
+    w = w.reshape(n_src, -1)  # (N_src, S or 1)
+    has_parents = g.out_degrees().cpu() > 0
+    if bool((w[has_parents].sum(0) <= 0).any()):
+        raise ValueError("weights must not all be 0 over the children of a sample")
+    return w
+
+
+def plot_entropy(g, trace, ax=None, sample=None, label=None, uniform=True, weights=None, **errorbar_kw):
     r"""Plot the mean ± std of the per-child coupling entropy against the routing iteration.
 
     Routing starts every child spread evenly over its parents, at the entropy
@@ -89,6 +132,10 @@ def plot_entropy(g, trace, ax=None, sample=None, label=None, uniform=True, **err
     uniform : bool
         Mark the entropy of the uniform coupling, ``log(#parents)`` (the mean
         over children when their numbers of parents differ).
+    weights : torch.Tensor, optional
+        ``(N_src,)`` or ``(N_src, *)`` what each child carries (vote lengths,
+        activations): plot the weighted mean ± std instead (see
+        :func:`entropy_curve`); give it a ``label`` that says so.
     **errorbar_kw
         Passed on to :meth:`matplotlib.axes.Axes.errorbar`.
 
@@ -110,7 +157,7 @@ def plot_entropy(g, trace, ax=None, sample=None, label=None, uniform=True, **err
     >>> ax.get_xlabel()
     'routing iteration'
     """
-    mean, std = entropy_curve(g, trace, sample=sample)
+    mean, std = entropy_curve(g, trace, sample=sample, weights=weights)
     if ax is None:
         import matplotlib.pyplot as plt
 
@@ -118,7 +165,8 @@ def plot_entropy(g, trace, ax=None, sample=None, label=None, uniform=True, **err
     iters = np.arange(1, len(mean) + 1)
     kw = dict(marker="o", capsize=4, linewidth=2, markersize=5)
     kw.update(errorbar_kw)
-    ax.errorbar(iters, mean, yerr=std, label=label or "mean ± std over children", **kw)
+    default = "mean ± std over children" if weights is None else "weighted mean ± std over children"
+    ax.errorbar(iters, mean, yerr=std, label=label or default, **kw)
 
     deg = g.out_degrees()
     deg = deg[deg > 0].double()
