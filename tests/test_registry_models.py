@@ -10,8 +10,8 @@ from dgl_capsules.models import capsnet as capsnet_module, matrix as matrix_modu
 
 
 def test_the_registered_models_and_their_presets():
-    assert list_models() == ["capsnet", "cnn", "matrixcaps"]
-    for name in list_models():
+    assert list_models() == ["capsnet", "cnn", "heinsen", "matrixcaps"]
+    for name in ("capsnet", "cnn", "matrixcaps"):
         assert model_presets(name) == ["paper", "small", "tiny"]
     assert model_settings("capsnet")[:3] == ["in_channels", "image_size", "n_classes"]
     assert "stem_stride" in model_settings("matrixcaps") and "self" not in model_settings("matrixcaps")
@@ -60,7 +60,7 @@ def test_every_registered_model_follows_the_protocol_and_routing_names_its_layer
 
 
 def test_unknown_model_preset_or_setting_is_named_with_the_valid_ones():
-    with pytest.raises(ValueError, match="model: unknown model 'foo'; expected one of capsnet, cnn, matrixcaps"):
+    with pytest.raises(ValueError, match="model: unknown model 'foo'; expected one of capsnet, cnn, heinsen, matrixcaps"):
         get_model("foo")
     with pytest.raises(ValueError, match="model: unknown model 'foo'"):
         model_presets("foo")

@@ -14,10 +14,11 @@ from .registry import (
 from .capsnet import CapsNet, CapsNetOutput  # noqa: E402  (registers "capsnet")
 from .baseline import BaselineCNN  # noqa: E402  (registers "cnn")
 from .matrix import MatrixCapsNet, MatrixCapsOutput  # noqa: E402  (registers "matrixcaps")
+from .heinsen_images import HeinsenImageNet, HeinsenImageOutput  # noqa: E402  (registers "heinsen")
 from .sequence import SequenceCapsClassifier, SequenceCapsOutput  # noqa: E402
 
 __all__ = [
-    "BaselineCNN", "CapsNet", "CapsNetOutput", "ImageModel", "MatrixCapsNet", "MatrixCapsOutput", "RoutedLayer",
+    "BaselineCNN", "CapsNet", "CapsNetOutput", "HeinsenImageNet", "HeinsenImageOutput", "ImageModel", "MatrixCapsNet", "MatrixCapsOutput", "RoutedLayer",
     "SequenceCapsClassifier", "SequenceCapsOutput", "get_model", "list_models", "model_presets", "model_settings",
     "n_parameters", "register_model", "unregister_model",
 ]

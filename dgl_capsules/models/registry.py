@@ -17,7 +17,7 @@ Examples
 --------
 >>> from dgl_capsules.models import get_model, list_models, model_presets
 >>> list_models()
-['capsnet', 'cnn', 'matrixcaps']
+['capsnet', 'cnn', 'heinsen', 'matrixcaps']
 >>> model_presets("capsnet")
 ['paper', 'small', 'tiny']
 >>> get_model("capsnet", "tiny", n_iters=1).digits.n_iters
@@ -169,7 +169,7 @@ def list_models():
     """Names of the registered models, sorted.
 
     >>> list_models()
-    ['capsnet', 'cnn', 'matrixcaps']
+    ['capsnet', 'cnn', 'heinsen', 'matrixcaps']
     """
     return sorted(_MODELS)
 
