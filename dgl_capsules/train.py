@@ -1,16 +1,26 @@
-"""Training and evaluation of image models that follow the :mod:`dgl_capsules.models` protocol.
+"""Training and evaluation of image models that follow :class:`dgl_capsules.models.ImageModel`.
 
-A model is driven only through ``out = model(x, y)``, ``model.loss(out, y,
-step)`` and ``model.scores(out)``, so CapsNet, the CNN baseline and
-MatrixCapsNet share this loop. A run directory holds
+A run is described by one :class:`TrainConfig`. :func:`train` validates it
+before any data is loaded, builds the model with
+:func:`~dgl_capsules.models.get_model` and the data with
+:func:`~dgl_capsules.data.get_dataset`, and drives the model only through
+``out = model(x, y)``, ``model.loss(out, y, step)`` and ``model.scores(out)``,
+so every registered model shares this loop. A run directory ``out`` holds
 
-- ``checkpoint.pt``: everything needed to resume (model, optimizer, scheduler,
-  epoch, step, RNG states, best validation model, curve), rewritten
-  atomically after every epoch;
+- ``checkpoint.pt``: the configuration and everything needed to resume (model,
+  optimizer, scheduler, epoch, step, RNG states, best validation model,
+  curve), rewritten atomically after every epoch;
 - ``model.pt``: the model selected on the validation split, with the
-  arguments that rebuild it (for ``evaluate`` and ``visualize``);
-- ``metrics.json``: test_accuracy, best_val_accuracy, epochs, seconds,
-  parameters and the per-epoch curve.
+  configuration and input shape that rebuild it (:func:`load_model`);
+- ``metrics.json``: the configuration (``dataclasses.asdict``) and the results:
+  test_accuracy, best_val_accuracy, best_epoch, epochs, seconds, parameters,
+  processes, threads, machine and the per-epoch curve;
+- ``routing_trace/epoch_NNN.pt`` with ``trace_routing`` > 0: the routing of a
+  fixed handful of validation images after initialisation and every epoch.
+
+The checkpoint, the resume check and ``metrics.json`` all use
+``asdict(config)``, so they cannot drift apart: resuming with any setting
+changed, except a larger number of epochs, is refused.
 
 Data-parallel training runs under ``torchrun``: every process gets a
 :class:`~torch.utils.data.DistributedSampler` shard, gradients are averaged by
@@ -19,9 +29,14 @@ GPUs), and only rank 0 writes files.
 """
 import copy
 import json
+import math
 import os
+import platform
 import random
+import shutil
 import time
+from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -29,180 +44,198 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from .data import MNIST, SmallNORB, mnist5k
-from .data.affine import affine_mnist, multi_mnist, multi_splits, pad_to, random_affine, random_shift
-from .data.mnist import ImageDataset, Splits
+from .data import ImageDataset, affine_mnist, multi_mnist, pad_to, random_affine, random_shift
 
 __all__ = [
-    "UsageError", "MODELS", "load_data", "build_model", "parse_overrides", "accuracy", "evaluate", "train",
-    "save_atomic", "load_model",
+    "TrainConfig", "train", "evaluate", "accuracy", "eval_set", "fit_images", "load_model", "save_atomic",
+    "set_threads",
 ]
 
-MODELS = ("capsnet", "cnn", "matrixcaps")
-PRESETS = ("small", "paper", "tiny")
-DATASETS = ("mnist5k", "mnist:PATH", "smallnorb:PATH", "multi:SPEC")
+RUN_FILES = ("checkpoint.pt", "model.pt", "metrics.json")
+"""The files that make a directory a run directory (:func:`train` refuses to mix two runs)."""
+
+_SHAPE_KEYS = ("in_channels", "image_size", "n_classes")  # settings that come from the data
 
 
-class UsageError(ValueError):
-    """A bad command-line value (unknown model or data set, missing path); the CLI prints it in one line."""
+# ---------------------------------------------------------------------------- configuration
 
 
-# ---------------------------------------------------------------------------- data
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def load_data(spec, image_size=None):
-    """Train / val / test splits named by a data spec.
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _has_nan(value):
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    if isinstance(value, (list, tuple)):
+        return any(_has_nan(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nan(v) for v in value.values())
+    return False
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; stored in its checkpoint and written to its metrics.
 
     Parameters
     ----------
-    spec : str
-        ``"mnist5k"`` (bundled), ``"mnist:PATH"`` (IDX files in ``PATH``) or
-        ``"smallnorb:PATH"`` (binary matrix files in ``PATH``); ``"multi:SPEC"``
-        makes 36x36 MultiMNIST-style pairs of the digits of ``SPEC`` (e.g.
-        ``multi:mnist5k``) with :func:`~dgl_capsules.data.multi_splits`:
-        10 training pairs per training digit, drawn anew every epoch; labels two-hot.
-    image_size : int, optional
-        Centre every image on a black canvas of this side (e.g. 40 to train
-        for the affNIST-style test).
-
-    Raises
-    ------
-    UsageError
-        For an unknown name or a path that does not exist.
-    """
-    name, _, path = spec.partition(":")
-    if name == "multi" and path:
-        base = load_data(path)
-        if base.train.labels.dim() != 1:
-            raise UsageError(f"--data {spec}: {path!r} already holds pairs")
-        size = 36 if image_size is None else image_size
-        if size < 36:
-            raise UsageError(f"--image-size must be at least 36 for MultiMNIST pairs; got {size}")
-        return multi_splits(base, size=size)  # drawn at the final size
-    if name == "mnist5k" and not path:
-        splits = mnist5k()
-    elif name in ("mnist", "smallnorb") and path:
-        if not os.path.isdir(path):
-            raise UsageError(f"--data {spec}: {path!r} is not a directory")
-        try:
-            splits = MNIST(path) if name == "mnist" else SmallNORB(path)
-        except (FileNotFoundError, ValueError) as e:
-            raise UsageError(f"--data {spec}: {e}") from e
-    else:
-        raise UsageError(f"unknown data set {spec!r}; expected one of {', '.join(DATASETS)}")
-    if image_size is not None and image_size != splits.train.images.shape[-1]:
-        splits = Splits(*(ImageDataset(pad_to(s.images, image_size), s.labels, s.n_classes) for s in splits))
-    return splits
-
-
-def eval_set(spec, splits, seed=0):
-    """A test set derived from ``splits``: ``"test"``, ``"affine"`` (40×40 affNIST-style) or ``"multi"`` (MultiMNIST)."""
-    if spec == "test":
-        return splits.test
-    if splits.test.labels.dim() == 2:  # trained on pairs (multi:SPEC): its test split is the multi set
-        if spec == "multi":
-            return splits.test
-        raise UsageError(f"--on {spec}: the model was trained on MultiMNIST pairs; use --on test or multi")
-    if spec == "affine":
-        return affine_mnist(splits.test, size=40, seed=seed)
-    if spec == "multi":
-        return multi_mnist(splits.test, size=36, seed=seed)
-    raise UsageError(f"unknown evaluation set {spec!r}; expected test, affine or multi")
-
-
-# ---------------------------------------------------------------------------- models
-
-
-def build_model(model, in_channels=1, image_size=28, n_classes=10, preset="small", width=None,
-                overrides=None):
-    """A model by name: ``"capsnet"``, ``"cnn"`` or ``"matrixcaps"``.
-
-    ``preset`` picks the CapsNet / MatrixCapsNet configuration and
-    ``overrides`` (a dict, e.g. ``{"stem_stride": 1}``) replaces single
-    settings of it. The CNN's ``width`` defaults to the one matching the
-    parameter count of the CapsNet of the same preset (the paper's comparison).
-    """
-    import inspect
-
-    from .models import BaselineCNN, CapsNet, MatrixCapsNet
-
-    shape = dict(in_channels=in_channels, image_size=image_size, n_classes=n_classes)
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    capsule_models = dict(capsnet=CapsNet, matrixcaps=MatrixCapsNet)
-    if model == "cnn" and not overrides:
-        if width is None:
-            n = sum(p.numel() for p in CapsNet.from_preset(preset, **shape).parameters())
-            return BaselineCNN.matching(n, **shape)
-        return BaselineCNN(width=width, **shape)
-    if model not in capsule_models:
-        if model == "cnn":
-            raise UsageError(f"--set works for --model capsnet and matrixcaps, not {model!r}")
-        raise UsageError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-    cls = capsule_models[model]
-    if not overrides:
-        return cls.from_preset(preset, **shape)
-    known = sorted(set(inspect.signature(cls.__init__).parameters) - {"self", *shape})
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise UsageError(f"--set: {cls.__name__} has no setting {unknown[0]!r}; settings are {', '.join(known)}")
-    try:
-        return cls.from_preset(preset, **shape, **overrides)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"--set: {e}") from e
-
-
-def parse_overrides(items):
-    """``["stem_stride=1", "inverse_temperatures=[0.01, 0.02]"]`` -> ``{"stem_stride": 1, ...}``.
-
-    Values are Python literals (numbers, lists, ``None``); anything else is kept as a string.
+    model : str
+        A registered model (:func:`~dgl_capsules.models.list_models`): ``"capsnet"``, ``"cnn"``, ...
+    preset : str or None
+        One of the model's presets (:func:`~dgl_capsules.models.model_presets`);
+        ``None``: the model's defaults.
+    settings : dict
+        Single settings that replace the preset's (``{"n_iters": 2}``,
+        ``{"width": 0.5}`` for the CNN); the input shape comes from the data.
+    data : str
+        A data spec for :func:`~dgl_capsules.data.get_dataset` (recorded only
+        when :func:`train` is given ``splits``).
+    image_size : int or None
+        Pad the images to this side (e.g. 40 for the affNIST-style test).
+    epochs : int
+        Total epochs; a resumed run continues up to this number.
+    batch_size : int
+        Per process.
+    lr, lr_decay : float
+        Adam learning rate, multiplied by ``lr_decay`` after every epoch.
+    shift : int
+        Random shifts of up to this many pixels per axis (training only).
+    rotate, scale : float
+        Random rotations uniform in ``±rotate`` degrees and scalings uniform in
+        ``[1 - scale, 1 + scale]`` about the image centre (training only, after
+        the shift; see :func:`~dgl_capsules.data.random_affine`).
+    ema : float
+        With ``0 < ema < 1``, validate, select and test an exponential moving
+        average of the weights, updated after every step as
+        ``avg = ema * avg + (1 - ema) * weights`` (0: the weights themselves).
+    seed : int
+        Seeds initialisation, shuffling and augmentation: the same seed gives
+        the same run (on one thread), interrupted and resumed or not.
+    trace_routing : int
+        With N > 0, record the routing of N fixed validation images after
+        initialisation and after every epoch
+        (:func:`dgl_capsules.viz.record_routing`).
 
     Examples
     --------
-    >>> parse_overrides(["stem_stride=1", "step_scale=2e3", "inverse_temperatures=[0.01, 0.02]"])
-    {'stem_stride': 1, 'step_scale': 2000.0, 'inverse_temperatures': [0.01, 0.02]}
+    >>> config = TrainConfig(preset="tiny", epochs=2, settings={"n_iters": 2})
+    >>> config.validate().epochs
+    2
+    >>> TrainConfig(lr_decay=0).validate()
+    Traceback (most recent call last):
+    ...
+    ValueError: lr_decay must be a finite number > 0; got 0
     """
-    import ast
 
-    out = {}
-    for item in items or ():
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise UsageError(f"--set takes KEY=VALUE; got {item!r}")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
-    return out
+    model: str = "capsnet"
+    preset: Optional[str] = "small"
+    settings: dict = field(default_factory=dict)
+    data: str = "mnist5k"
+    image_size: Optional[int] = None
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_decay: float = 1.0
+    shift: int = 0
+    rotate: float = 0.0
+    scale: float = 0.0
+    ema: float = 0.0
+    seed: int = 0
+    trace_routing: int = 0
+
+    def validate(self):
+        """Check every field (model, preset and setting names against the registry); return ``self``.
+
+        Raises
+        ------
+        ValueError
+            Naming the field, what was expected and what came.
+        TypeError
+            For a field of the wrong type (``settings`` not a dict, ``data`` not a string).
+        """
+        self._check_model()
+        if not isinstance(self.data, str) or not self.data:
+            raise TypeError(f"data must be a data set spec string; got {self.data!r}")
+        for name, low in (("epochs", 1), ("batch_size", 1), ("shift", 0), ("trace_routing", 0)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+        if not _is_int(self.seed):
+            raise ValueError(f"seed must be an integer; got {self.seed!r}")
+        if self.image_size is not None and (not _is_int(self.image_size) or self.image_size < 1):
+            raise ValueError(f"image_size must be None or a positive integer; got {self.image_size!r}")
+        for name in ("lr", "lr_decay"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+        for name, low, high, interval in (("rotate", 0, 180, "[0, 180] degrees"), ("scale", 0, 1, "[0, 1)"),
+                                          ("ema", 0, 1, "[0, 1)")):
+            value = getattr(self, name)
+            inside = _is_number(value) and low <= value <= high and (name == "rotate" or value < high)
+            if not inside:
+                raise ValueError(f"{name} must be in {interval}; got {value!r}")
+        return self
+
+    def _check_model(self):
+        from .models import list_models, model_presets, model_settings
+
+        if self.model not in list_models():
+            raise ValueError(f"model: unknown model {self.model!r}; expected one of {', '.join(list_models())}")
+        presets = model_presets(self.model)
+        if self.preset is not None and self.preset not in presets:
+            raise ValueError(f"preset: unknown {self.model} preset {self.preset!r}; "
+                             f"expected one of {', '.join(presets) or 'none'}")
+        if not isinstance(self.settings, dict) or not all(isinstance(k, str) for k in self.settings):
+            raise TypeError(f"settings must be a dict of setting name -> value; got {self.settings!r}")
+        known = [s for s in model_settings(self.model) if s not in _SHAPE_KEYS]
+        for key in self.settings:
+            if key in _SHAPE_KEYS:
+                raise ValueError(f"settings: {key} comes from the data, not from the settings"
+                                 + (" (use image_size)" if key == "image_size" else ""))
+            if key not in known:
+                raise ValueError(f"settings: {self.model} has no setting {key!r}; settings are {', '.join(known)}")
+            if _has_nan(self.settings[key]):
+                raise ValueError(f"settings: {key} must not be NaN; got {self.settings[key]!r}")
 
 
-def n_parameters(model):
-    return sum(p.numel() for p in model.parameters())
+def set_threads(n=None):
+    """Give torch and DGL the same number of OpenMP threads; return it.
 
+    torch and DGL 2.1 link two different OpenMP runtimes (torch its bundled
+    ``libgomp``, DGL the system's), so each has a thread pool of its own;
+    this sizes both (:func:`torch.set_num_threads`,
+    :func:`dgl.utils.set_num_threads`) and ``OMP_NUM_THREADS`` for child processes.
 
-def load_model(path):
-    """Rebuild the model saved in ``model.pt`` or ``checkpoint.pt`` (its validation-selected weights).
-
-    Returns
-    -------
-    (torch.nn.Module, dict)
-        The model in eval mode and the saved run arguments.
+    Parameters
+    ----------
+    n : int, optional
+        Threads per process. Default: ``OMP_NUM_THREADS`` if it is set, else
+        the usable cores divided by the processes on this machine
+        (``LOCAL_WORLD_SIZE`` under torchrun), at least 1.
     """
-    if not os.path.isfile(path):
-        raise UsageError(f"--checkpoint {path!r}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu")
-    except Exception as e:  # a truncated or foreign file
-        raise UsageError(f"--checkpoint {path!r} is not a dgl-capsules checkpoint ({type(e).__name__})") from e
-    if not isinstance(ckpt, dict) or "model_args" not in ckpt:
-        raise UsageError(f"--checkpoint {path!r} is not a dgl-capsules checkpoint")
-    model = build_model(**ckpt["model_args"])
-    best = ckpt.get("state", {}).get("best_model")
-    model.load_state_dict(best if best is not None else ckpt["model"])
-    return model.eval(), ckpt
+    if n is None:
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        if env.isdigit() and int(env) > 0:
+            n = int(env)
+        else:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            n = max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if not _is_int(n) or n < 1:
+        raise ValueError(f"threads must be a positive integer; got {n!r}")
+    from dgl.utils import set_num_threads
+
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(int(n))
+    set_num_threads(int(n))
+    return int(n)
 
 
-# ---------------------------------------------------------------------------- metrics
+# ---------------------------------------------------------------------------- metrics and data
 
 
 def accuracy(scores, y):
@@ -238,7 +271,66 @@ def evaluate(model, dataset, batch_size=256):
     return accuracy(torch.cat(scores), dataset.labels)
 
 
-# ---------------------------------------------------------------------------- checkpoints
+def fit_images(dataset, image_size, name="dataset"):
+    """``dataset`` with its images centred on a black canvas of side ``image_size`` (a model's input side).
+
+    Raises
+    ------
+    ValueError
+        Naming ``name`` if the images are larger than ``image_size``.
+    """
+    side = dataset.images.shape[-1]
+    if image_size is None or side == image_size:
+        return dataset
+    if side > image_size:
+        raise ValueError(f"{name}: the images are {side}x{side} but the model takes {image_size}x{image_size}; "
+                         f"train it with image_size={side}")
+    return ImageDataset(pad_to(dataset.images, image_size), dataset.labels, dataset.n_classes)
+
+
+def eval_set(on, splits, image_size=None, seed=0):
+    """A test set derived from ``splits``, padded to ``image_size``.
+
+    Parameters
+    ----------
+    on : str
+        ``"test"`` (the test split), ``"affine"`` (40x40 affNIST-style) or
+        ``"multi"`` (36x36 MultiMNIST pairs); a model trained on pairs has
+        only ``"test"`` = ``"multi"``.
+    splits : Splits
+        The data the model was trained on, at its own size.
+    image_size : int, optional
+        The model's input side (see :func:`fit_images`).
+    seed : int
+        Seed of the generated affine / multi sets.
+    """
+    if on not in ("test", "affine", "multi"):
+        raise ValueError(f"on: unknown evaluation set {on!r}; expected test, affine or multi")
+    if on == "test" or (on == "multi" and splits.test.labels.dim() == 2):
+        dataset = splits.test
+    elif splits.test.labels.dim() == 2:  # trained on pairs (multi:SPEC)
+        raise ValueError(f"on: {on!r}: the model was trained on MultiMNIST pairs; use test or multi")
+    elif on == "affine":
+        dataset = affine_mnist(splits.test, size=40, seed=seed)
+    else:
+        dataset = multi_mnist(splits.test, size=36, seed=seed)
+    return fit_images(dataset, image_size, name=f"on {on!r}")
+
+
+def _machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import dgl
+
+    return dict(cpu=cpu, machine=platform.machine(), cores=os.cpu_count(), python=platform.python_version(),
+                torch=torch.__version__, dgl=dgl.__version__)
+
+
+# ---------------------------------------------------------------------------- files
 
 
 def save_atomic(obj, path):
@@ -259,6 +351,73 @@ def save_atomic(obj, path):
             os.remove(tmp)
 
 
+def _build_model(config, shape):
+    """The model of ``config`` for inputs of ``shape``; a bad setting's error names ``settings``."""
+    from .models import get_model
+
+    try:
+        return get_model(config.model, config.preset, **shape, **config.settings)
+    except (TypeError, ValueError) as e:
+        first = str(e).split(" ", 1)[0].split("=", 1)[0].rstrip(":")
+        if first in config.settings:
+            raise type(e)(f"settings: {e}") from e
+        raise
+
+
+def load_model(path):
+    """Rebuild the model saved in ``model.pt`` or ``checkpoint.pt`` (its validation-selected weights).
+
+    Returns
+    -------
+    (torch.nn.Module, dict)
+        The model in eval mode and the saved file, whose ``"config"`` is the
+        run's :class:`TrainConfig` as a dict.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path {path!r}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu")
+    except Exception as e:  # a truncated or foreign file
+        raise ValueError(f"path {path!r} is not a dgl-capsules checkpoint ({type(e).__name__})") from e
+    if isinstance(ckpt, dict) and "model_args" in ckpt and "config" not in ckpt:  # written before TrainConfig
+        args = dict(ckpt["model_args"])
+        settings = dict(args.pop("overrides", None) or {})
+        if args.pop("width", None) is not None:
+            settings["width"] = ckpt["model_args"]["width"]
+        ckpt["shape"] = {k: args.pop(k) for k in _SHAPE_KEYS}
+        ckpt["config"] = asdict(TrainConfig(model=args["model"], preset=args["preset"], settings=settings,
+                                            data=ckpt.get("data", "mnist5k"), image_size=ckpt.get("image_size")))
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "shape" not in ckpt:
+        raise ValueError(f"path {path!r} is not a dgl-capsules checkpoint")
+    model = _build_model(TrainConfig(**ckpt["config"]), ckpt["shape"])
+    best = ckpt.get("state", {}).get("best_model")
+    model.load_state_dict(best if best is not None else ckpt["model"])
+    return model.eval(), ckpt
+
+
+def _prepare_run_dir(out, resume, overwrite, rank):
+    """Refuse to mix two runs in ``out``; with ``overwrite``, remove the previous run's files."""
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a directory path; got {out!r}")
+    if resume and overwrite:
+        raise ValueError("resume=True and overwrite=True exclude each other")
+    ckpt_path = os.path.join(out, "checkpoint.pt")
+    if resume and not os.path.isfile(ckpt_path):
+        raise ValueError(f"resume: there is no checkpoint to resume at {ckpt_path}")
+    present = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if present and not resume and not overwrite:
+        raise ValueError(f"out {os.fspath(out)!r} holds another run ({', '.join(present)}); "
+                         f"continue it with resume=True or replace it with overwrite=True")
+    if overwrite and rank == 0:
+        for f in present:
+            os.remove(os.path.join(out, f))
+        shutil.rmtree(os.path.join(out, "routing_trace"), ignore_errors=True)
+    return ckpt_path
+
+
+# ---------------------------------------------------------------------------- randomness and processes
+
+
 def _rng_state():
     return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
 
@@ -275,9 +434,6 @@ def _seed_all(seed):
     random.seed(seed)
 
 
-# ---------------------------------------------------------------------------- distributed
-
-
 def _dist_info():
     """``(rank, world_size)``; initialises the process group when started by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -288,7 +444,63 @@ def _dist_info():
     return dist.get_rank(), dist.get_world_size()
 
 
-# ---------------------------------------------------------------------------- training
+# ---------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _Run:
+    """The state of one training run that the steps below share."""
+
+    config: TrainConfig
+    out: str
+    splits: object
+    net: torch.nn.Module
+    avg: torch.nn.Module  # what is validated, selected and tested (the net itself without ema)
+    opt: torch.optim.Optimizer
+    sched: object
+    shape: dict
+    rank: int = 0
+    world: int = 1
+    state: dict = field(default_factory=lambda: dict(epoch=0, step=0, best_val=-1.0, best_epoch=0,
+                                                     best_model=None, curve=[], seconds=0.0))
+
+    @property
+    def ckpt_path(self):
+        return os.path.join(self.out, "checkpoint.pt")
+
+
+def _start(config, splits, out, rank, world):
+    """Seed, build the model, optimizer, weight average and scheduler (in this order: it decides the weights)."""
+    c, h, _ = splits.train.image_shape
+    shape = dict(in_channels=c, image_size=h, n_classes=splits.train.n_classes)
+    _seed_all(config.seed)
+    net = _build_model(config, shape)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    avg = copy.deepcopy(net) if config.ema else net
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
+    return _Run(config, os.fspath(out), splits, net, avg, opt, sched, shape, rank, world)
+
+
+def _resume(run):
+    """Load ``run.ckpt_path`` into ``run``; refuse a checkpoint written with other settings."""
+    ckpt = torch.load(run.ckpt_path, map_location="cpu")
+    saved = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if saved is None:
+        raise ValueError(f"resume: {run.ckpt_path} was not written by this version of dgl_capsules (no config)")
+    for key, new in asdict(run.config).items():
+        old = saved.get(key)
+        if key == "epochs" and new >= old:
+            continue
+        if old != new:
+            detail = "; a resumed run may only raise epochs" if key == "epochs" else ""
+            raise ValueError(f"{key}: {run.ckpt_path} was written with {key}={old!r}; got {key}={new!r}{detail}")
+    run.net.load_state_dict(ckpt["model"])
+    if run.config.ema:
+        run.avg.load_state_dict(ckpt["average"])
+    run.opt.load_state_dict(ckpt["optimizer"])
+    run.sched.load_state_dict(ckpt["scheduler"])
+    run.state = ckpt["state"]
+    _set_rng_state(ckpt["rng"])
 
 
 @torch.no_grad()
@@ -300,174 +512,162 @@ def _update_average(avg, net, decay):
         a.copy_(b)
 
 
-def train(model="capsnet", data="mnist5k", epochs=10, batch_size=64, lr=1e-3, seed=0, out="runs/train",
-          resume=False, preset="small", width=None, shift=0, lr_decay=1.0, image_size=None,
-          progress=True, splits=None, log=print, return_model=False, overrides=None, rotate=0.0, scale=0.0,
-          ema=0.0):
-    """Train a model, select it on the validation split, test it, write ``out``.
+def _one_epoch(run, epoch, loader, model, progress):
+    """Train ``run.net`` for one epoch through ``model`` (the net or its DDP wrapper); ``(loss, accuracy)``."""
+    config, net = run.config, run.net
+    if hasattr(run.splits.train, "set_epoch"):  # data drawn anew every epoch (MultiPairs)
+        run.splits.train.set_epoch(epoch)
+    augment = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 7919 + run.rank)
+    net.train()
+    total, right, seen = 0.0, 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+               disable=not progress or run.rank != 0)
+    for x, y in bar:
+        if config.shift:
+            x = random_shift(x, config.shift, augment)
+        if config.rotate or config.scale:
+            x = random_affine(x, augment, rotation=config.rotate, scale=(1 - config.scale, 1 + config.scale))
+        out = model(x, y)
+        loss = net.loss(out, y, run.state["step"])
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        if config.ema:
+            _update_average(run.avg, net, config.ema)
+        run.state["step"] += 1
+        b = x.shape[0]
+        total += loss.item() * b
+        right += accuracy(net.scores(out).detach(), y) * b
+        seen += b
+        bar.set_postfix(loss=f"{total / seen:.4f}", acc=f"{right / seen:.3f}")
+    run.sched.step()
+    return total / seen, right / seen
+
+
+def _validate(run, epoch, train_loss, train_acc, t0):
+    """Validate the selected weights after ``epoch`` (begun at time ``t0``); update the curve and the best model."""
+    state = run.state
+    val_acc = evaluate(run.avg, run.splits.val)
+    state["seconds"] += time.time() - t0
+    state["epoch"] = epoch + 1
+    row = dict(epoch=epoch + 1, step=state["step"], train_loss=train_loss, train_accuracy=train_acc,
+               val_accuracy=val_acc, lr=run.opt.param_groups[0]["lr"], seconds=round(state["seconds"], 2))
+    state["curve"].append(row)
+    if val_acc > state["best_val"]:
+        state.update(best_val=val_acc, best_epoch=epoch + 1, best_model=copy.deepcopy(run.avg.state_dict()))
+    return row
+
+
+def _save_checkpoint(run):
+    save_atomic(dict(config=asdict(run.config), shape=run.shape, model=run.net.state_dict(),
+                     average=run.avg.state_dict() if run.config.ema else None, optimizer=run.opt.state_dict(),
+                     scheduler=run.sched.state_dict(), state=run.state, rng=_rng_state()), run.ckpt_path)
+
+
+def _trace_routing(run, epoch):
+    """Record the routing of the selected weights on ``config.trace_routing`` validation images (rank 0)."""
+    if not run.config.trace_routing or run.rank != 0:
+        return
+    from .viz import record_routing
+
+    rng, was_training = _rng_state(), run.avg.training  # tracing must not change the run
+    path = os.path.join(run.out, "routing_trace", f"epoch_{epoch:03d}.pt")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    record_routing(run.avg, run.splits.val, path, n=run.config.trace_routing)
+    run.avg.train(was_training)
+    _set_rng_state(rng)
+
+
+def _finish(run, log):
+    """Test the selected model; write ``model.pt`` and ``metrics.json`` (rank 0); the metrics."""
+    state, net = run.state, run.net
+    if state["best_model"] is not None:
+        net.load_state_dict(state["best_model"])
+    test_acc = evaluate(net, run.splits.test)
+    metrics = dict(asdict(run.config), test_accuracy=test_acc, best_val_accuracy=state["best_val"],
+                   best_epoch=state["best_epoch"], epochs=state["epoch"], seconds=round(state["seconds"], 2),
+                   parameters=sum(p.numel() for p in net.parameters()), processes=run.world,
+                   threads=torch.get_num_threads(), machine=_machine(), curve=state["curve"])
+    if run.rank == 0:
+        save_atomic(dict(config=asdict(run.config), shape=run.shape, model=net.state_dict()),
+                    os.path.join(run.out, "model.pt"))
+        tmp = os.path.join(run.out, "metrics.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(metrics, f, indent=2)
+        os.replace(tmp, os.path.join(run.out, "metrics.json"))
+        log(f"test accuracy {test_acc:.4f} (model of epoch {state['best_epoch']}, val {state['best_val']:.4f}); "
+            f"{state['seconds']:.0f}s; wrote {run.out}/metrics.json")
+    return metrics
+
+
+def train(config, out, *, resume=False, overwrite=False, progress=True, splits=None, log=print,
+          return_model=False):
+    """Train the model of ``config``, select it on the validation split, test it, write the run directory ``out``.
 
     Parameters
     ----------
-    model : str
-        ``"capsnet"``, ``"cnn"`` or ``"matrixcaps"`` (see :func:`build_model`).
-    data : str
-        Data spec for :func:`load_data` (ignored when ``splits`` is given).
-    epochs : int
-        Total epochs; with ``resume`` the run continues up to this number.
-    batch_size : int
-        Per process.
-    lr, lr_decay : float
-        Adam learning rate, multiplied by ``lr_decay`` after every epoch.
-    seed : int
-        Seeds initialisation, shuffling and augmentation: the same seed gives
-        the same run, interrupted and resumed or not.
+    config : TrainConfig
+        The run; validated before any data or model is loaded.
     out : str
-        Run directory (created).
+        Run directory (created). One that holds another run is refused
+        unless ``resume`` or ``overwrite``.
     resume : bool
-        Continue from ``out/checkpoint.pt`` if it exists.
-    shift : int
-        Random shifts of up to this many pixels per axis (training only).
-    rotate, scale : float
-        Random rotations uniform in ``±rotate`` degrees and scalings uniform in
-        ``[1 - scale, 1 + scale]`` about the image centre (training only, after
-        the shift; see :func:`~dgl_capsules.data.random_affine`).
-    image_size : int, optional
-        Pad the images to this side (see :func:`load_data`).
-    ema : float
-        With ``0 < ema < 1``, validate, select and test an exponential moving
-        average of the weights, updated after every step as
-        ``avg = ema * avg + (1 - ema) * weights`` (0: the weights themselves).
-    overrides : dict, optional
-        Settings that replace those of the preset (see :func:`build_model`);
-        they are saved with the run, so ``evaluate`` and ``--resume`` rebuild the same model.
+        Continue from ``out/checkpoint.pt`` (which must exist, written with
+        the same config except possibly fewer epochs).
+    overwrite : bool
+        Replace the run in ``out``.
+    progress : bool
+        Progress bars.
     splits : Splits, optional
-        Data to use instead of ``data`` (for tests and scripts).
+        Data to use instead of ``config.data`` (for tests and scripts).
+    log : callable
+        Receives one line per epoch.
     return_model : bool
         Also return the trained (validation-selected) model.
 
     Returns
     -------
     dict
-        The metrics also written to ``out/metrics.json`` (and the model).
-    """
-    if model not in MODELS:
-        raise UsageError(f"unknown model {model!r}; expected one of {', '.join(MODELS)}")
-    if preset not in PRESETS:
-        raise UsageError(f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer; got {value!r}")
-    if not lr > 0:
-        raise UsageError(f"--lr must be > 0; got {lr}")
-    if not 0 <= rotate <= 180:
-        raise UsageError(f"--rotate must be in [0, 180] degrees; got {rotate}")
-    if not 0 <= scale < 1:
-        raise UsageError(f"--scale must be in [0, 1); got {scale}")
-    if not 0 <= ema < 1:
-        raise UsageError(f"--ema must be in [0, 1); got {ema}")
-    rank, world = _dist_info()
-    if splits is None:
-        splits = load_data(data, image_size)
-    c, h, _ = splits.train.image_shape
-    model_args = dict(model=model, in_channels=c, image_size=h, n_classes=splits.train.n_classes,
-                      preset=preset, width=width)
-    if overrides:
-        model_args["overrides"] = dict(overrides)
-    _seed_all(seed)
-    net = build_model(**model_args)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    avg = copy.deepcopy(net) if ema else net  # what is validated, selected and tested
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_decay)
-    state = dict(epoch=0, step=0, best_val=-1.0, best_epoch=0, best_model=None, curve=[], seconds=0.0)
+        ``asdict(config)`` and the results, also written to ``out/metrics.json``
+        (and the model with ``return_model``).
 
-    ckpt_path = os.path.join(out, "checkpoint.pt")
+    Raises
+    ------
+    ValueError, TypeError
+        Naming the config field or argument at fault.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
+    config.validate()
+    rank, world = _dist_info()
+    ckpt_path = _prepare_run_dir(out, resume, overwrite, rank)
+    if splits is None:
+        from .data import get_dataset
+
+        splits = get_dataset(config.data, config.image_size)
+    run = _start(config, splits, out, rank, world)
     if rank == 0:
         os.makedirs(out, exist_ok=True)
-    if resume and os.path.exists(ckpt_path):
-        ckpt = torch.load(ckpt_path, map_location="cpu")
-        if ckpt["model_args"] != model_args or ckpt["seed"] != seed:
-            raise UsageError(
-                f"--resume: {ckpt_path} was written for {ckpt['model_args']} with seed {ckpt['seed']}, "
-                f"not {model_args} with seed {seed}"
-            )
-        net.load_state_dict(ckpt["model"])
-        if ema:
-            if ckpt.get("average") is None:
-                raise UsageError(f"--resume --ema: {ckpt_path} was written without --ema")
-            avg.load_state_dict(ckpt["average"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        state = ckpt["state"]
-        _set_rng_state(ckpt["rng"])
-        log(f"resuming {ckpt_path} after epoch {state['epoch']} (step {state['step']})")
-
-    ddp = net
-    if world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(net)
-    sampler = DistributedSampler(splits.train, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    loader = DataLoader(splits.train, batch_size=batch_size, sampler=sampler)
+    if resume:
+        _resume(run)
+        log(f"resuming {ckpt_path} after epoch {run.state['epoch']} (step {run.state['step']})")
+    else:
+        _trace_routing(run, 0)
+    model = torch.nn.parallel.DistributedDataParallel(run.net) if world > 1 else run.net
+    sampler = DistributedSampler(splits.train, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
+    loader = DataLoader(splits.train, batch_size=config.batch_size, sampler=sampler)
     if rank == 0:
-        log(f"{model} ({n_parameters(net):,} parameters) on {data}: train {len(splits.train)}, "
-            f"val {len(splits.val)}, test {len(splits.test)}; {world} process(es)")
-
-    for epoch in range(state["epoch"], epochs):
+        log(f"{config.model} ({sum(p.numel() for p in run.net.parameters()):,} parameters) on {config.data}: "
+            f"train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}; {world} process(es)")
+    for epoch in range(run.state["epoch"], config.epochs):
         t0 = time.time()
         sampler.set_epoch(epoch)
-        if hasattr(splits.train, "set_epoch"):  # data drawn anew every epoch (MultiPairs)
-            splits.train.set_epoch(epoch)
-        augment = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 7919 + rank)
-        net.train()
-        total, right, seen = 0.0, 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=not progress or rank != 0)
-        for x, y in bar:
-            if shift:
-                x = random_shift(x, shift, augment)
-            if rotate or scale:
-                x = random_affine(x, augment, rotation=rotate, scale=(1 - scale, 1 + scale))
-            out_ = ddp(x, y)
-            loss = net.loss(out_, y, state["step"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if ema:
-                _update_average(avg, net, ema)
-            state["step"] += 1
-            b = x.shape[0]
-            total += loss.item() * b
-            right += accuracy(net.scores(out_).detach(), y) * b
-            seen += b
-            bar.set_postfix(loss=f"{total / seen:.4f}", acc=f"{right / seen:.3f}")
-        sched.step()
-        val_acc = evaluate(avg, splits.val)
-        state["seconds"] += time.time() - t0
-        state["epoch"] = epoch + 1
-        row = dict(epoch=epoch + 1, step=state["step"], train_loss=total / seen, train_accuracy=right / seen,
-                   val_accuracy=val_acc, lr=opt.param_groups[0]["lr"], seconds=round(state["seconds"], 2))
-        state["curve"].append(row)
-        if val_acc > state["best_val"]:
-            state.update(best_val=val_acc, best_epoch=epoch + 1, best_model=copy.deepcopy(avg.state_dict()))
+        loss, acc = _one_epoch(run, epoch, loader, model, progress)
+        row = _validate(run, epoch, loss, acc, t0)
         if rank == 0:
-            log(f"epoch {epoch + 1:3d}  loss {row['train_loss']:.4f}  train {row['train_accuracy']:.4f}  "
-                f"val {val_acc:.4f}  ({state['seconds']:.0f}s)")
-            save_atomic(dict(model_args=model_args, seed=seed, data=data, model=net.state_dict(),
-                             average=avg.state_dict() if ema else None, optimizer=opt.state_dict(),
-                             scheduler=sched.state_dict(), state=state, rng=_rng_state()), ckpt_path)
-
-    if state["best_model"] is not None:
-        net.load_state_dict(state["best_model"])
-    test_acc = evaluate(net, splits.test)
-    metrics = dict(model=model, preset=preset, data=data, test_accuracy=test_acc,
-                   best_val_accuracy=state["best_val"], best_epoch=state["best_epoch"], epochs=state["epoch"],
-                   seconds=round(state["seconds"], 2), parameters=n_parameters(net), batch_size=batch_size,
-                   lr=lr, lr_decay=lr_decay, shift=shift, rotate=rotate, scale=scale, ema=ema, seed=seed,
-                   processes=world, overrides=dict(overrides or {}), curve=state["curve"])
-    if rank == 0:
-        save_atomic(dict(model_args=model_args, data=data, image_size=image_size, model=net.state_dict()),
-                    os.path.join(out, "model.pt"))
-        tmp = os.path.join(out, "metrics.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(metrics, f, indent=2)
-        os.replace(tmp, os.path.join(out, "metrics.json"))
-        log(f"test accuracy {test_acc:.4f} (model of epoch {state['best_epoch']}, val {state['best_val']:.4f}); "
-            f"{state['seconds']:.0f}s; wrote {out}/metrics.json")
-    return (metrics, net) if return_model else metrics
+            log(f"epoch {epoch + 1:3d}  loss {loss:.4f}  train {acc:.4f}  val {row['val_accuracy']:.4f}  "
+                f"({run.state['seconds']:.0f}s)")
+            _save_checkpoint(run)
+        _trace_routing(run, epoch + 1)
+    metrics = _finish(run, log)
+    return (metrics, run.net) if return_model else metrics
