@@ -45,9 +45,23 @@ def test_multi_hot_loss_is_binary_cross_entropy():
 
 
 def test_dropout_only_in_training():
-    net = BaselineCNN(width=0.05, dropout=0.5).eval()
-    x = torch.rand(2, 1, 28, 28)
+    torch.manual_seed(0)
+    net = BaselineCNN(width=0.05, dropout=0.5)
+    seen = []
+    net.classifier[-1].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.rand(4, 1, 28, 28)
+    net.eval()
     assert torch.equal(net(x), net(x))
+    plain = seen[-1]
+    net.train()
+    net(x)
+    dropped = seen[-1]
+    # before the last layer, training zeroes each feature with p = 0.5 and doubles the others
+    kept = dropped != 0
+    assert torch.allclose(dropped[kept], 2 * plain[kept])
+    live = plain != 0
+    assert 0.3 < (~kept[live]).float().mean() < 0.7
+    assert not torch.equal(net(x), net(x))  # new masks every call
 
 
 def test_few_steps_lower_the_loss():
