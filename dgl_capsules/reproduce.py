@@ -12,6 +12,7 @@ runs that were stopped, writes ``OUT/<row>-seed<k>.json`` per finished run and
 >>> [row.label for row in experiment("tiny").rows]
 ['1 iteration', '3 iterations', 'uniform coupling']
 """
+import copy
 import json
 import math
 import os
@@ -123,25 +124,26 @@ _register(Experiment(
     name="sabour-table1",
     title="Sabour et al. (2017) Table 1 on the full MNIST: CapsNet `small` vs a width-matched CNN",
     rows=(
-        Row("CNN (width-matched)", dict(_CAPS, model="cnn", epochs=15), seeds=(0, 1, 2), paper="error 0.39 % (99.61 %)",
+        Row("CNN (width-matched)", dict(_CAPS, model="cnn", epochs=20), seeds=(0, 1, 2), paper="error 0.39 % (99.61 %)",
             note="the CNN is width-matched to the CapsNet `small` with its decoder (same parameter count)"),
-        Row("1 iteration", dict(_CAPS, settings=dict(_NO_DECODER, n_iters=1), epochs=15),
+        Row("1 iteration", dict(_CAPS, settings=dict(_NO_DECODER, n_iters=1), epochs=20),
             paper="error 0.34 ± 0.032 % (99.66 %)"),
-        Row("1 iteration + reconstruction", dict(_CAPS, settings=dict(n_iters=1), epochs=15),
+        Row("1 iteration + reconstruction", dict(_CAPS, settings=dict(n_iters=1), epochs=20),
             paper="error 0.29 ± 0.011 % (99.71 %)"),
-        Row("3 iterations", dict(_CAPS, settings=dict(_NO_DECODER, n_iters=3), epochs=15),
+        Row("3 iterations", dict(_CAPS, settings=dict(_NO_DECODER, n_iters=3), epochs=20),
             paper="error 0.35 ± 0.036 % (99.65 %)"),
-        Row("3 iterations + reconstruction", dict(_CAPS, settings=dict(n_iters=3), epochs=15), seeds=(0, 1, 2),
+        Row("3 iterations + reconstruction", dict(_CAPS, settings=dict(n_iters=3), epochs=20), seeds=(0, 1, 2),
             paper="error 0.25 ± 0.005 % (99.75 %)"),
         Row("uniform coupling", same_as="1 iteration", note=_UNIFORM_NOTE),
         Row("uniform coupling + reconstruction", same_as="1 iteration + reconstruction"),
     ),
     paper="Sabour, Frosst, Hinton 2017, Table 1 (8.2 M parameters, 3 iterations + reconstruction); "
           "reproductions report about 0.34 % error on average",
-    hours=7.5,
-    estimate="CapsNet `small`: 0.22 s per step at batch 64 with 2 threads, 860 steps: 3.2 min per epoch, "
-             "15 epochs 48 min per 3-iteration run (1 iteration: about 40 min); the CNN: see README; "
-             "9 runs",
+    hours=11.6,
+    estimate="tools/estimate_times.py, one thread, CPU s per step at batch 64 (860 steps per epoch): CapsNet "
+             "3 iterations + reconstruction 0.158, 3 iterations 0.157, 1 iteration + reconstruction 0.149, "
+             "1 iteration 0.115, CNN 0.510; 20 epochs: 0.76 / 0.75 / 0.71 / 0.55 / 2.44 h per run, 9 runs "
+             "11.6 h with one thread (about 6 h with two runs side by side)",
 ))
 
 _register(Experiment(
@@ -156,9 +158,9 @@ _register(Experiment(
     ),
     paper="Sabour et al. 2017, section 5.2 (the real affNIST; ours is `affine_mnist` of the test digits: "
           "rotation ±20°, shear ±0.2, scale 0.8-1.2, translation ±4 px, seed 0)",
-    hours=7.0,
-    estimate="mnist5k at 40x40, one thread: CapsNet 25 s and CNN 58 s per 3,500 digits (README), i.e. "
-             "6.5 and 15 min per full epoch; 10 epochs x 2 seeds",
+    hours=11.4,
+    estimate="tools/estimate_times.py, one thread, batch 64 at 40x40: CapsNet 0.64 s, CNN 1.74 s per step "
+             "(9.1 and 25 min per epoch); 10 epochs x 2 seeds: 3.0 + 8.3 h",
 ))
 
 _register(Experiment(
@@ -166,14 +168,15 @@ _register(Experiment(
     title="MultiMNIST at full scale: 36x36 overlays of two digits, both right",
     rows=(
         Row("CapsNet `small` 3 iterations + reconstruction",
-            dict(model="capsnet", preset="small", data="multi:mnist", batch_size=64, lr=2e-3, lr_decay=0.8,
-                 epochs=3),
+            dict(model="capsnet", preset="small", data="multi:mnist", batch_size=64, lr=2e-3, lr_decay=0.9,
+                 epochs=15),
             paper="94.8 % (5.2 % error, 60 M pairs)"),
     ),
-    paper="Sabour et al. 2017, section 6 (60 M training pairs); ours: 10 pairs per training digit drawn anew "
-          "every epoch, 550,000 per epoch, 1.65 M in all",
-    hours=2.0,
-    estimate="CapsNet `small` at 36x36: 134 s per 35,000 pairs (README, mixed 1-2 threads): 35 min per epoch",
+    paper="Sabour et al. 2017, section 6 (60 M training pairs); ours: 60,000 training pairs drawn anew "
+          "every epoch from the 55,000 training digits, 900,000 in all",
+    hours=1.4,
+    estimate="tools/estimate_times.py, one thread: 0.35 s per step at batch 64 and 36x36, 938 steps: "
+             "5.5 min per epoch, 15 epochs",
 ))
 
 _register(Experiment(
@@ -184,9 +187,9 @@ _register(Experiment(
             paper="99.56 % (0.44 % error, Hinton et al. 2018); best public PyTorch reproduction 99.3 %"),
     ),
     paper="Hinton, Sabour, Frosst 2018 (quoted error 0.44 %)",
-    hours=2.7,
-    estimate="about 62 s per 3,500 digits with one thread before the EM speed-up: 16 min per full epoch; "
-             "10 epochs (a third of that once EM is 3x faster)",
+    hours=3.4,
+    estimate="tools/estimate_times.py, one thread, before the EM speed-up: 0.72 s per step at batch 32, "
+             "1,719 steps: 20 min per epoch, 10 epochs (a third of that if EM gets 3x faster)",
 ))
 
 _register(Experiment(
@@ -197,8 +200,9 @@ _register(Experiment(
             paper="README before issue 21: 98.50 % (one run, seed 0)"),
     ),
     paper="the README's one-run figure",
-    hours=2.2,
-    estimate="44 min per 40-epoch run with one thread (README), 3 seeds",
+    hours=2.4,
+    estimate="tools/estimate_times.py, one thread: 0.66 s per step at batch 32, 110 steps per epoch: "
+             "0.8 h per 40-epoch run (README: 44 min), 3 seeds",
 ))
 
 _register(Experiment(
@@ -278,27 +282,20 @@ def _result_path(out, row, seed):
     return os.path.join(out, f"{row.slug}-seed{seed}.json")
 
 
-def _extra_evaluations(row, run_dir, splits):
-    """Scores of the trained model (its validation-selected weights) on ``row.evaluate_on``."""
-    if not row.evaluate_on:
-        return {}
-    from .data import affine_mnist
-    from .train import evaluate, load_model
+def _extra_evaluations(row, model, splits, config):
+    """Scores of the trained (validation-selected) ``model`` on the test sets ``row.evaluate_on``."""
+    from .train import eval_set, evaluate
 
-    model, _ = load_model(os.path.join(run_dir, "model.pt"))
-    out = {}
-    for name in row.evaluate_on:
-        if name == "affine":
-            out["affine_accuracy"] = evaluate(model, affine_mnist(splits.test, size=40, seed=0))
-        else:
-            raise ValueError(f"evaluate_on: unknown test set {name!r}; expected 'affine'")
-    return out
+    return {f"{on}_accuracy": evaluate(model, eval_set(on, splits, image_size=config.image_size))
+            for on in row.evaluate_on}
 
 
-def _load_splits(config):
-    from .data import get_dataset
-
-    return get_dataset(config.data, image_size=config.image_size)
+def _machine_text(machine):
+    """``metrics["machine"]`` (a dict from :func:`~dgl_capsules.train.train`) as one line."""
+    if not isinstance(machine, dict):
+        return machine
+    return (f"{machine.get('cpu')}, {machine.get('cores')} cores, Python {machine.get('python')}, "
+            f"torch {machine.get('torch')}, DGL {machine.get('dgl')}")
 
 
 def reproduce(name, seeds=None, out=None, *, progress=True, log=print, splits=None):
@@ -339,7 +336,7 @@ def reproduce(name, seeds=None, out=None, *, progress=True, log=print, splits=No
     runs = exp.runs(seeds)
     configs = {}
     for row, seed in runs:  # every config is checked before the first run trains
-        config = TrainConfig(**row.config, seed=seed)
+        config = TrainConfig(**copy.deepcopy(row.config), seed=seed)
         config.validate()
         configs[row.label, seed] = config
     commit = _commit()
@@ -351,18 +348,25 @@ def reproduce(name, seeds=None, out=None, *, progress=True, log=print, splits=No
             continue
         config = configs[row.label, seed]
         run_dir = os.path.join(out, "runs", f"{row.slug}-seed{seed}")
-        resuming = os.path.exists(os.path.join(run_dir, "checkpoint.pt"))
-        log(f"{tag}: {'resuming' if resuming else 'training'} in {run_dir}")
+        resume = os.path.isfile(os.path.join(run_dir, "checkpoint.pt"))
+        log(f"{tag}: {'resuming' if resume else 'training'} in {run_dir}")
         t0 = time.time()
-        data = splits if splits is not None else (_load_splits(config) if row.evaluate_on else None)
-        metrics = train(config, run_dir, resume=True, progress=progress, log=log, splits=data)
-        extra = _extra_evaluations(row, run_dir, data)
+        data = splits
+        if data is None and row.evaluate_on:  # loaded once for training and the extra test sets
+            from .data import get_dataset
+
+            data = get_dataset(config.data, config.image_size)
+        # without a checkpoint the run never finished an epoch: whatever it left is replaced
+        metrics, model = train(config, run_dir, resume=resume, overwrite=not resume, progress=progress, log=log,
+                               splits=data, return_model=True)
+        extra = _extra_evaluations(row, model, data, config) if row.evaluate_on else {}
         record = dict(
             experiment=name, row=row.label, seed=seed, config=asdict(config),
             test_accuracy=metrics["test_accuracy"], **extra,
             best_val_accuracy=metrics.get("best_val_accuracy"), best_epoch=metrics.get("best_epoch"),
             seconds=metrics.get("seconds"), wall_seconds_this_call=round(time.time() - t0, 2),
-            threads=metrics.get("threads"), machine=metrics.get("machine") or _machine(),
+            threads=metrics.get("threads"), processes=metrics.get("processes"),
+            machine=_machine_text(metrics.get("machine")) or _machine(),
             parameters=metrics.get("parameters"), commit=commit, paper=row.paper,
             small_data=splits is not None, curve=metrics.get("curve"),
             finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -151,6 +151,9 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     lines = []
     rp.reproduce("tiny", seeds=[0], out=out, splits=small_splits(), progress=False, log=quiet(lines))
     assert any("1 iteration, seed 0: resuming in" in line for line in lines)
+    # the resumed row trains only its second epoch, the row that never started trains both
+    assert sum(line.startswith("epoch   1 ") for line in lines) == 1
+    assert sum(line.startswith("epoch   2 ") for line in lines) == 2
     for f in ("1-iteration-seed0.json", "3-iterations-seed0.json"):
         a = json.load(open(tmp_path / "straight" / f))
         b = json.load(open(os.path.join(out, f)))
