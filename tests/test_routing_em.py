@@ -169,7 +169,7 @@ def test_a_child_with_zero_activation_does_not_move_any_parent():
     assert grad[~mine].abs().sum() > 0
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", ["complete", "conv"])
 def test_zero_variance_votes_stay_finite(name, dtype):
     g = graphs()[name]
@@ -189,11 +189,81 @@ def test_zero_variance_votes_stay_finite(name, dtype):
         assert torch.isfinite(x).all()
 
 
-def test_float16_raises_a_clear_error_on_cpu():
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_votes_raise_the_libraries_dtype_error(dtype):
     g = graphs()["complete"]
-    votes, a_in, beta_u, beta_a = inputs(g, dtype=torch.float16)
-    with pytest.raises(TypeError, match="votes of dtype torch.float16 are not supported on CPU.*bfloat16"):
-        em_routing(g, votes, a_in, beta_u, beta_a)
+    votes, a_in, beta_u, beta_a = inputs(g, dtype=torch.float32)
+    with pytest.raises(TypeError, match=f"votes must be float32 or float64 .*; got {dtype}$"):
+        em_routing(g, votes.to(dtype), a_in, beta_u, beta_a)
+
+
+def test_mixed_float32_and_float64_are_cast_to_the_votes_dtype():
+    g = graphs()["conv"]
+    votes, a_in, beta_u, beta_a = inputs(g)  # float64
+    ref = em_routing(g, votes.float(), a_in.float(), beta_u.float(), beta_a.float(), inverse_temperatures=LAMBDAS)
+    mixed = em_routing(g, votes.float(), a_in, beta_u, beta_a.float(),
+                       inverse_temperatures=torch.tensor(LAMBDAS, dtype=torch.float64))
+    for x, y in zip((ref.poses, ref.sigma2, ref.activations, ref.coupling),
+                    (mixed.poses, mixed.sigma2, mixed.activations, mixed.coupling)):
+        assert y.dtype == torch.float32
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    r64 = em_routing(g, votes, a_in.float(), beta_u.float(), beta_a, inverse_temperatures=LAMBDAS)
+    assert r64.poses.dtype == r64.activations.dtype == torch.float64
+
+
+def test_int32_graphs_give_the_same_results_as_int64():
+    for name, g in graphs().items():
+        args = inputs(g)
+        a = em_routing(g, *args, n_iters=3, inverse_temperatures=LAMBDAS, return_trace=True)
+        b = em_routing(g.int(), *args, n_iters=3, inverse_temperatures=LAMBDAS, return_trace=True)
+        for x, y in zip((a.poses, a.sigma2, a.activations, a.coupling, *a.trace),
+                        (b.poses, b.sigma2, b.activations, b.coupling, *b.trace)):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("return_trace", [False, True])
+def test_an_empty_batch_returns_empty_outputs(return_trace):
+    g = graphs()["conv_stride2"]
+    votes = torch.randn(g.num_edges(), 0, 16, requires_grad=True)
+    a_in = torch.rand(g.num_src_nodes(), 0)
+    r = em_routing(g, votes, a_in, 0.0, 0.0, n_iters=2, return_trace=return_trace)
+    n = g.num_dst_nodes()
+    assert r.poses.shape == r.sigma2.shape == (n, 0, 16)
+    assert r.activations.shape == (n, 0) and r.coupling.shape == (g.num_edges(), 0)
+    assert (r.trace is not None) == return_trace and (not return_trace or len(r.trace) == 2)
+    (grad,) = torch.autograd.grad(r.poses.sum() + r.activations.sum(), votes)
+    assert grad.shape == votes.shape
+    two = em_routing(g, torch.randn(g.num_edges(), 3, 0, 16), torch.rand(g.num_src_nodes(), 3, 0), 0.0, 0.0)
+    assert two.poses.shape == (n, 3, 0, 16) and two.activations.shape == (n, 3, 0)
+
+
+@pytest.mark.parametrize("mean", [1e3, 1e4])
+def test_votes_of_large_mean_and_tiny_spread_keep_float32_close_to_float64(mean):
+    # E[V^2] - E[V]^2 would cancel catastrophically here in float32; the spread is 1e-3 of a unit.
+    g = graphs()["conv_stride2"]
+    gen = torch.Generator().manual_seed(3)
+    votes = (mean + 1e-2 * torch.randn(g.num_edges(), 2, 16, generator=gen, dtype=torch.float64)).float()
+    a_in = torch.rand(g.num_src_nodes(), 2, generator=gen)
+    beta_u, beta_a = torch.zeros(g.num_dst_nodes()), torch.zeros(g.num_dst_nodes())
+    r32 = em_routing(g, votes, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS, eps=1e-9)
+    r64 = em_routing(g, votes.double(), a_in.double(), beta_u.double(), beta_a.double(), n_iters=3,
+                     inverse_temperatures=LAMBDAS, eps=1e-9)
+    spread = r64.sigma2 - 1e-9
+    assert float(spread.min()) > 1e-8 and float(spread.mean()) > 1e-5  # the votes really spread out
+    torch.testing.assert_close(r32.sigma2.double(), r64.sigma2, rtol=1e-3, atol=0)
+    torch.testing.assert_close(r32.coupling.double(), r64.coupling, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(r32.activations.double(), r64.activations, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(r32.poses.double(), r64.poses, rtol=1e-6, atol=0)
+
+
+def test_float32_is_within_float32_tolerance_of_float64():
+    for name, g in graphs().items():
+        args = inputs(g, batch=4)
+        r64 = em_routing(g, *args, n_iters=3, inverse_temperatures=LAMBDAS)
+        r32 = em_routing(g, *[x.float() for x in args], n_iters=3, inverse_temperatures=LAMBDAS)
+        for x, y in ((r32.poses, r64.poses), (r32.sigma2, r64.sigma2), (r32.activations, r64.activations),
+                     (r32.coupling, r64.coupling)):
+            torch.testing.assert_close(x.double(), y, rtol=1.3e-6 * 20, atol=1e-5 * 4)
 
 
 def test_permuting_edge_ids_changes_nothing():
@@ -285,6 +355,23 @@ def test_bad_inputs_name_the_argument():
     for eps in (0, -1e-6, "1e-6"):
         with pytest.raises(ValueError, match="eps must be a positive number; got"):
             em_routing(g, votes, a_in, 0.0, 0.0, eps=eps)
+    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, P\) .*flatten 4x4 pose matrices to P = 16\); got \(12, 2, 4, 4\)"):
+        em_routing(g, votes.view(12, 2, 4, 4), a_in, 0.0, 0.0)
+    for name in ("beta_u", "beta_a"):
+        for bad in (None, "0", True):
+            kw = dict(beta_u=0.0, beta_a=0.0)
+            kw[name] = bad
+            with pytest.raises(TypeError, match=f"{name} must be a float or a tensor of shape \\(\\) or \\(N_dst,\\) = \\(3,\\); got"):
+                em_routing(g, votes, a_in, **kw)
+        kw = dict(beta_u=0.0, beta_a=0.0)
+        kw[name] = torch.zeros(3, dtype=torch.long)
+        with pytest.raises(TypeError, match=f"{name} must be a float or a floating-point tensor; got dtype torch.int64"):
+            em_routing(g, votes, a_in, **kw)
+    for lam in ([0.1, -0.2, 0.3], [0.1, float("nan"), 0.3], [float("inf")] * 3):
+        with pytest.raises(ValueError, match=r"inverse_temperatures must be finite and >= 0; got \["):
+            em_routing(g, votes, a_in, 0.0, 0.0, inverse_temperatures=lam)
+    with pytest.raises(TypeError, match="inverse_temperatures must be a sequence of numbers"):
+        em_routing(g, votes, a_in, 0.0, 0.0, inverse_temperatures=["a", "b", "c"])
     lonely = dgl.heterograph(
         {("child", "vote", "parent"): (torch.tensor([0, 1]), torch.tensor([0, 0]))},
         num_nodes_dict={"child": 2, "parent": 2},

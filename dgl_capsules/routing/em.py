@@ -1,10 +1,11 @@
 """EM routing between matrix capsules (Hinton, Sabour & Frosst 2018)."""
 import math
+from numbers import Real
 
-import dgl.function as fn
+import dgl
 import torch
 import torch.nn.functional as F
-from dgl.ops import edge_softmax
+from dgl.ops import edge_softmax, gsddmm, gspmm
 
 from ._common import (
     RoutingResult,
@@ -36,22 +37,90 @@ def default_inverse_temperatures(n_iters):
 def _check_inverse_temperatures(value, n_iters, like):
     if value is None:
         value = default_inverse_temperatures(n_iters)
-    lam = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if isinstance(value, torch.Tensor) and not torch.is_floating_point(value) and value.dtype != torch.bool:
+        value = value.to(like.dtype)
+    try:
+        lam = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"inverse_temperatures must be a sequence of numbers (one per iteration); got {value!r}"
+        ) from None
     if lam.dim() != 1 or lam.shape[0] < n_iters:
         raise ValueError(
             f"inverse_temperatures must be a sequence with at least n_iters = {n_iters} values "
             f"(one per iteration); got shape {tuple(lam.shape)}"
         )
+    bad = ~(lam[:n_iters] >= 0)  # negative or NaN
+    if bool(bad.any()) or not bool(torch.isfinite(lam[:n_iters]).all()):
+        raise ValueError(
+            f"inverse_temperatures must be finite and >= 0; got {lam[:n_iters].tolist()}"
+        )
     return lam
 
 
 def _check_dtype(votes):
-    # DGL 2.1's CPU kernels (edge_softmax, SpMM) have no float16 instantiation.
-    if votes.dtype == torch.float16 and votes.device.type == "cpu":
+    # DGL 2.1's CPU kernels have no float16 instantiation, and bfloat16 sums over thousands of
+    # edges lose the routing: the library routes in float32 or float64 only.
+    if votes.dtype not in (torch.float32, torch.float64):
         raise TypeError(
-            "votes of dtype torch.float16 are not supported on CPU (DGL's CPU kernels lack "
-            "float16); use torch.bfloat16, torch.float32 or torch.float64"
+            f"votes must be float32 or float64 (the other floating tensors are cast to the votes' "
+            f"dtype); got {votes.dtype}"
         )
+
+
+def _check_a_in_against_votes(a_in, votes, g):
+    """Name ``votes`` when they are unflattened pose matrices ``(|E|, *, 4, 4)`` for ``a_in`` ``(N_src, *)``."""
+    if (
+        isinstance(a_in, torch.Tensor)
+        and votes.dim() >= 3
+        and tuple(votes.shape[-2:]) == (4, 4)
+        and a_in.dim() == votes.dim() - 2
+        and tuple(a_in.shape) == (g.num_src_nodes(),) + tuple(votes.shape[1:-2])
+    ):
+        raise ValueError(
+            f"votes must have shape (|E|, *, P) with the batch dims * of a_in "
+            f"{tuple(a_in.shape[1:])} and one pose axis P (flatten 4x4 pose matrices to P = 16); "
+            f"got {tuple(votes.shape)}"
+        )
+
+
+def _check_beta(name, value, n_dst, like):
+    """``beta_u`` / ``beta_a``: a real number or a floating tensor of shape () or (N_dst,)."""
+    if isinstance(value, torch.Tensor):
+        if not torch.is_floating_point(value):
+            raise TypeError(f"{name} must be a float or a floating-point tensor; got dtype {value.dtype}")
+    elif isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(
+            f"{name} must be a float or a tensor of shape () or (N_dst,) = ({n_dst},); "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return per_item(name, value, n_dst, "N_dst", like)
+
+
+def _edge_graph(g, dst):
+    """A bipartite graph with one source node per edge of ``g``, edge ``e`` to ``dst[e]``.
+
+    An SpMM over it, ``u_mul_e`` with per-edge ``X`` as source data and per-edge weights, sums
+    ``w_e X_e`` into the parents without materialising the product."""
+    n_edges = g.num_edges()
+    eids = torch.arange(n_edges, dtype=dst.dtype, device=dst.device)
+    return dgl.heterograph(
+        {("edge", "to", "parent"): (eids, dst)},
+        num_nodes_dict={"edge": n_edges, "parent": g.num_dst_nodes()},
+        idtype=g.idtype, device=g.device,
+    )
+
+
+def _empty_result(g, votes, a_in, beta_u, beta_a, n_iters, return_trace):
+    """Empty outputs of the right shapes for a batch without samples (still connected to autograd)."""
+    batch = tuple(votes.shape[1:-1])
+    zero = votes.sum() * 0 + a_in.sum() * 0 + beta_u.sum() * 0 + beta_a.sum() * 0
+    node = zero + votes.new_zeros((g.num_dst_nodes(),) + batch + votes.shape[-1:])
+    coupling = zero + votes.new_zeros((g.num_edges(),) + batch)
+    return RoutingResult(
+        poses=node, activations=zero + votes.new_zeros((g.num_dst_nodes(),) + batch), coupling=coupling,
+        sigma2=node.clone(), trace=[coupling] * n_iters if return_trace else None,
+    )
 
 
 def em_routing(
@@ -90,6 +159,15 @@ def em_routing(
     holds the child, so overlapping fields share the child's vote mass exactly
     (Gritzman 2019).
 
+    Implementation: the votes of every parent are centred once, at the mean
+    of the first M-step, into :math:`U_{ij} = V_{ij} - c_j`, and one edge
+    tensor :math:`X_{ij} = [U_{ij}, U_{ij}^2, 1]` serves every iteration: the
+    M-step's sums are one sparse-dense product weighted by :math:`R'_{ij}`
+    (the variance as :math:`E[U^2] - E[U]^2`, free of cancellation because
+    :math:`U` is centred), the E-step's Gaussian log-likelihood is one dot
+    product of :math:`X_{ij}` with a parent vector. The results do not depend on
+    :math:`c_j`.
+
     Everything is computed in variance and log space (no square roots of
     variances, :math:`\log a_j` as a log-sigmoid, a max-shifted softmax), so
     identical votes (zero variance) give finite values and gradients.
@@ -104,7 +182,8 @@ def em_routing(
         Unibipartite capsule graph, e.g. :func:`~dgl_capsules.conv_capsule_graph`.
     votes : torch.Tensor
         Votes :math:`V_{ij}` on the edges, ``(|E|, *, P)`` (``P = 16`` for
-        flattened 4x4 pose matrices). float64, float32 or bfloat16.
+        flattened 4x4 pose matrices), float32 or float64; the other floating
+        tensors are cast to its dtype.
     a_in : torch.Tensor
         Child activations :math:`a_i \in [0, 1]`, ``(N_src, *)``.
     beta_u, beta_a : float or torch.Tensor
@@ -130,13 +209,18 @@ def em_routing(
     Raises
     ------
     TypeError
-        If ``votes`` or ``a_in`` is not a floating-point tensor, or ``votes``
-        is float16 on CPU.
+        If ``votes`` is not float32 / float64, ``a_in`` is not a floating-point
+        tensor, or ``beta_u`` / ``beta_a`` is neither a number nor a floating
+        tensor.
     ValueError
-        If a shape is wrong (``votes`` rows, ``a_in`` node count or batch
-        dims, the length of ``beta_u`` / ``beta_a``), ``a_in`` leaves
-        ``[0, 1]``, there are fewer than ``n_iters`` inverse temperatures,
-        ``n_iters < 1`` or ``eps <= 0``.
+        If a shape is wrong (``votes`` rows or unflattened 4x4 poses, ``a_in``
+        node count or batch dims, the length of ``beta_u`` / ``beta_a``),
+        ``a_in`` leaves ``[0, 1]``, there are fewer than ``n_iters`` inverse
+        temperatures or one is negative or NaN, ``n_iters < 1`` or ``eps <= 0``.
+
+    Notes
+    -----
+    A batch without samples returns empty outputs of the shapes above.
     dgl.DGLError
         If ``g`` is not a unibipartite graph or a parent has no children.
 
@@ -154,6 +238,7 @@ def em_routing(
     check_edge_tensor("votes", votes, g, 2, "(|E|, *, P)")
     _check_dtype(votes)
     batch = tuple(votes.shape[1:-1])
+    _check_a_in_against_votes(a_in, votes, g)
     check_node_tensor("a_in", a_in, g.num_src_nodes(), batch, "(N_src, *)")
     if a_in.numel() and not bool(((a_in >= 0) & (a_in <= 1)).all()):
         raise ValueError(
@@ -165,56 +250,60 @@ def em_routing(
     lam = _check_inverse_temperatures(inverse_temperatures, n_iters, votes)
     n_dst, n_pose = g.num_dst_nodes(), votes.shape[-1]
     node_shape = (-1,) + (1,) * len(batch)
-    beta_u = per_item("beta_u", beta_u, n_dst, "N_dst", votes).reshape(node_shape)  # (N_dst|1, 1..)
-    beta_a = per_item("beta_a", beta_a, n_dst, "N_dst", votes).reshape(node_shape)
+    beta_u = _check_beta("beta_u", beta_u, n_dst, votes).reshape(node_shape)  # (N_dst|1, 1..)
+    beta_a = _check_beta("beta_a", beta_a, n_dst, votes).reshape(node_shape)
     a_in = a_in.to(votes.dtype)
+    if votes.numel() == 0:
+        return _empty_result(g, votes, a_in, beta_u, beta_a, n_iters, return_trace)
     tiny = torch.finfo(votes.dtype).tiny
 
+    src, dst = g.edges()
+    ge = _edge_graph(g, dst)
+    a_edge = a_in[src.long()]  # (E, *): a_i on every edge of child i
     trace = [] if return_trace else None
     coupling = uniform_coupling(g, batch, votes)  # (E, *)
-    with g.local_scope():
-        g.srcdata["a"] = a_in.unsqueeze(-1)  # (N_src, *, 1)
-        g.edata["V"] = votes  # (E, *, P)
-        for t in range(n_iters):
-            if trace is not None:
-                trace.append(coupling)
-            # ---- M-step
-            g.edata["R"] = coupling.unsqueeze(-1)  # (E, *, 1)
-            g.apply_edges(fn.u_mul_e("a", "R", "Ra"))
-            ra = g.edata["Ra"]  # (E, *, 1)
-            # NOTE: one gather carries both sums, [R' V, R'] -> [sum R' V, sum R'].
-            g.edata["m"] = torch.cat([ra * votes, ra], dim=-1)  # (E, *, P + 1)
-            g.update_all(fn.copy_e("m", "m"), fn.sum("m", "s"))
-            s = g.dstdata["s"]  # (N_dst, *, P + 1)
-            # NOTE: a parent whose children all have a_i = 0 would divide 0 by 0;
-            # clamping the mass at the smallest normal number leaves every other case as in the paper.
-            mass = s[..., n_pose:].clamp_min(tiny)  # (N_dst, *, 1)
-            mu = s[..., :n_pose] / mass  # (N_dst, *, P)
-            g.dstdata["mu"] = mu
-            g.apply_edges(fn.e_sub_v("V", "mu", "d"))
-            sq = g.edata["d"].square()  # (E, *, P)
-            g.edata["m"] = ra * sq
-            g.update_all(fn.copy_e("m", "m"), fn.sum("m", "ss"))
-            sigma2 = g.dstdata["ss"] / mass + eps  # (N_dst, *, P)
-            log_sigma2 = sigma2.log()
-            mass = mass.squeeze(-1)  # (N_dst, *)
-            cost = mass * (n_pose * beta_u + 0.5 * log_sigma2.sum(-1))  # (N_dst, *) = sum_h cost_jh
-            logit = lam[t] * (beta_a - cost)  # (N_dst, *)
-            activations = torch.sigmoid(logit)
-            if t + 1 == n_iters:
-                break
-            # ---- E-step
-            # NOTE: log a_j + log p_ij = node term_j - 1/2 sum_h (V - mu)^2 / sigma^2, the
-            # sum over h fused into one e_dot_v with -1/(2 sigma^2).
-            node = F.logsigmoid(logit) - 0.5 * (log_sigma2 + _LOG_2PI).sum(-1)  # (N_dst, *)
-            g.edata["sq"] = sq
-            g.dstdata["w"] = -0.5 / sigma2  # (N_dst, *, P)
-            g.dstdata["node"] = node.unsqueeze(-1)
-            g.apply_edges(fn.e_dot_v("sq", "w", "q"))  # (E, *, 1)
-            g.apply_edges(fn.e_add_v("q", "node", "logp"))
-            # NOTE: the paper's softmax over the parents j of each child i is
-            # edge_softmax normalised by source.
-            coupling = edge_softmax(g, g.edata["logp"].squeeze(-1), norm_by="src")  # (E, *)
+    ones = votes.new_ones(votes.shape[:-1] + (1,))  # (E, *, 1)
+    with torch.no_grad():
+        # NOTE: centring the votes of every parent at the mean of the first M-step (a constant: the
+        # maths does not depend on it) keeps E[U^2] - E[U]^2 free of cancellation for votes of
+        # large mean and small spread; U = V - c.
+        s = gspmm(ge, "mul", "sum", torch.cat([votes.detach(), ones], -1), (coupling * a_edge).unsqueeze(-1))
+        centre = s[..., :n_pose] / s[..., n_pose:].clamp_min(tiny)  # (N_dst, *, P)
+    u = gsddmm(g, "sub", votes, centre, lhs_target="e", rhs_target="v")  # (E, *, P)
+    # NOTE: one edge tensor X = [U, U^2, 1] serves every iteration: an SpMM weighted by R'
+    # gives the M-step's sums [sum R' U, sum R' U^2, sum R'], an SDDMM against a parent
+    # vector gives the E-step's log-likelihood (a quadratic form in U).
+    x = torch.cat([u, u.square(), ones], dim=-1)  # (E, *, 2P + 1)
+    for t in range(n_iters):
+        if trace is not None:
+            trace.append(coupling)
+        # ---- M-step
+        ra = (coupling * a_edge).unsqueeze(-1)  # (E, *, 1) = R'_ij
+        s = gspmm(ge, "mul", "sum", x, ra)  # (N_dst, *, 2P + 1)
+        mass = s[..., 2 * n_pose:].clamp_min(tiny)  # (N_dst, *, 1)
+        # NOTE: a parent whose children all have a_i = 0 would divide 0 by 0; clamping the mass at
+        # the smallest normal number leaves every other case as in the paper.
+        m = s[..., :n_pose] / mass  # (N_dst, *, P): mu - c
+        var = (s[..., n_pose:2 * n_pose] / mass - m.square()).clamp_min(0)
+        sigma2 = var + eps  # (N_dst, *, P)
+        log_sigma2 = sigma2.log()
+        mass = mass.squeeze(-1)  # (N_dst, *)
+        cost = mass * (n_pose * beta_u + 0.5 * log_sigma2.sum(-1))  # (N_dst, *) = sum_h cost_jh
+        logit = lam[t] * (beta_a - cost)  # (N_dst, *)
+        activations = torch.sigmoid(logit)
+        if t + 1 == n_iters:
+            break
+        # ---- E-step
+        # NOTE: log a_j + log p_ij = node_j - 1/2 sum_h (U - m)^2 / sigma^2
+        #     = X_ij . [m / sigma^2, -1 / (2 sigma^2), node_j - 1/2 sum_h m^2 / sigma^2].
+        w = sigma2.reciprocal()  # (N_dst, *, P)
+        node = F.logsigmoid(logit) - 0.5 * (log_sigma2 + _LOG_2PI).sum(-1)  # (N_dst, *)
+        node = node - 0.5 * (m.square() * w).sum(-1)
+        y = torch.cat([m * w, -0.5 * w, node.unsqueeze(-1)], dim=-1)  # (N_dst, *, 2P + 1)
+        logp = gsddmm(g, "dot", x, y, lhs_target="e", rhs_target="v")  # (E, *, 1)
+        # NOTE: the paper's softmax over the parents j of each child i is
+        # edge_softmax normalised by source.
+        coupling = edge_softmax(g, logp.squeeze(-1), norm_by="src")  # (E, *)
     return RoutingResult(
-        poses=mu, activations=activations, coupling=coupling, sigma2=sigma2, trace=trace
+        poses=centre + m, activations=activations, coupling=coupling, sigma2=sigma2, trace=trace
     )

@@ -1,0 +1,178 @@
+"""A MatrixCapsNet training step: EM routing before and after the speed-up, and dense per-patch EM.
+
+Two networks on 28x28 random images, batch 32, float32:
+
+- ``paper-smaller``: the paper's smaller network, A = 64, B = 8, C = D = 16,
+  2 EM iterations, the paper's stem (5x5 at stride 2) and 1x1 primary
+  capsules (28,800 + 20,736 + 1,440 routed edges);
+- ``small``: ``MatrixCapsNet.from_preset("small")`` (14,400 + 5,184 + 720 edges).
+
+Variants, each the same network with the same weights (seed 0):
+
+- ``before``: the library at commit ``BEFORE`` (exported with ``git archive``
+  into a temporary directory and imported from there);
+- ``after``: the library in this working tree;
+- ``dense``: this tree's network with its routed layers replaced by EM routed
+  patch by patch (``bench/_em_dense.py``: unfold the receptive fields, route
+  each on its own, no normalisation over overlapping fields), the way public
+  PyTorch implementations do it; what a user would run instead.
+
+"fwd" is the forward pass and the spread loss with autograd recording;
+"fwd+bwd" adds the backward pass (no optimiser step, so every repeat sees the
+same weights). Times are the minimum over the repeats of all rounds; each
+round runs every variant once, one after the other, each in a fresh
+subprocess with the same number of threads. Peak memory: the growth of the
+peak resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of that
+fresh subprocess during its first fwd+bwd step, over the resident set before
+it (network, batch and imports already there).
+
+Run ``python bench/bench_em_step.py [--quick] [--threads 2] [--before REV]``;
+``run(quick)`` returns the rows for ``bench/run_all.py``.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# The last commit before the EM speed-up (issue 17).
+BEFORE = "d6147f8"
+BATCH = 32
+NETS = {
+    "paper-smaller": dict(conv_channels=64, primary_types=8, caps1_types=16, caps2_types=16, n_iters=2,
+                          stem_stride=2, primary_kernel=1, primary_stride=1),
+    "small": None,  # the preset
+}
+VARIANTS = ("before", "after", "dense")
+
+
+def before_tree(rev=BEFORE):
+    """The package at ``rev``, exported once into the temporary directory; returns its root."""
+    out = os.path.join(tempfile.gettempdir(), f"dgl_capsules_before_{rev}")
+    if not os.path.isdir(os.path.join(out, "dgl_capsules")):
+        os.makedirs(out, exist_ok=True)
+        archive = subprocess.run(["git", "-C", ROOT, "archive", rev, "dgl_capsules"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", out], input=archive, check=True)
+    return out
+
+
+def _worker(net_name, variant, threads, repeats):
+    """Runs in the subprocess: build, one measured step for memory, then the timings."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from dgl_capsules.models.matrix import MatrixCapsNet
+
+    torch.manual_seed(0)
+    settings = NETS[net_name]
+    net = MatrixCapsNet.from_preset("small") if settings is None else MatrixCapsNet(**settings)
+    if variant == "dense":
+        sys.path.insert(0, HERE)
+        from _em_dense import make_dense
+
+        make_dense(net)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(BATCH, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (BATCH,), generator=gen)
+
+    def fwd():
+        return net.loss(net(x), y, step=0)
+
+    def fwd_bwd():
+        net.zero_grad(set_to_none=True)
+        fwd().backward()
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fwd_bwd()
+    peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    loss = float(fwd())
+
+    def best(fn):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return {"fwd_s": best(fwd), "fwd_bwd_s": best(fwd_bwd), "peak_mb": peak_mb, "loss": loss}
+
+
+def _spawn(net_name, variant, threads, repeats, rev):
+    root = before_tree(rev) if variant == "before" else ROOT
+    env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS=str(threads))
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", net_name, variant,
+           "--threads", str(threads), "--repeats", str(repeats)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=HERE).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None):
+    """One row per (network, variant); ratios are before / after and dense / after."""
+    rounds = rounds or (1 if quick else 2)
+    repeats = 2 if quick else 4
+    best = {}
+    for _ in range(rounds):
+        for net_name in NETS:
+            for variant in VARIANTS:
+                r = _spawn(net_name, variant, threads, repeats, rev)
+                if log:
+                    log(f"  {net_name:14s} {variant:7s} fwd {r['fwd_s']:.3f} s  fwd+bwd {r['fwd_bwd_s']:.3f} s  "
+                        f"peak +{r['peak_mb']:.0f} MB  loss {r['loss']:.4f}")
+                key = (net_name, variant)
+                if key not in best:
+                    best[key] = r
+                else:
+                    for k in ("fwd_s", "fwd_bwd_s", "peak_mb"):
+                        best[key][k] = min(best[key][k], r[k])
+    rows = []
+    for net_name in NETS:
+        after = best[(net_name, "after")]
+        for variant in VARIANTS:
+            r = best[(net_name, variant)]
+            rows.append({
+                "network": net_name, "variant": variant if variant != "before" else f"before ({rev})",
+                "fwd s": r["fwd_s"], "fwd+bwd s": r["fwd_bwd_s"], "peak MB": r["peak_mb"],
+                "fwd x after": r["fwd_s"] / after["fwd_s"],
+                "fwd+bwd x after": r["fwd_bwd_s"] / after["fwd_bwd_s"],
+                "peak x after": r["peak_mb"] / after["peak_mb"],
+            })
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="one round, fewer repeats")
+    p.add_argument("--threads", type=int, default=2, help="OpenMP threads per variant (default 2)")
+    p.add_argument("--before", default=BEFORE, help=f"commit of the 'before' row (default {BEFORE})")
+    p.add_argument("--rounds", type=int, default=None, help="rounds over all variants (default 2, quick 1)")
+    p.add_argument("--worker", nargs=2, metavar=("NET", "VARIANT"), help=argparse.SUPPRESS)
+    p.add_argument("--repeats", type=int, default=4, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(*args.worker, args.threads, args.repeats)))
+        return
+    cmd = "python bench/bench_em_step.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    print(f"command: {cmd.strip()}")
+    print(f"load average at start: {load}; {args.threads} thread(s); batch {BATCH}; 28x28; float32")
+    rows = run(args.quick, args.threads, args.before, args.rounds, log=print)
+    with open("/proc/loadavg") as f:
+        print(f"load average at end: {' '.join(f.read().split()[:3])}")
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |")
+    print("|" + "|".join("---" for _ in keys) + "|")
+    for r in rows:
+        print("| " + " | ".join(f"{r[k]:.3g}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+
+
+if __name__ == "__main__":
+    main()
