@@ -3,6 +3,8 @@ import math
 
 import torch
 
+from ._checks import check_float_tensor, check_tensor
+
 __all__ = ["squash", "margin_loss", "coupling_entropy", "spread_loss", "spread_margin"]
 
 
@@ -16,7 +18,10 @@ def squash(s, dim=-1, eps=None):
 
     NOTE: the second form, with :math:`\lVert s \rVert = \sqrt{\lVert s
     \rVert^2 + \epsilon}`, is equal to the paper's but has a finite value and
-    gradient at :math:`s = 0`.
+    gradient at :math:`s = 0`. It is computed as :math:`s / (\lVert s \rVert +
+    1 / \lVert s \rVert)` with the norm taken after dividing ``s`` by its
+    largest entry (when that is above 1), so that very long vectors (1e20 in
+    float32) give unit vectors and finite gradients instead of ``inf / inf``.
 
     Parameters
     ----------
@@ -42,8 +47,17 @@ def squash(s, dim=-1, eps=None):
     """
     if eps is None:
         eps = torch.finfo(s.dtype).tiny
-    sq = (s * s).sum(dim, keepdim=True)
-    return s * (torch.sqrt(sq + eps) / (1 + sq))
+    n = _safe_norm(s, dim, eps)
+    return s * (1 / (n + 1 / n))
+
+
+def _safe_norm(s, dim, eps):
+    r""":math:`\sqrt{\lVert s \rVert^2 + \epsilon}` along ``dim`` (kept), without overflow for huge entries."""
+    # NOTE: the scale is a constant for autograd (detached); the value and the
+    # gradient are those of sqrt(sum s^2 + eps), only rounded differently.
+    scale = s.detach().abs().amax(dim, keepdim=True).clamp_min(1)
+    t = s / scale
+    return scale * torch.sqrt((t * t).sum(dim, keepdim=True) + eps / (scale * scale))
 
 
 def margin_loss(lengths, target, m_plus=0.9, m_minus=0.1, lam=0.5):
@@ -96,14 +110,18 @@ def margin_loss(lengths, target, m_plus=0.9, m_minus=0.1, lam=0.5):
     return (present + absent).sum(1).mean()
 
 
-def coupling_entropy(g, coupling):
-    r"""Entropy of each child's coupling over its parents, per sample.
+def coupling_entropy(g, coupling, weights=None):
+    r"""Entropy of each child's coupling over its parents, per sample; or their weighted mean.
 
-    .. math:: H_i = -\sum_{j \in \mathcal{N}(i)} c_{ij} \log c_{ij}
+    .. math:: H_i = -\sum_{j \in \mathcal{N}(i)} c_{ij} \log c_{ij}, \qquad
+              \bar H = \frac{\sum_i w_i H_i}{\sum_i w_i}
 
     Edges are grouped by their source node as read from ``g.edges()``; the
     edge order does not matter. A uniform coupling gives :math:`\log
-    |\mathcal{N}(i)|`; a child attached to one parent gives 0.
+    |\mathcal{N}(i)|`; a child attached to one parent gives 0. Couplings of
+    exactly 0 (dynamic routing produces them for long votes) contribute 0 and
+    have a finite gradient (that of :math:`-c \log \max(c, \text{tiny})`), so
+    the entropy can be used as a training regulariser.
 
     Parameters
     ----------
@@ -111,11 +129,22 @@ def coupling_entropy(g, coupling):
         The capsule graph the coupling was routed on.
     coupling : torch.Tensor
         ``(|E|, *)`` couplings (each child's sum to 1).
+    weights : torch.Tensor, optional
+        ``(N_src, *)`` non-negative weights of the children (say their
+        activations), cast to the coupling's dtype. With them the result is
+        the weighted mean over children (0 where all weights are 0).
 
     Returns
     -------
     torch.Tensor
-        ``(N_src, *)`` entropies in nats.
+        ``(N_src, *)`` entropies in nats, or ``(*)`` with ``weights``.
+
+    Raises
+    ------
+    TypeError
+        If ``coupling`` or ``weights`` is not a floating-point tensor.
+    ValueError
+        If their shapes do not fit ``g``, or a weight is negative or NaN.
 
     Examples
     --------
@@ -124,23 +153,31 @@ def coupling_entropy(g, coupling):
     >>> h = coupling_entropy(g, torch.full((12, 2), 0.25))
     >>> h.shape, torch.allclose(h, torch.tensor(4.0).log())
     (torch.Size([3, 2]), True)
+    >>> coupling_entropy(g, torch.full((12, 2), 0.25), weights=torch.rand(3, 2)).shape
+    torch.Size([2])
     """
-    if not isinstance(coupling, torch.Tensor) or coupling.dim() < 1 or coupling.shape[0] != g.num_edges():
-        shape = tuple(coupling.shape) if isinstance(coupling, torch.Tensor) else type(coupling).__name__
+    check_tensor("coupling", coupling, "(|E|, *)")
+    if not torch.is_floating_point(coupling):
+        raise TypeError(f"coupling must be a floating-point tensor of shape (|E|, *); got dtype {coupling.dtype}")
+    if coupling.dim() < 1 or coupling.shape[0] != g.num_edges():
         raise ValueError(
             f"coupling must have shape (|E|, *) with |E| = {g.num_edges()} edges of the graph; "
-            f"got {shape}"
+            f"got {tuple(coupling.shape)}"
         )
     src, _ = g.edges()
-    h = -torch.special.xlogy(coupling, coupling)  # (E, *)
+    tiny = torch.finfo(coupling.dtype).tiny
+    h = -coupling * torch.log(coupling.clamp_min(tiny))  # (E, *); 0 where c = 0, with a finite gradient
     out = h.new_zeros((g.num_src_nodes(),) + tuple(h.shape[1:]))
-    return out.index_add(0, src.to(h.device), h)  # (N_src, *)
-
-
-def uniform_entropy(g):
-    """``log(number of parents)`` of every child of ``g``, ``(N_src,)``: the entropy of an even split."""
-    return torch.log(g.out_degrees().to(torch.get_default_dtype()))
-
+    out = out.index_add(0, src.to(device=h.device, dtype=torch.long), h)  # (N_src, *)
+    if weights is None:
+        return out
+    weights = check_float_tensor("weights", weights, "(N_src, *)", dtype=coupling.dtype)
+    if tuple(weights.shape) != tuple(out.shape):
+        raise ValueError(f"weights must have shape (N_src, *) = {tuple(out.shape)}; got {tuple(weights.shape)}")
+    if not bool((weights >= 0).all()):
+        raise ValueError("weights must be >= 0, one weight per child; got negative or NaN values")
+    total = weights.sum(0)  # (*)
+    return (weights * out).sum(0) / total.clamp_min(tiny)  # (*)
 
 
 def spread_loss(a, target, margin):

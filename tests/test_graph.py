@@ -1,6 +1,5 @@
 import itertools
 
-import dgl
 import pytest
 import torch
 

@@ -164,7 +164,7 @@ def test_bad_inputs_name_the_argument():
         dynamic_routing(g, torch.randn(11, 16))
     with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, D\).*got \(12,\)"):
         dynamic_routing(g, torch.randn(12))
-    with pytest.raises(TypeError, match="votes must be a floating-point tensor; got dtype torch.int64"):
+    with pytest.raises(TypeError, match=r"votes must be a floating-point tensor of shape \(\|E\|, \*, D\); got dtype torch.int64"):
         dynamic_routing(g, torch.ones(12, 4, dtype=torch.long))
     with pytest.raises(TypeError, match="votes must be a torch.Tensor"):
         dynamic_routing(g, [[0.0] * 4] * 12)

@@ -226,7 +226,7 @@ def test_bad_inputs_name_the_argument():
         heinsen_routing(g, torch.randn(12, 4), a, 0.0, 0.0)
     with pytest.raises(ValueError, match=r"a_in must have shape \(N_src, \*\) = \(4, 2\); got \(4, 3\)"):
         heinsen_routing(g, v, torch.randn(4, 3), 0.0, 0.0)
-    with pytest.raises(TypeError, match="a_in must be a floating-point tensor; got dtype torch.int64"):
+    with pytest.raises(TypeError, match=r"a_in must be a floating-point tensor of shape \(N_src, \*\); got dtype torch.int64"):
         heinsen_routing(g, v, torch.ones(4, 2, dtype=torch.long), 0.0, 0.0)
     with pytest.raises(ValueError, match=r"beta_use must be a scalar or have shape \(\|E\|,\) = \(12,\); got \(3,\)"):
         heinsen_routing(g, v, a, torch.zeros(3), 0.0)

@@ -1,4 +1,5 @@
 """Fully connected capsule layer routed by agreement."""
+import dgl
 import torch
 from torch import nn
 
@@ -56,6 +57,22 @@ class DynamicCaps(nn.Module):
         """Weights from :math:`\\mathcal{N}(0, 0.05^2)`: votes start small, so the squash is not saturated."""
         nn.init.normal_(self.weight, std=0.05)
 
+    def graph(self, device=None):
+        """The layer's complete ``in_caps -> out_caps`` capsule graph (a view of the cached one).
+
+        Parameters
+        ----------
+        device : torch.device or str, optional
+            Where the graph lives (default: the CPU).
+
+        Returns
+        -------
+        dgl.DGLGraph
+            :func:`~dgl_capsules.capsule_graph` ``(in_caps, out_caps)``; the
+            couplings returned by :meth:`forward` follow its edge order.
+        """
+        return capsule_graph(self.in_caps, self.out_caps, device=device)
+
     def votes(self, g, x):
         """Votes :math:`W_{ij} u_i` in the edge order of ``g``: ``(|E|, B, out_dim)``."""
         src, dst = g.edges()
@@ -69,22 +86,47 @@ class DynamicCaps(nn.Module):
         Parameters
         ----------
         x : torch.Tensor
-            ``(B, in_caps, in_dim)`` child capsules.
+            ``(B, in_caps, in_dim)`` child capsules, in the layer's dtype
+            (float32 or float64). ``B = 0`` gives an empty output.
         return_routing : bool
             Also return the :class:`~dgl_capsules.routing.RoutingResult`
-            (couplings in the graph's edge order, batch in dim 1).
+            (couplings in the edge order of :meth:`graph`, batch in dim 1).
         return_trace : bool
-            Record the coupling of every iteration in that result.
+            Record the coupling of every iteration in that result; implies
+            ``return_routing=True``.
+
+        Returns
+        -------
+        torch.Tensor or (torch.Tensor, RoutingResult)
+            Parent capsules ``(B, out_caps, out_dim)`` and, with
+            ``return_routing`` or ``return_trace``, the routing result.
+
+        Raises
+        ------
+        TypeError
+            If ``x`` is not a float32 / float64 tensor of the layer's dtype
+            (or a graph is passed: the layer builds its own).
+        ValueError
+            If ``x`` does not have shape ``(B, in_caps, in_dim)``.
         """
-        if x.dim() != 3 or x.shape[1:] != (self.in_caps, self.in_dim):
-            raise ValueError(
-                f"x must have shape (B, in_caps, in_dim) = (B, {self.in_caps}, {self.in_dim}); "
-                f"got {tuple(x.shape)}"
+        layout = f"(B, in_caps, in_dim) = (B, {self.in_caps}, {self.in_dim})"
+        if isinstance(x, dgl.DGLGraph):
+            raise TypeError(
+                f"x must be a torch.Tensor of shape {layout}; got a DGLGraph: DynamicCaps builds its own "
+                "graph (see .graph()), call it as layer(x)"
             )
-        g = capsule_graph(self.in_caps, self.out_caps, device=x.device)
+        x = check_float_tensor("x", x, layout)
+        if x.dtype != self.weight.dtype:
+            raise TypeError(
+                f"x must have the layer's dtype {self.weight.dtype} (convert x, or the layer with "
+                f".to({x.dtype})); got {x.dtype}"
+            )
+        if x.dim() != 3 or x.shape[1:] != (self.in_caps, self.in_dim):
+            raise ValueError(f"x must have shape {layout}; got {tuple(x.shape)}")
+        g = self.graph(device=x.device)
         r = dynamic_routing(g, self.votes(g, x), self.n_iters, return_trace=return_trace)
         v = r.poses.transpose(0, 1)  # (B, out_caps, out_dim)
-        return (v, r) if return_routing else v
+        return (v, r) if return_routing or return_trace else v
 
     def extra_repr(self):
         return (

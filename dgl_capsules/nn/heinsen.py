@@ -148,11 +148,25 @@ class HeinsenRouting(nn.Module):
 
         ``mu`` decides the dtype (float32 or float64); ``a`` is cast to it.
         """
+        if isinstance(a, dgl.DGLGraph):
+            raise TypeError(
+                f"{a_name} must be a torch.Tensor of shape (..., n_inp); got a DGLGraph: HeinsenRouting builds "
+                "its own graphs, call it as layer(a_inp, mu_inp)"
+            )
         mu = check_float_tensor(mu_name, mu, "(..., n_inp, d_cov, d_inp)")
+        if mu.dtype != self.W.dtype:
+            raise TypeError(
+                f"{mu_name} must have the layer's dtype {self.W.dtype} (convert it, or the layer with "
+                f".to({mu.dtype})); got {mu.dtype}"
+            )
         a = check_float_tensor(a_name, a, "(..., n_inp)", dtype=mu.dtype)
         if a.dim() < 1:
             raise ValueError(f"{a_name} must have shape (..., n_inp) with at least one dim; got {tuple(a.shape)}")
         n = a.shape[-1]
+        if n == 0:
+            raise ValueError(
+                f"{a_name} must have shape (..., n_inp) with at least one input capsule; got {tuple(a.shape)}"
+            )
         if self.n_inp_is_fixed and n != self.n_inp:
             raise ValueError(
                 f"{a_name} must have shape (..., n_inp) with n_inp = {self.n_inp} input capsules, fixed at "

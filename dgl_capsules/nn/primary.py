@@ -1,9 +1,8 @@
 """Primary capsules: a convolution whose channels are grouped into capsule vectors."""
-import torch
 from torch import nn
 
 from ..functional import squash
-from .._checks import check_positive_int
+from .._checks import check_float_tensor, check_positive_int
 
 __all__ = ["PrimaryCaps"]
 
@@ -61,6 +60,7 @@ class PrimaryCaps(nn.Module):
         return tuple((n - self.kernel_size) // self.stride + 1 for n in in_hw)
 
     def forward(self, x):
+        x = check_float_tensor("x", x, f"(B, in_channels={self.in_channels}, H, W)")
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"x must have shape (B, in_channels={self.in_channels}, H, W); got {tuple(x.shape)}"

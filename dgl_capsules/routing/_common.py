@@ -106,6 +106,18 @@ def per_item(name, value, n, what, like):
     raise ValueError(f"{name} must be a scalar or have shape ({what},) = ({n},); got {tuple(t.shape)}")
 
 
+def empty_result(votes, n_iters, return_trace, **shapes):
+    """The :class:`RoutingResult` of a batch with no samples: zero-size tensors of the given shapes.
+
+    Each output is connected to ``votes`` in autograd (its gradient is empty),
+    as PyTorch's own layers do for an empty batch.
+    """
+    zero = votes.sum() * 0  # () with a grad_fn when votes requires grad
+    out = {k: votes.new_zeros(shape) + zero for k, shape in shapes.items()}
+    trace = [out["coupling"]] * n_iters if return_trace else None
+    return RoutingResult(trace=trace, **out)
+
+
 def uniform_coupling(g, batch_shape, like):
     """``R_ij = 1 / (number of parents of i)`` on every edge: ``(|E|, *batch_shape)``."""
     src, _ = g.edges()

@@ -3,8 +3,9 @@ import dgl.function as fn
 import torch
 from dgl.ops import edge_softmax
 
-from ..functional import squash
-from ._common import RoutingResult, check_edge_tensor, check_graph, check_n_iters
+from .._checks import check_edge_tensor, check_n_iters
+from ..functional import _safe_norm, squash
+from ._common import RoutingResult, check_graph, empty_result
 
 __all__ = ["dynamic_routing"]
 
@@ -36,6 +37,10 @@ def dynamic_routing(g, votes, n_iters=3, return_trace=False):
     batch made with :func:`dgl.batch` works the same way with votes of shape
     ``(|E_total|, D)``.
 
+    The votes decide the dtype (float32 or float64). A graph with int32 ids
+    (``g.int()``) gives the same result as with int64 ids, and a batch with
+    no samples (a ``*`` dim of size 0) gives empty outputs of the right shape.
+
     On a complete bipartite graph (every child votes once for every parent,
     as in :func:`~dgl_capsules.capsule_graph`, in any edge order) the same
     equations run as batched matrix products over a block of samples at a
@@ -64,10 +69,10 @@ def dynamic_routing(g, votes, n_iters=3, return_trace=False):
     Raises
     ------
     TypeError
-        If ``votes`` is not a floating-point tensor.
+        If ``votes`` is not a float32 or float64 tensor.
     ValueError
-        If ``votes`` does not have ``|E|`` rows and a vector dimension, or
-        ``n_iters < 1``.
+        If ``votes`` does not have ``|E|`` rows and a vector dimension
+        ``D >= 1``, or ``n_iters < 1``.
     dgl.DGLError
         If ``g`` is not a unibipartite graph or a parent has no children.
 
@@ -81,8 +86,14 @@ def dynamic_routing(g, votes, n_iters=3, return_trace=False):
     (torch.Size([10, 4, 16]), torch.Size([11520, 4]))
     """
     check_graph(g, "dynamic_routing")
-    check_edge_tensor("votes", votes, g, 2, "(|E|, *, D)")
+    votes = check_edge_tensor("votes", votes, g, 2, "(|E|, *, D)")
+    if votes.shape[-1] == 0:
+        raise ValueError(f"votes must have shape (|E|, *, D) with D >= 1; got {tuple(votes.shape)}")
     n_iters = check_n_iters(n_iters)
+    if votes.numel() == 0:  # a batch of no samples
+        batch = votes.shape[1:-1]
+        return empty_result(votes, n_iters, return_trace, poses=(g.num_dst_nodes(),) + batch + votes.shape[-1:],
+                            coupling=votes.shape[:-1])
     pairs = complete_pairs(g)
     if pairs is not None:
         return _route_complete(pairs, votes, n_iters, return_trace)
@@ -119,13 +130,12 @@ def _route_message_passing(g, votes, n_iters, return_trace):
 class CompletePairs:
     """Where each (parent j, child i) pair of a complete graph lives in its edge order.
 
-    ``order[j * I + i]`` is the id of the edge ``i -> j`` and ``position`` is
-    its inverse, ``position[e] = dst[e] * I + src[e]``.
+    ``order[j * I + i]`` is the id (int64) of the edge ``i -> j``.
     """
 
-    def __init__(self, n_src, n_dst, order, position):
+    def __init__(self, n_src, n_dst, order):
         self.n_src, self.n_dst = n_src, n_dst
-        self.order, self.position = order, position
+        self.order = order
         # capsule_graph's own order, edge i * J + j: blocks are strided views
         self.canonical = bool((order.view(n_dst, n_src).t().reshape(-1) == torch.arange(len(order))).all())
 
@@ -136,11 +146,11 @@ def complete_pairs(g):
     if n_edges != n_src * n_dst or n_edges == 0:
         return None
     src, dst = g.edges()
-    position = dst * n_src + src  # (E,) pair index, parent-major
+    position = dst.long() * n_src + src.long()  # (E,) pair index, parent-major (int64 for int32 graphs too)
     order = torch.full_like(position, -1).scatter_(0, position, torch.arange(n_edges, device=position.device))
     if bool((order < 0).any()):  # a repeated pair leaves another one out
         return None
-    return CompletePairs(n_src, n_dst, order, position)
+    return CompletePairs(n_src, n_dst, order)
 
 
 def _route_complete(pairs, votes, n_iters, return_trace):
@@ -198,13 +208,16 @@ def _forward_block(x, n_iters):
 
 
 def _squash_backward(s, grad_v):
-    """Vector-Jacobian product of :func:`~dgl_capsules.functional.squash` (same eps)."""
-    eps = torch.finfo(s.dtype).tiny
-    sq = (s * s).sum(-1, keepdim=True)
-    norm = torch.sqrt(sq + eps)
-    # v = s * h(sq) with h = norm / (1 + sq), dh/dsq = (1 - sq - 2 eps) / (2 norm (1 + sq)^2)
-    dh = (1 - sq - 2 * eps) / (norm * (1 + sq) ** 2)
-    return grad_v * (norm / (1 + sq)) + s * (dh * (grad_v * s).sum(-1, keepdim=True))
+    """Vector-Jacobian product of :func:`~dgl_capsules.functional.squash` (same eps, same overflow guard).
+
+    With ``n = sqrt(|s|^2 + eps)``, ``h = 1 / (n + 1/n)`` and ``u = s / n``,
+    ``v = s h`` has ``grad_s = h (grad_v + u (grad_v . u) (1/n - n) h)``;
+    every factor is bounded, so huge ``s`` gives no ``inf / inf``.
+    """
+    n = _safe_norm(s, -1, torch.finfo(s.dtype).tiny)
+    h = 1 / (n + 1 / n)
+    u = s / n
+    return h * (grad_v + u * ((grad_v * u).sum(-1, keepdim=True) * ((1 / n - n) * h)))
 
 
 def _backward_block(x, n_iters, grad_v, grad_cs):
@@ -255,8 +268,7 @@ class _CompleteRouting(torch.autograd.Function):
     @staticmethod
     def forward(ctx, votes, pairs, n_iters, n_out):
         n_edges, n_batch, d = votes.shape
-        n_src, n_dst = pairs.n_src, pairs.n_dst
-        poses = votes.new_empty(n_batch, n_dst, d)
+        poses = votes.new_empty(n_batch, pairs.n_dst, d)
         couplings = [votes.new_empty(n_edges, n_batch) for _ in range(n_out)]
         step = _block_size(pairs, votes)
         for b0 in range(0, n_batch, step):
@@ -275,14 +287,12 @@ class _CompleteRouting(torch.autograd.Function):
     def backward(ctx, grad_poses, *grad_couplings):
         (votes,) = ctx.saved_tensors
         pairs, n_iters = ctx.pairs, ctx.n_iters
-        n_edges, n_batch, d = votes.shape
-        n_src, n_dst = pairs.n_src, pairs.n_dst
+        n_batch = votes.shape[1]
         grad = torch.empty_like(votes)  # (E, B, D)
         grad_cs = [None] * (n_iters - len(grad_couplings)) + list(grad_couplings)
         step = _block_size(pairs, votes)
         for b0 in range(0, n_batch, step):
             b1 = min(b0 + step, n_batch)
-            nb = b1 - b0
             x = _gather_block(votes, pairs, b0, b1)  # (nb, J, I, D)
             g_v = None if grad_poses is None else grad_poses[:, b0:b1].transpose(0, 1).contiguous()
             g_cs = [

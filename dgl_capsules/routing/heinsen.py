@@ -4,16 +4,8 @@ import torch
 import torch.nn.functional as F
 from dgl.ops import edge_softmax
 
-from ._common import (
-    RoutingResult,
-    check_edge_tensor,
-    check_eps,
-    check_graph,
-    check_n_iters,
-    check_node_tensor,
-    per_item,
-    uniform_coupling,
-)
+from .._checks import check_edge_tensor, check_eps, check_float_tensor, check_n_iters, check_node_tensor
+from ._common import RoutingResult, check_graph, empty_result, per_item, uniform_coupling
 
 __all__ = ["heinsen_routing", "P_MODELS"]
 
@@ -24,6 +16,18 @@ def check_p_model(p_model):
     if p_model not in P_MODELS:
         raise ValueError(f"p_model must be one of {P_MODELS}; got {p_model!r}")
     return p_model
+
+
+def _check_votes_have_matrices(votes, a_in, n_src):
+    """Votes must be ``(|E|, *, C, H)``: tell a missing matrix axis from a bad ``a_in``."""
+    if votes.dim() < 3 or (a_in.dim() >= 1 and a_in.shape[0] == n_src and votes.dim() == a_in.dim() + 1
+                           and tuple(votes.shape[1:a_in.dim()]) == tuple(a_in.shape[1:])):
+        raise ValueError(
+            f"votes must have shape (|E|, *, C, H), a C x H matrix per edge after the batch dims * of "
+            f"a_in {tuple(a_in.shape[1:])}; got {tuple(votes.shape)} (for vector votes use C = 1)"
+        )
+    if any(n == 0 for n in votes.shape[-2:]):
+        raise ValueError(f"votes must have shape (|E|, *, C, H) with C, H >= 1; got {tuple(votes.shape)}")
 
 
 def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_model="gaussian",
@@ -61,6 +65,10 @@ def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_m
     \mathcal{N}(i)} \bigl(-\sum_{ch} (V_{ij} - \mu_j)^2\bigr)`. Squares and
     sums over :math:`ch` are elementwise over the :math:`C \times H` entries.
 
+    The votes decide the dtype (float32 or float64): ``a_in`` and tensor
+    betas are cast to it. A graph with int32 ids gives the same result as
+    with int64 ids, and a batch with no samples gives empty outputs.
+
     The mini-batch lives in the feature dimensions ``*``: one graph serves
     every sample and each sample keeps its own routing state. A ragged batch
     (say sequences of different lengths) is a :func:`dgl.batch` of capsule
@@ -97,7 +105,9 @@ def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_m
     Raises
     ------
     TypeError
-        If ``votes`` or ``a_in`` is not a floating-point tensor.
+        If ``votes`` is not a float32 / float64 tensor, ``a_in`` not a
+        floating-point tensor, or a beta neither a number nor a floating-point
+        tensor.
     ValueError
         If a tensor has the wrong shape, a beta is neither a scalar nor
         ``(|E|,)``, ``n_iters < 1``, ``eps <= 0`` or ``p_model`` is unknown.
@@ -114,15 +124,22 @@ def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_m
     (torch.Size([10, 8]), torch.Size([10, 8, 4, 4]), torch.Size([10, 8, 4, 4]), torch.Size([1000, 8]))
     """
     check_graph(g, "heinsen_routing")
-    check_edge_tensor("votes", votes, g, 3, "(|E|, *, C, H)")
+    votes = check_edge_tensor("votes", votes, g, 2, "(|E|, *, C, H)")
+    a_in = check_float_tensor("a_in", a_in, "(N_src, *)", dtype=votes.dtype)
+    _check_votes_have_matrices(votes, a_in, g.num_src_nodes())
     batch = tuple(votes.shape[1:-2])
-    check_node_tensor("a_in", a_in, g.num_src_nodes(), batch, "(N_src, *)")
+    a_in = check_node_tensor("a_in", a_in, g.num_src_nodes(), batch, "(N_src, *)", dtype=votes.dtype)
     n_edges = g.num_edges()
     beta_use = per_item("beta_use", beta_use, n_edges, "|E|", votes)
     beta_ign = per_item("beta_ign", beta_ign, n_edges, "|E|", votes)
     n_iters = check_n_iters(n_iters)
     eps = check_eps(eps)
     gaussian = check_p_model(p_model) == "gaussian"
+    if votes.numel() == 0:  # a batch of no samples
+        n_dst = g.num_dst_nodes()
+        return empty_result(votes, n_iters, return_trace, activations=(n_dst,) + batch,
+                            poses=(n_dst,) + votes.shape[1:], sigma2=(n_dst,) + votes.shape[1:],
+                            coupling=(n_edges,) + batch)
 
     lead = (-1,) + (1,) * len(batch)
     beta_use = beta_use.view(lead) if beta_use.dim() else beta_use  # (E, 1...) or ()
