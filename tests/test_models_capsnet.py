@@ -121,3 +121,10 @@ def test_bad_arguments():
         tiny(image_size=12)
     with pytest.raises(ValueError, match="recon_weight must be >= 0"):
         tiny(recon_weight=-1)
+
+
+def test_integer_or_numpy_images_are_refused_with_the_argument_named():
+    with pytest.raises(TypeError, match="x must be a floating-point tensor of shape \\(B, C, H, W\\); got dtype torch.int64"):
+        tiny()(torch.zeros(2, 1, 28, 28, dtype=torch.long))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        tiny()(torch.zeros(2, 1, 28, 28).numpy())

@@ -4,6 +4,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_images
 from .datasets import ImageDataset, Splits
 from .registry import get_dataset, register_dataset
 
@@ -11,9 +12,7 @@ __all__ = ["pad_to", "random_shift", "random_affine", "affine_mnist", "multi_mni
 
 
 def _check_images(images):
-    if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must have shape (N, C, H, W); got {shape}")
+    check_images("images", images, batch="N")
 
 
 def pad_to(images, size):

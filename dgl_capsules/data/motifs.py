@@ -3,7 +3,7 @@ from typing import List, NamedTuple
 
 import torch
 
-from ..graph import _check_positive_int
+from .._checks import check_positive_int
 
 __all__ = ["MotifSequences", "motif_sequences"]
 
@@ -93,7 +93,7 @@ def motif_sequences(n=512, n_motifs=2, motif_len=3, vocab_size=40, dim=16, min_l
     """
     for name, value in [("n", n), ("n_motifs", n_motifs), ("motif_len", motif_len), ("vocab_size", vocab_size),
                         ("dim", dim), ("min_len", min_len), ("max_len", max_len)]:
-        _check_positive_int(name, value)
+        check_positive_int(name, value)
     if isinstance(decoys, bool) or not isinstance(decoys, int) or decoys < 0:
         raise ValueError(f"decoys must be a non-negative integer; got {decoys!r}")
     used = n_motifs * motif_len

@@ -1,23 +1,23 @@
 """Input checks and the reconstruction decoder shared by the image models."""
-import torch
 from torch import nn
 
-from ..graph import _check_positive_int
+from .. import _checks
+from .._checks import check_positive_int
 
 
 def check_images(x, in_channels, image_size):
-    """Raise unless ``x`` is a batch of images ``(B, in_channels, image_size, image_size)``."""
-    expected = (in_channels, image_size, image_size)
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != expected:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must have shape (B, C, H, W) = (B, {', '.join(map(str, expected))}); got {shape}")
+    """Raise unless ``x`` is a float batch of images ``(B, in_channels, image_size, image_size)``.
+
+    ``TypeError`` for anything but a floating-point tensor, ``ValueError`` for another shape.
+    """
+    _checks.check_images("x", x, in_channels, image_size)
 
 
 def make_decoder(in_features, widths, out_features):
     """``Linear-ReLU`` per hidden width, then ``Linear-Sigmoid`` to ``out_features``; ``None`` without widths."""
     layers, width = [], in_features
     for w in widths:
-        _check_positive_int("decoder widths", w)
+        check_positive_int("decoder widths", w)
         layers += [nn.Linear(width, w), nn.ReLU(inplace=True)]
         width = w
     if not layers:

@@ -1,7 +1,7 @@
 """The convolutional baseline that Sabour et al. 2017 compare CapsNet with."""
 from torch import nn
 
-from ..graph import _check_positive_int
+from .._checks import check_positive_int
 from ._common import check_images
 from .capsnet import PRESETS as CAPSNET_PRESETS
 from .registry import get_model, n_parameters, register_model
@@ -45,9 +45,9 @@ class BaselineCNN(nn.Module):
 
     def __init__(self, in_channels=1, image_size=28, n_classes=10, width=1.0, dropout=0.5):
         super().__init__()
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.image_size = _check_positive_int("image_size", image_size)
-        self.n_classes = _check_positive_int("n_classes", n_classes)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.image_size = check_positive_int("image_size", image_size)
+        self.n_classes = check_positive_int("n_classes", n_classes)
         if not width > 0:
             raise ValueError(f"width must be > 0; got {width}")
         if not 0 <= dropout < 1:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..functional import margin_loss
-from ..graph import _check_positive_int, capsule_graph
+from .._checks import check_positive_int
 from ..nn import DynamicCaps, PrimaryCaps
 from ._common import check_images, decode_masked, make_decoder, reconstruction_error
 from .registry import RoutedLayer, get_model, register_model
@@ -107,12 +107,12 @@ class CapsNet(nn.Module):
                  primary_types=32, primary_dim=8, primary_kernel=9, primary_stride=2, class_dim=16,
                  n_iters=3, decoder=(512, 1024), recon_weight=0.0005):
         super().__init__()
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.image_size = _check_positive_int("image_size", image_size)
-        self.n_classes = _check_positive_int("n_classes", n_classes)
-        self.conv_channels = _check_positive_int("conv_channels", conv_channels)
-        self.conv_kernel = _check_positive_int("conv_kernel", conv_kernel)
-        self.class_dim = _check_positive_int("class_dim", class_dim)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.image_size = check_positive_int("image_size", image_size)
+        self.n_classes = check_positive_int("n_classes", n_classes)
+        self.conv_channels = check_positive_int("conv_channels", conv_channels)
+        self.conv_kernel = check_positive_int("conv_kernel", conv_kernel)
+        self.class_dim = check_positive_int("class_dim", class_dim)
         self.decoder_widths = tuple(decoder or ())
         if recon_weight < 0:
             raise ValueError(f"recon_weight must be >= 0; got {recon_weight}")
@@ -209,8 +209,7 @@ class CapsNet(nn.Module):
         """
         u = self.primary_caps(x)
         v, r = self.digits(u, return_routing=True, return_trace=True)
-        g = capsule_graph(self.digits.in_caps, self.digits.out_caps, device=x.device)
-        return [RoutedLayer("digitcaps", g, r, v.norm(dim=-1).transpose(0, 1))]
+        return [RoutedLayer("digitcaps", self.digits.graph(device=x.device), r, v.norm(dim=-1).transpose(0, 1))]
 
     def extra_repr(self):
         return (

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..functional import spread_loss, spread_margin
-from ..graph import _check_positive_int
+from .._checks import check_positive_int
 from ..nn.em import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from ._common import check_images, decode_masked, make_decoder, reconstruction_error
 from .registry import RoutedLayer, get_model, register_model
@@ -121,12 +121,12 @@ class MatrixCapsNet(nn.Module):
                  step_scale=50000.0, stem_stride=2, primary_kernel=1, primary_stride=1, decoder=(),
                  recon_weight=0.0005):
         super().__init__()
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.image_size = _check_positive_int("image_size", image_size)
-        self.n_classes = _check_positive_int("n_classes", n_classes)
-        self.stem_stride = _check_positive_int("stem_stride", stem_stride)
-        primary_kernel = _check_positive_int("primary_kernel", primary_kernel)
-        primary_stride = _check_positive_int("primary_stride", primary_stride)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.image_size = check_positive_int("image_size", image_size)
+        self.n_classes = check_positive_int("n_classes", n_classes)
+        self.stem_stride = check_positive_int("stem_stride", stem_stride)
+        primary_kernel = check_positive_int("primary_kernel", primary_kernel)
+        primary_stride = check_positive_int("primary_stride", primary_stride)
         # NOTE: ConvCaps2 needs a 3x3 child grid, ConvCaps1 (3x3, stride 2) then 7x7; walk that back through
         # the primary capsules and the 5x5 stem.
         smallest = ((7 - 1) * primary_stride + primary_kernel - 1) * self.stem_stride + 5

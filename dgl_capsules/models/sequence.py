@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..graph import _check_positive_int
+from .._checks import check_positive_int
 from ..nn.heinsen import HeinsenRouting
 
 __all__ = ["SequenceCapsClassifier", "SequenceCapsOutput"]
@@ -72,11 +72,11 @@ class SequenceCapsClassifier(nn.Module):
 
     def __init__(self, d_emb, n_classes, d_inp=32, d_cap=8, n_parts=16, n_iters=3, p_model="gaussian"):
         super().__init__()
-        self.d_emb = _check_positive_int("d_emb", d_emb)
-        self.n_classes = _check_positive_int("n_classes", n_classes)
-        self.d_inp = _check_positive_int("d_inp", d_inp)
-        self.d_cap = _check_positive_int("d_cap", d_cap)
-        self.n_parts = _check_positive_int("n_parts", n_parts)
+        self.d_emb = check_positive_int("d_emb", d_emb)
+        self.n_classes = check_positive_int("n_classes", n_classes)
+        self.d_inp = check_positive_int("d_inp", d_inp)
+        self.d_cap = check_positive_int("d_cap", d_cap)
+        self.n_parts = check_positive_int("n_parts", n_parts)
         self.token_score = nn.Linear(d_emb, 1)
         self.token_pose = nn.Linear(d_emb, d_inp)
         self.token_norm = nn.LayerNorm(d_inp)
