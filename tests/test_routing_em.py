@@ -133,6 +133,25 @@ def test_gradcheck_tiny():
     assert torch.autograd.gradcheck(f, (votes, a_in, beta_u, beta_a), fast_mode=True)
 
 
+@pytest.mark.parametrize("n_iters", [1, 2, 3])
+def test_gradcheck_trace_inverse_temperatures_and_batch_dims(n_iters):
+    # The hand-written backward: every output (the trace included) and every input
+    # (inverse temperatures included), two batch dims, a complete graph.
+    g = dc.capsule_graph(3, 2)
+    votes = (0.5 * torch.randn(g.num_edges(), 2, 1, 3, dtype=torch.float64)).requires_grad_(True)
+    a_in = (0.1 + 0.8 * torch.rand(g.num_src_nodes(), 2, 1, dtype=torch.float64)).requires_grad_(True)
+    beta_u = torch.randn((), dtype=torch.float64, requires_grad=True)
+    beta_a = torch.randn(g.num_dst_nodes(), dtype=torch.float64, requires_grad=True)
+    lam = torch.tensor(LAMBDAS[:n_iters], dtype=torch.float64, requires_grad=True)
+
+    def f(votes, a_in, beta_u, beta_a, lam):
+        r = em_routing(g, votes, a_in, beta_u, beta_a, n_iters=n_iters, inverse_temperatures=lam,
+                       return_trace=True)
+        return (r.poses, r.sigma2, r.activations, *r.trace[1:])
+
+    assert torch.autograd.gradcheck(f, (votes, a_in, beta_u, beta_a, lam))
+
+
 def test_responsibilities_of_each_child_sum_to_one_over_all_its_parents():
     g = graphs()["conv_stride2"]
     votes, a_in, beta_u, beta_a = inputs(g, batch=4, dtype=torch.float32)

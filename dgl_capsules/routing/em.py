@@ -1,6 +1,7 @@
 """EM routing between matrix capsules (Hinton, Sabour & Frosst 2018)."""
 import math
 from numbers import Real
+from typing import NamedTuple
 
 import dgl
 import torch
@@ -260,50 +261,152 @@ def em_routing(
     src, dst = g.edges()
     ge = _edge_graph(g, dst)
     a_edge = a_in[src.long()]  # (E, *): a_i on every edge of child i
-    trace = [] if return_trace else None
     coupling = uniform_coupling(g, batch, votes)  # (E, *)
-    ones = votes.new_ones(votes.shape[:-1] + (1,))  # (E, *, 1)
     with torch.no_grad():
         # NOTE: centring the votes of every parent at the mean of the first M-step (a constant: the
-        # maths does not depend on it) keeps E[U^2] - E[U]^2 free of cancellation for votes of
+        # results do not depend on it) keeps E[U^2] - E[U]^2 free of cancellation for votes of
         # large mean and small spread; U = V - c.
+        ones = votes.new_ones(votes.shape[:-1] + (1,))  # (E, *, 1)
         s = gspmm(ge, "mul", "sum", torch.cat([votes.detach(), ones], -1), (coupling * a_edge).unsqueeze(-1))
         centre = s[..., :n_pose] / s[..., n_pose:].clamp_min(tiny)  # (N_dst, *, P)
-    u = gsddmm(g, "sub", votes, centre, lhs_target="e", rhs_target="v")  # (E, *, P)
-    # NOTE: one edge tensor X = [U, U^2, 1] serves every iteration: an SpMM weighted by R'
-    # gives the M-step's sums [sum R' U, sum R' U^2, sum R'], an SDDMM against a parent
-    # vector gives the E-step's log-likelihood (a quadratic form in U).
-    x = torch.cat([u, u.square(), ones], dim=-1)  # (E, *, 2P + 1)
-    for t in range(n_iters):
-        if trace is not None:
-            trace.append(coupling)
-        # ---- M-step
-        ra = (coupling * a_edge).unsqueeze(-1)  # (E, *, 1) = R'_ij
-        s = gspmm(ge, "mul", "sum", x, ra)  # (N_dst, *, 2P + 1)
-        mass = s[..., 2 * n_pose:].clamp_min(tiny)  # (N_dst, *, 1)
-        # NOTE: a parent whose children all have a_i = 0 would divide 0 by 0; clamping the mass at
-        # the smallest normal number leaves every other case as in the paper.
-        m = s[..., :n_pose] / mass  # (N_dst, *, P): mu - c
-        var = (s[..., n_pose:2 * n_pose] / mass - m.square()).clamp_min(0)
-        sigma2 = var + eps  # (N_dst, *, P)
-        log_sigma2 = sigma2.log()
-        mass = mass.squeeze(-1)  # (N_dst, *)
-        cost = mass * (n_pose * beta_u + 0.5 * log_sigma2.sum(-1))  # (N_dst, *) = sum_h cost_jh
-        logit = lam[t] * (beta_a - cost)  # (N_dst, *)
-        activations = torch.sigmoid(logit)
-        if t + 1 == n_iters:
-            break
-        # ---- E-step
-        # NOTE: log a_j + log p_ij = node_j - 1/2 sum_h (U - m)^2 / sigma^2
-        #     = X_ij . [m / sigma^2, -1 / (2 sigma^2), node_j - 1/2 sum_h m^2 / sigma^2].
-        w = sigma2.reciprocal()  # (N_dst, *, P)
-        node = F.logsigmoid(logit) - 0.5 * (log_sigma2 + _LOG_2PI).sum(-1)  # (N_dst, *)
-        node = node - 0.5 * (m.square() * w).sum(-1)
-        y = torch.cat([m * w, -0.5 * w, node.unsqueeze(-1)], dim=-1)  # (N_dst, *, 2P + 1)
-        logp = gsddmm(g, "dot", x, y, lhs_target="e", rhs_target="v")  # (E, *, 1)
-        # NOTE: the paper's softmax over the parents j of each child i is
-        # edge_softmax normalised by source.
-        coupling = edge_softmax(g, logp.squeeze(-1), norm_by="src")  # (E, *)
+    consts = _Consts(g, ge, src.long(), centre, coupling, n_iters, n_pose, eps, tiny)
+    m, sigma2, activations, *later = _EMIterations.apply(votes, a_edge, beta_u, beta_a, lam, consts)
+    trace = [coupling] + later  # the R of every M-step
     return RoutingResult(
-        poses=centre + m, activations=activations, coupling=coupling, sigma2=sigma2, trace=trace
+        poses=centre + m, activations=activations, coupling=trace[-1], sigma2=sigma2,
+        trace=trace if return_trace else None,
     )
+
+
+class _Consts(NamedTuple):
+    """What the iterations need besides the differentiable inputs."""
+
+    g: dgl.DGLGraph
+    ge: dgl.DGLGraph  # one source node per edge of g (see _edge_graph)
+    src: torch.Tensor  # (E,) int64
+    centre: torch.Tensor  # (N_dst, *, P), no gradient
+    coupling: torch.Tensor  # (E, *) the uniform start
+    n_iters: int
+    n_pose: int
+    eps: float
+    tiny: float
+
+
+def _parent_step(s, beta_u, beta_a, lam_t, c, last):
+    """The per-parent part of one iteration, from the M-step's sums ``s = [sum R'U, sum R'U^2, sum R']``.
+
+    Returns ``m = mu - c``, ``sigma2``, the activations and, unless ``last``, the parent vector ``y``
+    of the E-step: ``log a_j + log p_ij = X_ij . y_j``."""
+    n_pose = c.n_pose
+    # NOTE: a parent whose children all have a_i = 0 would divide 0 by 0; clamping the mass at
+    # the smallest normal number leaves every other case as in the paper.
+    mass = s[..., 2 * n_pose:].clamp_min(c.tiny)  # (N_dst, *, 1)
+    m = s[..., :n_pose] / mass  # (N_dst, *, P) = mu - c
+    sigma2 = (s[..., n_pose:2 * n_pose] / mass - m.square()).clamp_min(0) + c.eps  # (N_dst, *, P)
+    log_sigma2 = sigma2.log()
+    cost = mass.squeeze(-1) * (n_pose * beta_u + 0.5 * log_sigma2.sum(-1))  # (N_dst, *) = sum_h cost_jh
+    logit = lam_t * (beta_a - cost)  # (N_dst, *)
+    activations = torch.sigmoid(logit)
+    if last:
+        return m, sigma2, activations, None
+    # NOTE: log a_j + log p_ij = log a_j - 1/2 sum_h log(2 pi sigma^2) - 1/2 sum_h (U - m)^2 / sigma^2
+    #     = X_ij . [m / sigma^2, -1 / (2 sigma^2), node_j - 1/2 sum_h m^2 / sigma^2].
+    w = sigma2.reciprocal()  # (N_dst, *, P)
+    node = F.logsigmoid(logit) - 0.5 * (log_sigma2 + _LOG_2PI).sum(-1) - 0.5 * (m.square() * w).sum(-1)
+    y = torch.cat([m * w, -0.5 * w, node.unsqueeze(-1)], dim=-1)  # (N_dst, *, 2P + 1)
+    return m, sigma2, activations, y
+
+
+class _EMIterations(torch.autograd.Function):
+    """All M- and E-steps; the backward recomputes the per-parent parts and touches the edge
+    tensor X once per sparse product, then forms the votes' gradient in one pass.
+
+    Forward: ``(votes, a_edge, beta_u, beta_a, lam, consts) -> (m, sigma2, activations, R_2, ..., R_T)``.
+    """
+
+    @staticmethod
+    def forward(ctx, votes, a_edge, beta_u, beta_a, lam, c):
+        g, ge, n_pose = c.g, c.ge, c.n_pose
+        u = gsddmm(g, "sub", votes, c.centre, lhs_target="e", rhs_target="v")  # (E, *, P)
+        # NOTE: one edge tensor X = [U, U^2, 1] serves every iteration: an SpMM weighted by R'
+        # gives the M-step's sums [sum R' U, sum R' U^2, sum R'], an SDDMM against the parent
+        # vector y gives the E-step's log-likelihood (a quadratic form in U).
+        x = torch.cat([u, u.square(), torch.ones_like(u[..., :1])], dim=-1)  # (E, *, 2P + 1)
+        del u
+        couplings, sums = [c.coupling], []
+        for t in range(c.n_iters):
+            ra = (couplings[-1] * a_edge).unsqueeze(-1)  # (E, *, 1) = R'_ij
+            sums.append(gspmm(ge, "mul", "sum", x, ra))  # (N_dst, *, 2P + 1)
+            last = t + 1 == c.n_iters
+            m, sigma2, act, y = _parent_step(sums[-1], beta_u, beta_a, lam[t], c, last)
+            if last:
+                break
+            logp = gsddmm(g, "dot", x, y, lhs_target="e", rhs_target="v")  # (E, *, 1)
+            # NOTE: the paper's softmax over the parents j of each child i is
+            # edge_softmax normalised by source.
+            couplings.append(edge_softmax(g, logp.squeeze(-1), norm_by="src"))  # (E, *)
+        ctx.c = c
+        ctx.save_for_backward(x, a_edge, beta_u, beta_a, lam, *couplings[1:], *sums)
+        return (m, sigma2, act, *couplings[1:])
+
+    @staticmethod
+    def backward(ctx, g_m, g_sigma2, g_act, *g_couplings):
+        c = ctx.c
+        g, ge, n_pose, n_iters = c.g, c.ge, c.n_pose, c.n_iters
+        x, a_edge, beta_u, beta_a, lam, *rest = ctx.saved_tensors
+        couplings = [c.coupling] + rest[: n_iters - 1]
+        sums = rest[n_iters - 1:]
+        bu = beta_u.detach().requires_grad_(ctx.needs_input_grad[2])
+        ba = beta_a.detach().requires_grad_(ctx.needs_input_grad[3])
+        d_lam = torch.zeros_like(lam) if ctx.needs_input_grad[4] else None
+        d_a_edge = torch.zeros_like(a_edge)
+        alphas, parents = [], []  # dX_ij = sum_k alphas[k]_ij parents[k]_j
+        g_y, d_logp = None, None
+        for t in reversed(range(n_iters)):
+            last = t + 1 == n_iters
+            s = sums[t].detach().requires_grad_(True)
+            lam_t = lam[t].detach().requires_grad_(d_lam is not None)
+            with torch.enable_grad():
+                m, sigma2, act, y = _parent_step(s, bu, ba, lam_t, c, last)
+                if last:
+                    outs = [(o, go) for o, go in ((m, g_m), (sigma2, g_sigma2), (act, g_act)) if go is not None]
+                else:
+                    outs = [(y, g_y)]
+                    alphas.append(d_logp)  # logp_t = X . y_t
+                    parents.append(y.detach()[..., : 2 * n_pose])
+                wrt = [s] + [v for v in (bu, ba, lam_t) if v.requires_grad]
+                grads = torch.autograd.grad([o for o, _ in outs], wrt, [go for _, go in outs],
+                                            allow_unused=True) if outs else [None] * len(wrt)
+            g_s = grads[0] if grads[0] is not None else torch.zeros_like(s)
+            for v, gv in zip(wrt[1:], grads[1:]):
+                if gv is None:
+                    continue
+                if v is lam_t:
+                    d_lam[t] += gv
+                else:
+                    v.grad = gv if v.grad is None else v.grad + gv
+            # s_t = sum_i R'_ij X_ij with R'_ij = R_ij a_i
+            r = couplings[t]
+            d_ra = gsddmm(g, "dot", x, g_s, lhs_target="e", rhs_target="v").squeeze(-1)  # (E, *)
+            alphas.append(r * a_edge)
+            parents.append(g_s[..., : 2 * n_pose])
+            d_a_edge += d_ra * r
+            if t == 0:
+                break
+            d_r = d_ra * a_edge
+            if t - 1 < len(g_couplings) and g_couplings[t - 1] is not None:
+                d_r = d_r + g_couplings[t - 1]
+            # R_t = softmax of logp_{t-1} over the parents of each child
+            rd = r * d_r  # (E, *)
+            per_child = torch.zeros((g.num_src_nodes(),) + rd.shape[1:], dtype=rd.dtype, device=rd.device)
+            per_child.index_add_(0, c.src, rd)
+            d_logp = rd - r * per_child[c.src]  # (E, *)
+            g_y = gspmm(ge, "mul", "sum", x, d_logp.unsqueeze(-1))  # (N_dst, *, 2P + 1)
+        d_votes = None
+        if ctx.needs_input_grad[0]:
+            # dX_ij = sum_k alphas[k]_ij parents[k]_j in one SDDMM; then dU = dX_U + 2 U dX_U2.
+            alpha = torch.stack(alphas, -1).unsqueeze(-2)  # (E, *, 1, K)
+            parent = torch.stack(parents, -1)  # (N_dst, *, 2P, K)
+            d_x = gsddmm(g, "dot", alpha, parent, lhs_target="e", rhs_target="v").squeeze(-1)  # (E, *, 2P)
+            d_votes = torch.addcmul(d_x[..., :n_pose], x[..., :n_pose], d_x[..., n_pose:], value=2)
+        return (d_votes, d_a_edge if ctx.needs_input_grad[1] else None, bu.grad, ba.grad, d_lam, None)
