@@ -1,3 +1,4 @@
+import importlib
 import os
 import pickle
 import sys
@@ -9,10 +10,11 @@ import torch
 pytest.importorskip("pybullet", reason="the viewpoints extra is not installed")
 
 from dgl_capsules.data import Splits  # noqa: E402
-from dgl_capsules.data import viewpoints as vp  # noqa: E402
 from dgl_capsules.data.viewpoints import (  # noqa: E402
     FAMILIAR_AZIMUTHS, ViewpointSplits, render_views, viewpoint_objects, viewpoint_split, viewpoints,
 )
+
+vp = importlib.import_module("dgl_capsules.data.viewpoints")  # the module (dc.data.viewpoints is the function)
 
 # A tiny variant: 2 objects, 4 azimuths (2 familiar), 4 elevations, 3 lightings, 16x16: 96 pairs.
 TINY = dict(classes=2, size=16, lightings=3, azimuths=[0, 20, 100, 200], elevations=[30, 40, 50, 70],

@@ -536,6 +536,7 @@ def render_views(classes=10, size=32, instances=1, lightings=6, azimuths=None, e
         with os.fdopen(fd, "wb") as f:
             np.savez_compressed(f, images=views.images, labels=views.labels, settings=np.array(text),
                                 **views.metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is readable like any other file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
