@@ -113,3 +113,14 @@ def test_bad_registrations():
         unregister_model("plain")
     with pytest.raises(ValueError, match="name must be a non-empty string; got ''"):
         register_model("")
+
+
+def test_models_are_reachable_from_the_top_level_without_importing_train():
+    import subprocess
+    import sys
+
+    code = ("import sys, dgl_capsules as dc; net = dc.models.get_model('matrixcaps', 'tiny'); "
+            "assert isinstance(net, dc.models.MatrixCapsNet) and dc.models.RoutedLayer; "
+            "assert 'dgl_capsules.train' not in sys.modules; print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
