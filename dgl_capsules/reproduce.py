@@ -207,7 +207,7 @@ _register(Experiment(
 
 _register(Experiment(
     name="tiny",
-    title="Smoke test: CapsNet `tiny` on a few digits, one epoch (seconds)",
+    title="Smoke test: CapsNet `tiny`, one epoch on mnist5k (under a minute per run)",
     rows=(
         Row("1 iteration", dict(model="capsnet", preset="tiny", settings=dict(n_iters=1), data="mnist5k", epochs=1,
                                 batch_size=16, lr=2e-3), paper="none"),
@@ -415,12 +415,19 @@ def _pct(values):
     return f"{mean:.2f} %" if len(values) == 1 else f"{mean:.2f} ± {std:.2f} %"
 
 
+def _duration(seconds):
+    """``"14 s"``, ``"45 min"`` or ``"2.4 h"``."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
 def render_table(name, out=None):
     """The markdown table of experiment ``name`` from the result JSONs in ``out`` (default ``results/NAME``).
 
     One line per row: mean ± std of the test accuracy over its finished seeds
-    (sample standard deviation), every seed's number, parameters, hours of
-    training per run, threads, and the paper's figure. Rows with no finished
+    (sample standard deviation), every seed's number, parameters, mean
+    training time per run, threads, and the paper's figure. Rows with no finished
     run say so; rows equal to another by construction print that row's numbers.
     """
     exp = experiment(name)
@@ -428,7 +435,7 @@ def render_table(name, out=None):
     extra = sorted({k for row in results.values() for rec in row.values() for k in rec if k.endswith("_accuracy")
                     and k not in ("test_accuracy", "best_val_accuracy")})
     cols = ["row", "test accuracy (mean ± std)", "every seed"] + [k.replace("_", " ") for k in extra] + [
-        "parameters", "hours per run", "threads", "paper"]
+        "parameters", "training time per run", "threads", "paper"]
     lines = [f"### {exp.title}", "", f"`dgl-capsules reproduce {name}`", "",
              "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     notes = []
@@ -452,7 +459,7 @@ def render_table(name, out=None):
         params = {recs[s].get("parameters") for s in seeds}
         cells.append(", ".join(f"{p:,}" for p in sorted(p for p in params if p is not None)))
         secs = [recs[s]["seconds"] for s in seeds if recs[s].get("seconds") is not None]
-        cells.append(f"{sum(secs) / len(secs) / 3600:.2f}" if secs else "")
+        cells.append(_duration(sum(secs) / len(secs)) if secs else "")
         cells.append(", ".join(str(t) for t in sorted({recs[s].get("threads") for s in seeds} - {None})))
         cells.append(row.paper)
         lines.append("| " + " | ".join(cells) + " |")

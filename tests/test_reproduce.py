@@ -180,7 +180,7 @@ def test_render_table_mean_std_and_every_seed(tmp_path):
     fake_results(tmp_path / "tiny")
     text = rp.render_table("tiny", str(tmp_path / "tiny"))
     # 95 and 97: mean 96.00, sample std sqrt(2) = 1.41
-    assert "| 3 iterations | 96.00 ± 1.41 % (2 seeds) | 95.00 (seed 0), 97.00 (seed 1) | 1,234 | 2.00 | 2 | none |" \
+    assert "| 3 iterations | 96.00 ± 1.41 % (2 seeds) | 95.00 (seed 0), 97.00 (seed 1) | 1,234 | 2.0 h | 2 | none |" \
         in text
     assert "| 1 iteration | 90.00 % (1 seed) | 90.00 (seed 0) |" in text
     assert "| uniform coupling (= 1 iteration) | 90.00 % (1 seed) |" in text
