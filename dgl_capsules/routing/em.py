@@ -162,12 +162,14 @@ def em_routing(
 
     Implementation: the votes of every parent are centred once, at the mean
     of the first M-step, into :math:`U_{ij} = V_{ij} - c_j`, and one edge
-    tensor :math:`X_{ij} = [U_{ij}, U_{ij}^2, 1]` serves every iteration: the
+    tensor :math:`X_{ij} = [U_{ij}, U_{ij}^2]` serves every iteration: the
     M-step's sums are one sparse-dense product weighted by :math:`R'_{ij}`
     (the variance as :math:`E[U^2] - E[U]^2`, free of cancellation because
     :math:`U` is centred), the E-step's Gaussian log-likelihood is one dot
     product of :math:`X_{ij}` with a parent vector. The results do not depend on
-    :math:`c_j`.
+    :math:`c_j`. The backward pass is written by hand: it recomputes the
+    per-parent parts and reads :math:`X` once per sparse product instead of
+    storing per-iteration edge tensors.
 
     Everything is computed in variance and log space (no square roots of
     variances, :math:`\log a_j` as a log-sigmoid, a max-shifted softmax), so
@@ -266,9 +268,9 @@ def em_routing(
         # NOTE: centring the votes of every parent at the mean of the first M-step (a constant: the
         # results do not depend on it) keeps E[U^2] - E[U]^2 free of cancellation for votes of
         # large mean and small spread; U = V - c.
-        ones = votes.new_ones(votes.shape[:-1] + (1,))  # (E, *, 1)
-        s = gspmm(ge, "mul", "sum", torch.cat([votes.detach(), ones], -1), (coupling * a_edge).unsqueeze(-1))
-        centre = s[..., :n_pose] / s[..., n_pose:].clamp_min(tiny)  # (N_dst, *, P)
+        ra = (coupling * a_edge).unsqueeze(-1)  # (E, *, 1)
+        mass = gspmm(ge, "copy_rhs", "sum", None, ra).clamp_min(tiny)  # (N_dst, *, 1)
+        centre = gspmm(ge, "mul", "sum", votes.detach(), ra) / mass  # (N_dst, *, P)
     consts = _Consts(g, ge, src.long(), centre, coupling, n_iters, n_pose, eps, tiny)
     m, sigma2, activations, *later = _EMIterations.apply(votes, a_edge, beta_u, beta_a, lam, consts)
     trace = [coupling] + later  # the R of every M-step
@@ -292,15 +294,16 @@ class _Consts(NamedTuple):
     tiny: float
 
 
-def _parent_step(s, beta_u, beta_a, lam_t, c, last):
-    """The per-parent part of one iteration, from the M-step's sums ``s = [sum R'U, sum R'U^2, sum R']``.
+def _parent_step(s, mass, beta_u, beta_a, lam_t, c, last):
+    """The per-parent part of one iteration, from the M-step's sums ``s = [sum R'U, sum R'U^2]``
+    and ``mass = sum R'``.
 
     Returns ``m = mu - c``, ``sigma2``, the activations and, unless ``last``, the parent vector ``y``
-    of the E-step: ``log a_j + log p_ij = X_ij . y_j``."""
+    and constant ``k`` of the E-step: ``log a_j + log p_ij = X_ij . y_j + k_j``."""
     n_pose = c.n_pose
     # NOTE: a parent whose children all have a_i = 0 would divide 0 by 0; clamping the mass at
     # the smallest normal number leaves every other case as in the paper.
-    mass = s[..., 2 * n_pose:].clamp_min(c.tiny)  # (N_dst, *, 1)
+    mass = mass.clamp_min(c.tiny)  # (N_dst, *, 1)
     m = s[..., :n_pose] / mass  # (N_dst, *, P) = mu - c
     sigma2 = (s[..., n_pose:2 * n_pose] / mass - m.square()).clamp_min(0) + c.eps  # (N_dst, *, P)
     log_sigma2 = sigma2.log()
@@ -308,13 +311,13 @@ def _parent_step(s, beta_u, beta_a, lam_t, c, last):
     logit = lam_t * (beta_a - cost)  # (N_dst, *)
     activations = torch.sigmoid(logit)
     if last:
-        return m, sigma2, activations, None
+        return m, sigma2, activations, None, None
     # NOTE: log a_j + log p_ij = log a_j - 1/2 sum_h log(2 pi sigma^2) - 1/2 sum_h (U - m)^2 / sigma^2
-    #     = X_ij . [m / sigma^2, -1 / (2 sigma^2), node_j - 1/2 sum_h m^2 / sigma^2].
+    #     = X_ij . [m / sigma^2, -1 / (2 sigma^2)] + (log a_j - ... - 1/2 sum_h m^2 / sigma^2).
     w = sigma2.reciprocal()  # (N_dst, *, P)
-    node = F.logsigmoid(logit) - 0.5 * (log_sigma2 + _LOG_2PI).sum(-1) - 0.5 * (m.square() * w).sum(-1)
-    y = torch.cat([m * w, -0.5 * w, node.unsqueeze(-1)], dim=-1)  # (N_dst, *, 2P + 1)
-    return m, sigma2, activations, y
+    k = F.logsigmoid(logit) - 0.5 * (log_sigma2 + _LOG_2PI).sum(-1) - 0.5 * (m.square() * w).sum(-1)
+    y = torch.cat([m * w, -0.5 * w], dim=-1)  # (N_dst, *, 2P)
+    return m, sigma2, activations, y, k.unsqueeze(-1)
 
 
 class _EMIterations(torch.autograd.Function):
@@ -328,25 +331,29 @@ class _EMIterations(torch.autograd.Function):
     def forward(ctx, votes, a_edge, beta_u, beta_a, lam, c):
         g, ge, n_pose = c.g, c.ge, c.n_pose
         u = gsddmm(g, "sub", votes, c.centre, lhs_target="e", rhs_target="v")  # (E, *, P)
-        # NOTE: one edge tensor X = [U, U^2, 1] serves every iteration: an SpMM weighted by R'
-        # gives the M-step's sums [sum R' U, sum R' U^2, sum R'], an SDDMM against the parent
-        # vector y gives the E-step's log-likelihood (a quadratic form in U).
-        x = torch.cat([u, u.square(), torch.ones_like(u[..., :1])], dim=-1)  # (E, *, 2P + 1)
+        # NOTE: one edge tensor X = [U, U^2] serves every iteration: an SpMM weighted by R'
+        # gives the M-step's sums [sum R' U, sum R' U^2], an SDDMM against the parent vector y
+        # gives the E-step's log-likelihood (a quadratic form in U).
+        x = votes.new_empty(votes.shape[:-1] + (2 * n_pose,))  # (E, *, 2P)
+        x[..., :n_pose] = u
+        torch.mul(u, u, out=x[..., n_pose:])
         del u
-        couplings, sums = [c.coupling], []
+        couplings, sums, masses = [c.coupling], [], []
         for t in range(c.n_iters):
             ra = (couplings[-1] * a_edge).unsqueeze(-1)  # (E, *, 1) = R'_ij
-            sums.append(gspmm(ge, "mul", "sum", x, ra))  # (N_dst, *, 2P + 1)
+            sums.append(gspmm(ge, "mul", "sum", x, ra))  # (N_dst, *, 2P)
+            masses.append(gspmm(ge, "copy_rhs", "sum", None, ra))  # (N_dst, *, 1)
             last = t + 1 == c.n_iters
-            m, sigma2, act, y = _parent_step(sums[-1], beta_u, beta_a, lam[t], c, last)
+            m, sigma2, act, y, k = _parent_step(sums[-1], masses[-1], beta_u, beta_a, lam[t], c, last)
             if last:
                 break
             logp = gsddmm(g, "dot", x, y, lhs_target="e", rhs_target="v")  # (E, *, 1)
+            logp = gsddmm(g, "add", logp, k, lhs_target="e", rhs_target="v")
             # NOTE: the paper's softmax over the parents j of each child i is
             # edge_softmax normalised by source.
             couplings.append(edge_softmax(g, logp.squeeze(-1), norm_by="src"))  # (E, *)
         ctx.c = c
-        ctx.save_for_backward(x, a_edge, beta_u, beta_a, lam, *couplings[1:], *sums)
+        ctx.save_for_backward(x, a_edge, beta_u, beta_a, lam, *couplings[1:], *sums, *masses)
         return (m, sigma2, act, *couplings[1:])
 
     @staticmethod
@@ -355,41 +362,45 @@ class _EMIterations(torch.autograd.Function):
         g, ge, n_pose, n_iters = c.g, c.ge, c.n_pose, c.n_iters
         x, a_edge, beta_u, beta_a, lam, *rest = ctx.saved_tensors
         couplings = [c.coupling] + rest[: n_iters - 1]
-        sums = rest[n_iters - 1:]
+        sums = rest[n_iters - 1: 2 * n_iters - 1]
+        masses = rest[2 * n_iters - 1:]
         bu = beta_u.detach().requires_grad_(ctx.needs_input_grad[2])
         ba = beta_a.detach().requires_grad_(ctx.needs_input_grad[3])
         d_lam = torch.zeros_like(lam) if ctx.needs_input_grad[4] else None
         d_a_edge = torch.zeros_like(a_edge)
         alphas, parents = [], []  # dX_ij = sum_k alphas[k]_ij parents[k]_j
-        g_y, d_logp = None, None
+        g_y, g_k, d_logp = None, None, None
         for t in reversed(range(n_iters)):
             last = t + 1 == n_iters
             s = sums[t].detach().requires_grad_(True)
+            mass = masses[t].detach().requires_grad_(True)
             lam_t = lam[t].detach().requires_grad_(d_lam is not None)
             with torch.enable_grad():
-                m, sigma2, act, y = _parent_step(s, bu, ba, lam_t, c, last)
+                m, sigma2, act, y, k = _parent_step(s, mass, bu, ba, lam_t, c, last)
                 if last:
                     outs = [(o, go) for o, go in ((m, g_m), (sigma2, g_sigma2), (act, g_act)) if go is not None]
                 else:
-                    outs = [(y, g_y)]
-                    alphas.append(d_logp)  # logp_t = X . y_t
-                    parents.append(y.detach()[..., : 2 * n_pose])
-                wrt = [s] + [v for v in (bu, ba, lam_t) if v.requires_grad]
+                    outs = [(y, g_y), (k, g_k)]
+                    alphas.append(d_logp)  # logp_t = X . y_t + k_t
+                    parents.append(y.detach())
+                wrt = [s, mass] + [v for v in (bu, ba, lam_t) if v.requires_grad]
                 grads = torch.autograd.grad([o for o, _ in outs], wrt, [go for _, go in outs],
                                             allow_unused=True) if outs else [None] * len(wrt)
             g_s = grads[0] if grads[0] is not None else torch.zeros_like(s)
-            for v, gv in zip(wrt[1:], grads[1:]):
+            g_mass = grads[1] if grads[1] is not None else torch.zeros_like(mass)
+            for v, gv in zip(wrt[2:], grads[2:]):
                 if gv is None:
                     continue
                 if v is lam_t:
                     d_lam[t] += gv
                 else:
                     v.grad = gv if v.grad is None else v.grad + gv
-            # s_t = sum_i R'_ij X_ij with R'_ij = R_ij a_i
+            # s_t = sum_i R'_ij X_ij and mass_t = sum_i R'_ij with R'_ij = R_ij a_i
             r = couplings[t]
-            d_ra = gsddmm(g, "dot", x, g_s, lhs_target="e", rhs_target="v").squeeze(-1)  # (E, *)
+            d_ra = gsddmm(g, "dot", x, g_s, lhs_target="e", rhs_target="v")  # (E, *, 1)
+            d_ra = gsddmm(g, "add", d_ra, g_mass, lhs_target="e", rhs_target="v").squeeze(-1)  # (E, *)
             alphas.append(r * a_edge)
-            parents.append(g_s[..., : 2 * n_pose])
+            parents.append(g_s)
             d_a_edge += d_ra * r
             if t == 0:
                 break
@@ -401,7 +412,8 @@ class _EMIterations(torch.autograd.Function):
             per_child = torch.zeros((g.num_src_nodes(),) + rd.shape[1:], dtype=rd.dtype, device=rd.device)
             per_child.index_add_(0, c.src, rd)
             d_logp = rd - r * per_child[c.src]  # (E, *)
-            g_y = gspmm(ge, "mul", "sum", x, d_logp.unsqueeze(-1))  # (N_dst, *, 2P + 1)
+            g_y = gspmm(ge, "mul", "sum", x, d_logp.unsqueeze(-1))  # (N_dst, *, 2P)
+            g_k = gspmm(ge, "copy_rhs", "sum", None, d_logp.unsqueeze(-1))  # (N_dst, *, 1)
         d_votes = None
         if ctx.needs_input_grad[0]:
             # dX_ij = sum_k alphas[k]_ij parents[k]_j in one SDDMM; then dU = dX_U + 2 U dX_U2.
