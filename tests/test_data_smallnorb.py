@@ -128,3 +128,15 @@ def test_smallnorb_split_errors(tmp_path):
     write_norb_matrix(tmp_path / f"{STEMS['train']}-info.mat", np.zeros((3, 4), "<i4"), 0x1E3D4C54)
     with pytest.raises(ValueError, match=r"smallNORB train info \(3, 4\) must have one row per image \(20\)"):
         SmallNORB(str(tmp_path), image_size=8, split="azimuth")
+
+
+def test_smallnorb_viewpoint_specs_are_registered(tmp_path):
+    from dgl_capsules.data import get_dataset, list_datasets
+
+    assert {"smallnorb-azimuth:PATH", "smallnorb-elevation:PATH"} <= set(dict(list_datasets()))
+    write_smallnorb(tmp_path, n_train=72, n_test=54, side=8)
+    write_info(tmp_path, 72, 54)
+    s = get_dataset(f"smallnorb-elevation:{tmp_path}", image_size=8)
+    assert isinstance(s, ViewpointSplits) and s.train.image_shape == (2, 8, 8) and len(s.novel) == 36
+    with pytest.raises(ValueError, match="data: 'smallnorb-azimuth:.*nowhere': '.*nowhere' is not a directory"):
+        get_dataset(f"smallnorb-azimuth:{tmp_path / 'nowhere'}")

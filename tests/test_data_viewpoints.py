@@ -280,3 +280,33 @@ def test_missing_pybullet_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pybullet", None)
     with pytest.raises(ImportError, match=r"pip install 'dgl_capsules\[viewpoints\]'"):
         viewpoints(classes=2, cache_dir=str(tmp_path), progress=False)
+
+
+def test_registered_as_a_data_set(monkeypatch):
+    from dgl_capsules.data import ImageDataset, get_dataset, list_datasets
+
+    assert "viewpoints[:SPLIT]" in dict(list_datasets())
+    calls = []
+
+    def fake(**kw):
+        calls.append(kw)
+        ds = ImageDataset(torch.zeros(2, 2, kw["size"], kw["size"]), torch.tensor([0, 1]))
+        return ViewpointSplits(ds, ds, ds, ds)
+
+    monkeypatch.setattr(vp, "viewpoints", fake)
+    get_dataset("viewpoints")
+    get_dataset("viewpoints:elevation")
+    assert calls == [dict(size=32, split="azimuth"), dict(size=32, split="elevation")]
+    with pytest.raises(ValueError, match="data: 'viewpoints:roll': viewpoints takes the split after ':', 'azimuth' "
+                                         "or 'elevation'; got 'roll'"):
+        get_dataset("viewpoints:roll")
+
+
+def test_get_dataset_renders_at_image_size(monkeypatch, tmp_path):
+    from dgl_capsules.data import get_dataset
+
+    real = vp.viewpoints
+    monkeypatch.setattr(vp, "viewpoints", lambda **kw: real(**dict(TINY, **kw, cache_dir=str(tmp_path),
+                                                                   progress=False)))
+    s = get_dataset("viewpoints", image_size=20)  # rendered at 20, not padded: the novel set stays
+    assert isinstance(s, ViewpointSplits) and s.train.image_shape == (2, 20, 20) and s.novel.image_shape == (2, 20, 20)

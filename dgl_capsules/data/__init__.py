@@ -13,7 +13,7 @@ from .affine import (  # registers "multi"
 from .motifs import MotifSequences, motif_sequences
 from .smallnorb import SmallNORB, read_norb_matrix
 from .synthetic import PlantedClusters, planted_clusters
-from . import viewpoints  # noqa: E402,F401  (its module registers "viewpoints"; rendering imports pybullet lazily)
+from .viewpoints import ViewpointSplits, render_views, viewpoint_split, viewpoints  # registers "viewpoints"
 
 __all__ = [
     "ImageDataset", "MNIST", "MotifSequences", "MultiPairs", "PlantedClusters", "SmallNORB", "Splits",

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .mnist import ImageDataset, Splits
+from .datasets import ImageDataset, Splits
+from .registry import register_dataset
 
 __all__ = ["SmallNORB", "read_norb_matrix", "smallnorb_metadata"]
 
@@ -178,3 +179,18 @@ def SmallNORB(root, image_size=48, val_fraction=0.1, seed=0, split=None, stereo=
     val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
     return Splits(ImageDataset(x[train], y[train], 5), ImageDataset(x[val], y[val], 5),
                   ImageDataset(*sets["test"], 5))
+
+
+def _viewpoint_loader(split):
+    def load(path, image_size=None):
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path!r} is not a directory")
+        return SmallNORB(path, image_size=32 if image_size is None else image_size, split=split, stereo=True)
+
+    return load
+
+
+for _split in ("azimuth", "elevation"):
+    register_dataset(f"smallnorb-{_split}", _viewpoint_loader(_split), path="required",
+                     help=f"smallNORB's {_split} split (Hinton et al. 2018): 2x32x32 stereo pairs from the -dat / -cat "
+                          f"/ -info.mat files in PATH; .novel the unseen {_split}s")

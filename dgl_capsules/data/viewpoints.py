@@ -19,7 +19,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .mnist import ImageDataset, Splits, stratified_split
+from .datasets import ImageDataset, Splits
+from .mnist import stratified_split
+from .registry import register_dataset
 
 __all__ = ["FAMILIAR_AZIMUTHS", "LIGHTINGS", "RenderedViews", "ViewpointIndices", "ViewpointSplits",
            "render_views", "viewpoint_split", "viewpoint_splits", "viewpoints", "viewpoint_objects"]
@@ -584,9 +586,15 @@ def viewpoints(classes=10, size=32, split="azimuth", lightings=6, instances=1, h
 
     Examples
     --------
-    >>> s = viewpoints(classes=2, size=16, lightings=2, elevations=[30, 50], progress=False)  # doctest: +SKIP
-    >>> s.train.images.shape, s.novel.images.shape  # doctest: +SKIP
-    (torch.Size([...]), torch.Size([...]))
+    Two objects from three azimuths (0 and 20 familiar, 100 novel), lighting 1 held out:
+
+    >>> import tempfile
+    >>> s = viewpoints(classes=2, size=16, lightings=2, azimuths=[0, 20, 100], elevations=[30],
+    ...                cache_dir=tempfile.mkdtemp(), progress=False)
+    >>> s.train.images.shape, s.test.images.shape, s.novel.images.shape
+    (torch.Size([4, 2, 16, 16]), torch.Size([4, 2, 16, 16]), torch.Size([2, 2, 16, 16]))
+    >>> s.metadata["novel"]["azimuth"].tolist(), s.metadata["novel"]["lighting"].tolist()
+    ([100, 100], [1, 1])
     """
     if split not in ("azimuth", "elevation"):
         raise ValueError(f"split must be 'azimuth' or 'elevation'; got {split!r}")
@@ -610,3 +618,16 @@ def viewpoints(classes=10, size=32, split="azimuth", lightings=6, instances=1, h
     images = torch.from_numpy(views.images.astype(np.float32) / 255.0)  # (N, 2, S, S)
     return viewpoint_splits(images, views.labels, meta, split, test_mask, val_fraction, seed,
                             n_classes=len(views.class_names), class_names=views.class_names)
+
+
+def _load_viewpoints(path, image_size=None):
+    """``viewpoints[:SPLIT]`` for :func:`~dgl_capsules.data.get_dataset`: rendered at ``image_size`` (default 32)."""
+    split = path or "azimuth"
+    if split not in ("azimuth", "elevation"):
+        raise ValueError(f"viewpoints takes the split after ':', 'azimuth' or 'elevation'; got {split!r}")
+    return viewpoints(size=32 if image_size is None else image_size, split=split)
+
+
+register_dataset("viewpoints", _load_viewpoints, path="optional", metavar="SPLIT",
+                 help="10 objects rendered offline (pybullet), 2x32x32 stereo pairs; SPLIT azimuth (default) or "
+                      "elevation: train / val / familiar test, .novel the unseen viewpoints")
