@@ -371,3 +371,236 @@ def test_histogram_bad_arguments():
         viz.animate_histogram(r.trace, bins=0)
     with pytest.raises(ValueError, match="sample must be"):
         viz.animate_histogram(r.trace, sample=-3)
+
+
+# --------------------------------------------------------------------------- absolute scale (issue 18)
+
+
+def _drawn(ax):
+    (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+    return np.array(lines.get_linewidths()), lines.get_colors()[:, 3]
+
+
+@pytest.mark.parametrize("name", ["complete", "conv"])
+def test_uniform_couplings_draw_one_equal_thin_width(name):
+    g = GRAPHS[name]()
+    c = uniform(g, batch=(2,)).float()  # (E, 2); on "conv" children have 2, 4, 6 or 12 parents
+    ax = plt.figure(figsize=(4, 4)).add_subplot()
+    viz.animate_bipartite(g, [c, c], sort_children=False, ax=ax)
+    widths, alphas = _drawn(ax)
+    assert len(widths) == g.num_edges()
+    np.testing.assert_allclose(widths, viz.bipartite.MIN_WIDTH, rtol=1e-6)  # float32 couplings
+    np.testing.assert_allclose(alphas, viz.bipartite.MIN_ALPHA, rtol=1e-6)
+    assert viz.bipartite.MIN_WIDTH <= 0.15 * 3.0  # thin next to the widest, 3 points
+
+
+def test_a_decided_child_draws_its_winning_edge_widest_in_every_picture():
+    g = dc.capsule_graph(6, 4)
+    src, dst = g.edges()
+    c = uniform(g).float()  # (E,)
+    c[src == 0] = (dst[src == 0] == 2).float()  # child 0 chose parent 2; the others are undecided
+    half = uniform(g).float()
+    half[src == 1] = torch.tensor([0.5, 0.5, 0.0, 0.0])[dst[src == 1]]
+    for trace in ([c], [half, c], [c, half]):  # whatever else the trace holds, the scale is the same
+        ax = plt.figure(figsize=(4, 4)).add_subplot()
+        viz.animate_bipartite(g, trace, sort_children=False, ax=ax, max_width=3.0)
+        widths, alphas = _drawn(ax)  # the first frame, drawn in the graph's edge order
+        first = trace[0]
+        win = ((src == 0) & (dst == 2)).numpy()
+        if first is c:
+            assert widths[win] == pytest.approx(3.0) and alphas[win] == pytest.approx(1.0)
+            assert np.allclose(widths[~win], viz.bipartite.MIN_WIDTH, rtol=1e-6)
+        else:  # child 1's two parents at 0.5: a third of the way from 1/4 to 1
+            mid = ((src == 1) & (dst < 2)).numpy()
+            expected = viz.bipartite.MIN_WIDTH + (3.0 - viz.bipartite.MIN_WIDTH) / 3
+            np.testing.assert_allclose(widths[mid], expected, rtol=1e-6)
+            assert np.allclose(widths[~mid], viz.bipartite.MIN_WIDTH, rtol=1e-6)
+
+
+def test_edge_scale_is_fixed_and_clipped():
+    w, a = viz.edge_scale([0.0, 0.25, 1.0, 0.7], [0.25, 0.25, 0.25, 1.0], max_width=2.0)
+    np.testing.assert_allclose(w, [viz.bipartite.MIN_WIDTH, viz.bipartite.MIN_WIDTH, 2.0, 2.0])
+    np.testing.assert_allclose(a, [viz.bipartite.MIN_ALPHA, viz.bipartite.MIN_ALPHA, 1.0, 1.0])
+
+
+def test_legend_states_the_scale():
+    g, r = small_trace(n_iters=2, n_in=12, n_out=4)
+    ax = plt.figure(figsize=(5, 5)).add_subplot()
+    viz.animate_bipartite(g, r.trace, ax=ax)
+    legend = ax.get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts == ["uniform 1/4", "0.62", "1 (decided)"]
+    widths = [h.get_linewidth() for h in legend.legend_handles]
+    assert widths[0] == pytest.approx(viz.bipartite.MIN_WIDTH) and widths[2] == pytest.approx(3.0)
+    assert "one fixed scale for every picture" in legend.get_title().get_text()
+
+
+def _outside(fig):
+    """Texts whose bounding box leaves the figure (in pixels, 1 px tolerance)."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    bad = []
+    for t in fig.findobj(Text):
+        if not t.get_visible() or not t.get_text().strip():
+            continue
+        b = t.get_window_extent(renderer)
+        if b.x0 < box.x0 - 1 or b.x1 > box.x1 + 1 or b.y0 < box.y0 - 1 or b.y1 > box.y1 + 1:
+            bad.append((t.get_text()[:40], tuple(np.round(b.extents))))
+    return bad
+
+
+@pytest.fixture(scope="module")
+def capsnet_sized():
+    p = planted_clusters(n_in=1152, n_out=10, dim=8, batch=1, seed=0)
+    r = dc.routing.dynamic_routing(p.graph, p.votes, n_iters=2, return_trace=True)
+    return p, r
+
+
+@pytest.mark.parametrize("top_k", [10, 50, 1000, None])
+@pytest.mark.parametrize("group_by", [None, "type", "position"])
+def test_no_text_outside_the_figure(capsnet_sized, top_k, group_by):
+    p, r = capsnet_sized
+    names = [f"class name {k}" for k in range(10)]
+    ani = viz.animate_bipartite(p.graph, r.trace, top_k=top_k, group_by=group_by, child_types=32,
+                                parent_labels=names, parent_strength=r.poses.norm(dim=-1),
+                                child_weights=torch.rand(1152), weights_label="vote length",
+                                title="A long title that names the model, the layer and the prediction")
+    assert _outside(ani._fig) == []
+
+
+@pytest.mark.parametrize("kw", [dict(group_parents="type"), dict(group_by="type"), dict(group_by="position"),
+                                dict(group_by="position", group_parents="type"), dict(top_k=50)])
+def test_no_text_outside_the_figure_on_a_conv_layer(kw):
+    g = dc.conv_capsule_graph(in_hw=(11, 11), kernel=3, stride=2, in_types=4, out_types=4)  # 484 -> 100
+    c = uniform(g).float()
+    ani = viz.animate_bipartite(g, [c, c], parent_types=4, **kw)  # the default figure
+    assert _outside(ani._fig) == []
+    fig = plt.figure(figsize=(7.5, 6.5))  # the layout of routing_report and visualize_model
+    viz.animate_bipartite(g, [c, c], parent_types=4, ax=fig.add_axes(viz.bipartite.AXES_RECT), **kw)
+    assert _outside(fig) == []
+
+
+def test_parents_grouped_by_type_carry_the_summed_coupling():
+    g = dc.conv_capsule_graph(in_hw=(5, 5), kernel=3, stride=1, in_types=2, out_types=3)  # 50 -> 27
+    src, dst = g.edges()
+    c = uniform(g).float()
+    # child 12 (the centre position, type 0) puts everything on the parents of type 1
+    sel = src == 12
+    c[sel] = (dst[sel] % 3 == 1).float() / (dst[sel] % 3 == 1).sum()
+    ax = plt.figure(figsize=(4, 4)).add_subplot()
+    viz.animate_bipartite(g, [c], group_parents="type", parent_types=3, sort_children=False, ax=ax)
+    widths, _ = _drawn(ax)
+    assert len(widths) == 50 * 3  # every child reaches every parent type
+    # rows in child order, then columns (types): child 12's edge to type 1 is decided
+    assert widths[12 * 3 + 1] == pytest.approx(3.0)
+    np.testing.assert_allclose(np.delete(widths, 12 * 3 + 1), viz.bipartite.MIN_WIDTH, rtol=1e-6)
+    texts = {t.get_text() for t in ax.texts}
+    assert "3 parent types\n(of 27 parents)" in texts
+
+
+def test_top_k_by_child_weights_and_the_header_says_so():
+    g, r = small_trace(n_iters=2, batch=1, n_in=12, n_out=3)
+    weights = torch.zeros(12)
+    weights[[3, 7, 9]] = torch.tensor([1.0, 3.0, 2.0])
+    ax = plt.figure(figsize=(4, 4)).add_subplot()
+    viz.animate_bipartite(g, r.trace, top_k=3, child_weights=weights, weights_label="vote length", ax=ax)
+    texts = {t.get_text() for t in ax.texts}
+    assert "top 3 of 12 children, by largest vote length" in texts
+    assert {"3 (1.00)", "7 (3.00)", "9 (2.00)"} <= texts
+    ax = plt.figure(figsize=(4, 4)).add_subplot()
+    viz.animate_bipartite(g, r.trace, top_k=3, ax=ax)
+    assert "top 3 of 12 children, by most decided" in {t.get_text() for t in ax.texts}
+
+
+def test_parents_are_labelled_by_class_name_and_frames_by_their_label():
+    g, r = small_trace(n_iters=2, batch=1, n_in=12, n_out=3)
+    ax = plt.figure(figsize=(4, 4)).add_subplot()
+    viz.animate_bipartite(g, r.trace, parent_labels=["cat", "dog", "eel"], ax=ax,
+                          frame_labels=["epoch 0", "epoch 5"], title="Net")
+    assert {"cat", "dog", "eel"} <= {t.get_text() for t in ax.texts}
+    assert ax.get_title() == "Net: epoch 0"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"child_weights": torch.ones(5)}, r"child_weights must have shape \(N_src,\) = \(12,\)"),
+        ({"child_weights": -torch.ones(12)}, "child_weights must be finite and non-negative"),
+        ({"group_parents": "position"}, "group_parents must be 'type' or None"),
+        ({"group_parents": "type"}, "parent_types=C"),
+        ({"parent_types": 2}, "parent_types must be a positive integer dividing N_dst = 3"),
+        ({"frame_labels": ["a"]}, r"frame_labels must have one label per frame \(2\)"),
+    ],
+)
+def test_bipartite_bad_new_arguments(kwargs, match):
+    g, r = small_trace(n_iters=2, batch=2)
+    with pytest.raises(ValueError, match=match):
+        viz.animate_bipartite(g, r.trace, **kwargs)
+
+
+# --------------------------------------------------------------------------- weighted entropy
+
+
+def test_weighted_entropy_by_hand():
+    g = dc.capsule_graph(3, 2)
+    src, dst = g.edges()
+    table = torch.tensor([[0.5, 0.5], [1.0, 0.0], [0.9, 0.1]], dtype=torch.float64)  # (children, parents)
+    c = table[src, dst]  # (E,)
+    h = [math.log(2), 0.0, -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))]
+    w = torch.tensor([1.0, 3.0, 0.0], dtype=torch.float64)
+    mean, std = viz.entropy_curve(g, [c], weights=w)
+    expected = (1 * h[0] + 3 * h[1]) / 4
+    assert mean[0] == pytest.approx(expected)
+    assert std[0] == pytest.approx(math.sqrt((1 * (h[0] - expected) ** 2 + 3 * (h[1] - expected) ** 2) / 4))
+    mean_1, _ = viz.entropy_curve(g, [c], weights=torch.ones(3, dtype=torch.float64))
+    assert mean_1[0] == pytest.approx(sum(h) / 3)
+    # batched: every sample's weights are normalised, then the samples averaged
+    cb = torch.stack([c, c.flip(0) * 0 + table[src, dst]], 1)  # (E, 2), both samples alike
+    wb = torch.stack([w, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)], 1)  # (N_src, 2)
+    mean_b, _ = viz.entropy_curve(g, [cb], weights=wb)
+    assert mean_b[0] == pytest.approx((expected + h[2]) / 2)
+    assert viz.entropy_curve(g, [cb], weights=wb, sample=1)[0][0] == pytest.approx(h[2])
+
+
+def test_plot_entropy_with_weights_draws_the_weighted_curve():
+    g, r = small_trace(n_iters=3, batch=2)
+    w = torch.rand(12, 2)
+    ax = viz.plot_entropy(g, r.trace, label="mean")
+    viz.plot_entropy(g, r.trace, ax=ax, weights=w, label="weighted by vote length")
+    (curve,) = [bars for bars in ax.containers if bars.get_label() == "weighted by vote length"]
+    np.testing.assert_allclose(curve.lines[0].get_ydata(), viz.entropy_curve(g, r.trace, weights=w)[0])
+
+
+@pytest.mark.parametrize(
+    "weights, error, match",
+    [
+        (torch.ones(5), ValueError, r"weights must have shape \(N_src,\) = \(12,\)"),
+        (torch.ones(12, 3), ValueError, "weights must have shape"),
+        (-torch.ones(12), ValueError, "non-negative"),
+        (torch.zeros(12), ValueError, "must not all be 0"),
+        (torch.ones(12, dtype=torch.long), TypeError, "weights must be a floating-point tensor"),
+        ([1.0] * 12, TypeError, "weights must be a floating-point tensor"),
+    ],
+)
+def test_weighted_entropy_bad_weights(weights, error, match):
+    g, r = small_trace(n_iters=2, batch=2)
+    with pytest.raises(error, match=match):
+        viz.entropy_curve(g, r.trace, weights=weights)
+
+
+# --------------------------------------------------------------------------- offline HTML (issue 15)
+
+
+def test_saved_html_is_self_contained(tmp_path):
+    import re
+
+    g, r = small_trace(n_iters=3)
+    path = viz.save_animation(viz.animate_bipartite(g, r.trace), tmp_path / "graph.html", dpi=30)
+    text = open(path, encoding="utf-8").read()
+    assert re.findall(r"https?://", text) == []  # matplotlib's player links a CDN icon font
+    assert 'class="fa' not in text
+    assert text.count('class="anim-icon"') == 9  # every button shows a glyph of its own
+    assert "&#9654;" in text and text.count("data:image/png;base64") == 3

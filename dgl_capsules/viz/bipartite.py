@@ -11,6 +11,7 @@ __all__ = ["animate_bipartite", "edge_scale"]
 _MAX_LABELS = 40  # more nodes than this in a column are drawn without text labels
 MIN_WIDTH = 0.3  # points: the width of an edge at the uniform coupling (and below)
 MIN_ALPHA = 0.12  # its opacity
+AXES_RECT = (0.02, 0.12, 0.96, 0.77)  # of a 7.5 x 6.5 in figure: room for the headers, title and legend
 
 
 def edge_scale(coupling, uniform, max_width=3.0):
@@ -308,7 +309,7 @@ def animate_bipartite(
 
         # No layout engine: it would cost an extra render of all edges on every saved frame.
         fig = plt.figure(figsize=(7.5, 6.5))
-        ax = fig.add_axes((0.02, 0.1, 0.96, 0.8))
+        ax = fig.add_axes(AXES_RECT)
     fig = ax.figure
     rgba, widths = edge_style(0)
     lines = LineCollection(segments, colors=rgba, linewidths=widths, zorder=1, capstyle="round")
@@ -372,11 +373,11 @@ def animate_bipartite(
     for c, text in ((u0, uniform_text), (0.5 * (1 + u0), mid), (1.0, "1 (decided)")):
         wd, al = edge_scale(c, u0, max_width)
         handles.append(Line2D([], [], color="0.2", alpha=float(al), linewidth=float(wd), label=text))
-    what = "coupling" if col_kind == "parent" else "coupling to a parent type (summed over its parents)"
+    what = "coupling" if col_kind == "parent" else "coupling to a parent type"
     if kind != "child":
-        what = "mean " + what + " of a row's children"
+        what = f"mean {what} of a group's children"
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.005), ncols=3, fontsize="x-small",
-              frameon=False, title=f"edge width and opacity: {what}, the same scale in every picture; "
+              frameon=False, title=f"edge width and opacity: {what}, one fixed scale for every picture\n"
               f"parent size ∝ {size_what}", title_fontsize="x-small", handlelength=2.5)
 
     n_frames = len(w)

@@ -2,7 +2,7 @@
 import os
 
 from ._trace import check_trace
-from .bipartite import animate_bipartite
+from .bipartite import AXES_RECT, animate_bipartite
 from .entropy import plot_entropy
 from .histogram import animate_histogram
 from .save import save_animation
@@ -82,6 +82,6 @@ def routing_report(g, result, out_dir, parent_strength=None, sample=0, fps=2, dp
     fig = Figure(figsize=(7.5, 6.5))
     top_k = 256 if g.num_src_nodes() > 2304 else None  # every child of a CapsNet layer
     ani = animate_bipartite(g, trace, sample=sample, parent_strength=parent_strength, top_k=top_k,
-                            ax=fig.add_axes((0.02, 0.05, 0.96, 0.88)))
+                            ax=fig.add_axes(AXES_RECT))
     save_animation(ani, paths["bipartite"], fps=fps, dpi=dpi)
     return paths

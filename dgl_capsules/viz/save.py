@@ -1,18 +1,56 @@
 """Writing animations to .gif, .html or .mp4."""
 import os
+import re
 import shutil
 
 __all__ = ["save_animation"]
 
 _FORMATS = (".gif", ".html", ".mp4")
 
+# matplotlib's HTML player draws its buttons with Font Awesome icons from a CDN (blank offline);
+# the written file gets plain glyphs instead, as HTML entities (the file declares no charset).
+_GLYPHS = {
+    "fa-minus": "&#8722;",
+    "fa-plus": "+",
+    "fa-fast-backward": "|&#9664;&#9664;",
+    "fa-step-backward": "&#9664;|",
+    "fa-play fa-flip-horizontal": "&#9664;",
+    "fa-pause": "&#8214;",
+    "fa-play": "&#9654;",
+    "fa-step-forward": "|&#9654;",
+    "fa-fast-forward": "&#9654;&#9654;|",
+}
+_ICON = re.compile(r'<i class="fa ([a-z -]+)"></i>')
+_CDN_LINK = re.compile(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">\s*')
+_STYLE = ('<style>.anim-buttons .anim-icon {font-family: "DejaVu Sans", "Segoe UI Symbol", sans-serif; '
+          'display: inline-block; min-width: 1.6em; font-style: normal;}</style>\n')
+
+
+def _self_contained_html(path):
+    """Replace the player's CDN icon font by inline glyphs; fail loudly if any other URL remains."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    text = _CDN_LINK.sub(_STYLE, text, count=1)
+
+    def glyph(match):
+        return f'<span class="anim-icon" aria-hidden="true">{_GLYPHS.get(match.group(1).strip(), "?")}</span>'
+
+    text = _ICON.sub(glyph, text)
+    remaining = re.findall(r"https?://[^\s\"'<>]+", text)
+    if remaining:  # pragma: no cover - a matplotlib template change; better an error than a blank player
+        raise RuntimeError(f"the HTML player written by matplotlib still loads {remaining[0]}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
 
 def save_animation(ani, path, fps=2, dpi=None):
     """Save an animation; the format follows the file extension.
 
     ``.gif`` is written through Pillow (no external program needed), ``.html``
-    as a self-contained JavaScript player (matplotlib's jshtml) and ``.mp4``
-    through ffmpeg, which must be on ``PATH``. Every frame of the animation is
+    as a self-contained JavaScript player (matplotlib's jshtml, with its
+    buttons drawn as plain glyphs instead of an icon font from the internet,
+    so it works offline) and ``.mp4`` through ffmpeg, which must be on
+    ``PATH``. Every frame of the animation is
     written once. The figure is left open.
 
     Parameters
@@ -86,4 +124,6 @@ def save_animation(ani, path, fps=2, dpi=None):
             del canvas.draw_idle
         else:
             canvas.draw_idle = own
+    if ext == ".html":
+        _self_contained_html(path)
     return path

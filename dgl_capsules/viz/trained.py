@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..routing._common import RoutingResult
-from .bipartite import animate_bipartite
+from .bipartite import AXES_RECT, animate_bipartite
 from .entropy import entropy_curve, plot_entropy
 from .histogram import animate_histogram
 from .save import save_animation
@@ -113,8 +113,13 @@ def model_routing(model, x):
         layers = [tuple(entry)[:4] for entry in model.routing(x)]
         if not layers:
             raise ValueError(f"model: {type(model).__name__} has no routed capsule layers to draw")
+        kinds = _algorithms(model)
         out = []
         for k, (name, g, result, strength) in enumerate(layers):
+            if len(kinds) == 1:
+                (algo,) = kinds
+            else:
+                algo = "dynamic" if result.sigma2 is None else "em"
             weights, what = None, None
             if isinstance(model, CapsNet) and k == 0:
                 u = model.primary_caps(x)  # (B, N_src, D)
@@ -127,15 +132,34 @@ def model_routing(model, x):
             elif isinstance(model, MatrixCapsNet) and k == 0:
                 _, acts = model.primary(torch.relu(model.conv(x)))  # (B, H, W, types)
                 weights, what = acts.reshape(acts.shape[0], -1).T, "activation"  # (N_src, B)
+            elif k == 0 and algo == "heinsen" and hasattr(model, "primary_caps"):
+                first = model.primary_caps(x)
+                if isinstance(first, tuple) and first[0].shape[-1] == g.num_src_nodes():
+                    weights, what = torch.sigmoid(first[0]).reshape(-1, g.num_src_nodes()).T, "activation"
             elif k > 0 and out[-1].parent_strength.shape[0] == g.num_src_nodes():
                 weights = out[-1].parent_strength
                 what = "vote length" if out[-1].algorithm == "dynamic" else "activation"
-            algo = "dynamic" if result.sigma2 is None else "em"  # Heinsen models take the sequence path
             module = {"convcaps1": getattr(model, "caps1", None), "convcaps2": getattr(model, "caps2", None)}.get(name)
             types = (getattr(module, "in_types", None), getattr(module, "out_types", None)) \
                 if isinstance(model, MatrixCapsNet) else (None, None)
             out.append(LayerRouting(name, g, result, strength, weights, what, algo, *types))
         return out
+
+
+def _algorithms(model):
+    """The routing algorithms of a model's capsule layers, from their classes."""
+    from ..nn import DynamicCaps, HeinsenRouting
+    from ..nn.em import ClassCaps, ConvCaps
+
+    kinds = set()
+    for m in model.modules():
+        if isinstance(m, DynamicCaps):
+            kinds.add("dynamic")
+        elif isinstance(m, (ConvCaps, ClassCaps)):
+            kinds.add("em")
+        elif isinstance(m, HeinsenRouting):
+            kinds.add("heinsen")
+    return kinds
 
 
 def _sequence_routing(model, seqs):
@@ -330,7 +354,7 @@ def visualize_model(model, x, y, out_dir, class_names=None, fps=2, dpi=100):
         if last:
             kw["parent_labels"] = _class_labels(n_classes, class_names, pred0)
         ani = animate_bipartite(pg, ptrace, sample=0, parent_strength=pic.parent_strength,
-                                ax=fig.add_axes((0.02, 0.1, 0.96, 0.8)), title=f"{head}, {verdict}", **kw)
+                                ax=fig.add_axes(AXES_RECT), title=f"{head}, {verdict}", **kw)
         save_animation(ani, files["bipartite"], fps=fps, dpi=dpi)
 
         paths[layer.name] = files
@@ -394,6 +418,12 @@ def reconstruction_grid(model, dataset, path, n=16):
     >>> os.path.basename(p)
     'r.png'
     """
+    fig = _reconstruction_figure(model, dataset, n)
+    fig.savefig(os.fspath(path), dpi=100)
+    return os.fspath(path)
+
+
+def _reconstruction_figure(model, dataset, n):
     from matplotlib.figure import Figure
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -424,8 +454,7 @@ def reconstruction_grid(model, dataset, path, n=16):
                 label = int(dataset.labels[idx[i]]) if k == 0 else int(pred[i])
                 ax.set_title(title.format(label), fontsize=8)
     fig.suptitle(f"digits (upper) and {name} reconstructions (lower)", fontsize=9)
-    fig.savefig(os.fspath(path), dpi=100)
-    return os.fspath(path)
+    return fig
 
 
 def _fixed_indices(n_items, n):
@@ -655,7 +684,7 @@ def animate_over_training(run_dir, out_dir, fps=2, dpi=100):
         labels_txt = [f"epoch {e}, predicted {int(rec['predicted'][0])}" for e, rec in zip(epochs, records)]
         head = f"{records[-1]['model']} {name}, input 0" + ("" if true0 is None else f" (true {true0})")
         fig = Figure(figsize=(7.5, 6.5))
-        ani = animate_bipartite(g, frames, sample=0, ax=fig.add_axes((0.02, 0.1, 0.96, 0.8)), title=head,
+        ani = animate_bipartite(g, frames, sample=0, ax=fig.add_axes(AXES_RECT), title=head,
                                 frame_labels=labels_txt, parent_strength=strength, **kw)
         out[f"bipartite_{name}"] = save_animation(ani, os.path.join(out_dir, f"bipartite_{name}.gif"),
                                                   fps=fps, dpi=dpi)
