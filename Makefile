@@ -16,8 +16,9 @@ $(STAMP): setup.cfg pyproject.toml
 
 .venv venv: $(STAMP)
 
+# Retrains from scratch each time (--overwrite replaces runs/demo; --resume would continue it).
 demo: $(STAMP)
-	$(BIN)/dgl-capsules demo
+	$(BIN)/dgl-capsules demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2

@@ -135,17 +135,33 @@ def _train(args):
     return 0
 
 
-def _evaluate(args):
+def _data_for(model, spec):
+    """``(splits at the model's input side, as it was trained; splits at their own side)``."""
     from .data import get_dataset
+
+    native = get_dataset(spec)
+    size, side = getattr(model, "image_size", None), native.test.images.shape[-1]
+    if size is None or side == size:
+        return native, native
+    if side > size:
+        raise ValueError(f"data: the images of {spec!r} are {side}x{side} but the model takes {size}x{size}; "
+                         f"train it with image_size={side}")
+    return get_dataset(spec, size), native  # the one data path: the same padding (or drawing) as in training
+
+
+def _evaluate(args):
     from .train import eval_set, evaluate, load_model
 
     if args.json:  # fail before the work, not after it
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     model, ckpt = load_model(args.checkpoint)
     data = args.data or ckpt["config"]["data"]
-    splits = get_dataset(data)
+    sized, native = _data_for(model, data)
     size = getattr(model, "image_size", None)
-    sets = {on: eval_set(on, splits, image_size=size, seed=args.seed) for on in dict.fromkeys(args.on)}
+    sets = {}  # every set is made (and checked) before the first is scored
+    for on in dict.fromkeys(args.on):
+        own = on == "test" or (on == "multi" and sized.test.labels.dim() == 2)
+        sets[on] = eval_set(on, sized if own else native, image_size=size, seed=args.seed)
     results = {}
     for on, dataset in sets.items():
         results[on] = evaluate(model, dataset)
@@ -157,22 +173,30 @@ def _evaluate(args):
 
 
 def _print_paths(paths, prefix=""):
+    """Print every file path in a (nested) dict of results, one per line, labelled by its keys."""
     for key, value in paths.items():
         if isinstance(value, dict):
             _print_paths(value, f"{prefix}{key} ")
-        else:
+        elif isinstance(value, str) and os.path.isfile(value):
             print(f"{prefix}{key}: {value}")
 
 
+def _print_drawing(drawn, prefix=""):
+    """The files of :func:`~dgl_capsules.viz.visualize_model` and what the model predicted."""
+    _print_paths(drawn.get("paths", {}), prefix)
+    summary = drawn.get("summary", {})
+    if "summary_path" in drawn:
+        print(f"{prefix}summary: {drawn['summary_path']} (predicted {summary.get('predicted')}, "
+              f"true {summary.get('true')})")
+
+
 def _draw_digit(checkpoint, index, out, data=None):
-    """Routing pictures of test image ``index`` through the model of ``checkpoint``; ``{kind: path}``."""
-    from .data import get_dataset
-    from .train import fit_images, load_model
+    """Routing pictures of test image ``index`` through the model of ``checkpoint`` (viz.visualize_model)."""
+    from .train import load_model
     from .viz import visualize_model
 
     model, ckpt = load_model(checkpoint)
-    test = fit_images(get_dataset(data or ckpt["config"]["data"]).test, getattr(model, "image_size", None),
-                      name="data")
+    test = _data_for(model, data or ckpt["config"]["data"])[0].test
     if not 0 <= index < len(test):
         raise ValueError(f"index must be in [0, {len(test)}); got {index}")
     x, y = test[index]
@@ -187,7 +211,7 @@ def _visualize(args):
             raise FileNotFoundError(f"path {args.checkpoint!r}: no such file")
         _print_paths(animate_over_training(os.path.dirname(os.path.abspath(args.checkpoint)), args.out))
         return 0
-    _print_paths(_draw_digit(args.checkpoint, args.index, args.out, args.data))
+    _print_drawing(_draw_digit(args.checkpoint, args.index, args.out, args.data))
     return 0
 
 
@@ -219,7 +243,7 @@ def _demo(args):
     model, _ = load_model(model_path)
     grid = reconstruction_grid(model, get_dataset("mnist5k").test, os.path.join(args.out, "reconstructions.png"))
     print(f"reconstructions: {grid}")
-    _print_paths(_draw_digit(model_path, args.index, os.path.join(args.out, "routing")), "routing ")
+    _print_drawing(_draw_digit(model_path, args.index, os.path.join(args.out, "routing")), "routing ")
     if args.trace_routing:
         _print_paths(animate_over_training(args.out, os.path.join(args.out, "over_training")), "over training ")
     print(f"test accuracy {metrics['test_accuracy']:.2%} after {metrics['epochs']} epochs, "

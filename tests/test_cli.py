@@ -139,6 +139,18 @@ def test_train_evaluate_visualize_on_idx_files(tmp_path, capsys, idx_run):
     assert "--on: unknown evaluation set 'rotated'" in error_line(capsys, "evaluate")
 
 
+def test_evaluate_pads_the_test_images_as_training_did(tmp_path, capsys, idx_run):
+    data, _ = idx_run
+    out = tmp_path / "run40"
+    assert main(["train", "--data", f"mnist:{data}", "--image-size", "40", *TINY, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--on", "test", "affine",
+                 "--json", str(tmp_path / "ev.json")]) == 0
+    ev = json.loads((tmp_path / "ev.json").read_text())["accuracy"]
+    assert ev["test"] == metrics["test_accuracy"] and 0 <= ev["affine"] <= 1
+    assert "affine   accuracy" in capsys.readouterr().out
+
+
 def test_visualize_draws_every_routed_layer(tmp_path, capsys, idx_run):
     data, run = idx_run
     assert main(["visualize", "--checkpoint", str(run / "model.pt"), "--index", "3", "--out",
@@ -155,7 +167,8 @@ def test_visualize_refuses_data_larger_than_the_model_takes(tmp_path, capsys, id
     assert main(["visualize", "--checkpoint", str(run / "model.pt"), "--data", f"multi:mnist:{data}",
                  "--out", str(tmp_path / "viz")]) == 2
     err = error_line(capsys, "visualize")
-    assert "--data: the images are 36x36 but the model takes 28x28; train it with --image-size 36" in err
+    assert (f"--data: the images of 'multi:mnist:{data}' are 36x36 but the model takes 28x28; "
+            "train it with --image-size 36") in err
 
 
 def test_a_missing_optional_package_is_one_line_naming_the_pip_extra(tmp_path, capsys, monkeypatch):
