@@ -18,10 +18,10 @@ def squash(s, dim=-1, eps=None):
 
     NOTE: the second form, with :math:`\lVert s \rVert = \sqrt{\lVert s
     \rVert^2 + \epsilon}`, is equal to the paper's but has a finite value and
-    gradient at :math:`s = 0`. It is computed as :math:`s / (\lVert s \rVert +
-    1 / \lVert s \rVert)` with the norm taken after dividing ``s`` by its
-    largest entry (when that is above 1), so that very long vectors (1e20 in
-    float32) give unit vectors and finite gradients instead of ``inf / inf``.
+    gradient at :math:`s = 0`. It is computed after dividing ``s`` by its
+    largest entry (when that is above 1), so that very long vectors (1e20 or
+    3e38 in float32) give unit vectors and finite gradients instead of
+    ``inf / inf``.
 
     Parameters
     ----------
@@ -47,17 +47,25 @@ def squash(s, dim=-1, eps=None):
     """
     if eps is None:
         eps = torch.finfo(s.dtype).tiny
-    n = _safe_norm(s, dim, eps)
-    return s * (1 / (n + 1 / n))
+    t, q, c = _squash_parts(s, dim, eps)
+    return t * (torch.sqrt(q) / (q + c))
 
 
-def _safe_norm(s, dim, eps):
-    r""":math:`\sqrt{\lVert s \rVert^2 + \epsilon}` along ``dim`` (kept), without overflow for huge entries."""
-    # NOTE: the scale is a constant for autograd (detached); the value and the
-    # gradient are those of sqrt(sum s^2 + eps), only rounded differently.
+def _squash_parts(s, dim, eps):
+    r"""``s = a t`` with ``a = max(1, max_i |s_i|)`` (a constant for autograd); ``q = (|s|^2 + eps) / a^2``, ``c = 1 / a^2``.
+
+    With :math:`n^2 = \lVert s \rVert^2 + \epsilon = a^2 q`, squash
+    :math:`s\, n / (1 + n^2)` is :math:`t \sqrt{q} / (q + c)`: nothing here
+    overflows, even where :math:`n` itself would (3e38 in float32; then
+    ``c`` is 0), and for ``a = 1`` it is the formula as written.
+    """
+    # NOTE: the scale is detached; value and gradient are those of the formula
+    # with sqrt(|s|^2 + eps), only rounded differently.
     scale = s.detach().abs().amax(dim, keepdim=True).clamp_min(1)
+    c = 1 / (scale * scale)
     t = s / scale
-    return scale * torch.sqrt((t * t).sum(dim, keepdim=True) + eps / (scale * scale))
+    q = (t * t).sum(dim, keepdim=True) + eps * c
+    return t, q, c
 
 
 def margin_loss(lengths, target, m_plus=0.9, m_minus=0.1, lam=0.5):

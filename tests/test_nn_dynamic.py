@@ -3,7 +3,7 @@ import torch
 
 import dgl_capsules as dc
 from dgl_capsules.nn import DynamicCaps
-from test_routing_dynamic import dense_dynamic_routing
+from dgl_capsules.testing import dense_dynamic_routing
 
 
 def test_dynamic_caps_equals_dense_formula():

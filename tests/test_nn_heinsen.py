@@ -3,7 +3,7 @@ import torch
 
 import dgl_capsules as dc
 from dgl_capsules.nn import HeinsenRouting
-from test_routing_heinsen import dense_heinsen_routing
+from dgl_capsules.testing import dense_heinsen_routing
 
 
 def dense_layer(params, a_inp, mu_inp, n_out, n_iters=3, p_model="gaussian", eps=1e-5):
@@ -314,7 +314,7 @@ def test_bad_ragged_inputs_name_the_element():
 def test_layer_reads_the_edge_order_from_the_graph(config, monkeypatch):
     """On a capsule graph whose edge ids are shuffled, the layer gathers its votes and gives the same outputs."""
     import dgl_capsules.nn.heinsen as module
-    from helpers import permuted
+    from dgl_capsules.testing import permuted
 
     layer = randomise(HeinsenRouting(d_cov=2, d_inp=3, d_out=4, **CONFIGS[config]).double())
     a = [torch.randn(2, 6, dtype=torch.float64) for _ in range(3)]

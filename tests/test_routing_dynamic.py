@@ -4,23 +4,8 @@ import torch
 
 import dgl_capsules as dc
 from dgl_capsules.routing import dynamic_routing
-from helpers import dense_mask, edge_to_dense, permuted
-
-
-def dense_dynamic_routing(u, mask, n_iters):
-    """Sabour et al. 2017, Procedure 1, written densely from the paper.
-
-    u: (B, I, J, D) prediction vectors u_hat_{j|i}; mask: (I, J) which child votes for which parent.
-    Returns v (B, J, D) and c (B, I, J) of the last iteration.
-    """
-    b = torch.zeros(u.shape[:3], dtype=u.dtype)
-    for r in range(n_iters):
-        c = torch.softmax(b.masked_fill(~mask, float("-inf")), dim=2).nan_to_num(0.0)
-        s = torch.einsum("bij,bijd->bjd", c * mask, u)
-        norm = torch.linalg.vector_norm(s, dim=-1, keepdim=True)
-        v = norm**2 / (1 + norm**2) * s / norm
-        b = b + torch.einsum("bijd,bjd->bij", u, v)
-    return v, c
+from dgl_capsules.routing.dynamic import _route_message_passing
+from dgl_capsules.testing import check_routing_contract, dense_dynamic_routing, dense_mask, edge_to_dense, permuted
 
 
 def graphs():
@@ -285,3 +270,100 @@ def test_only_complete_graphs_take_the_fast_path():
     assert complete_pairs(repeated) is None
     pairs = complete_pairs(dc.capsule_graph(4, 3))
     assert pairs.canonical and pairs.n_src == 4 and pairs.n_dst == 3
+
+
+# Reliability (issue 15): the routing contract, int32 graphs, empty batches, dtypes, repr.
+
+
+@pytest.mark.parametrize("n_iters", [1, 3])
+def test_routing_contract(n_iters):
+    def make_inputs(g, batch, generator):
+        return (torch.randn(g.num_edges(), batch, 4, generator=generator, dtype=torch.float64),)
+
+    def route(g, votes):
+        return dynamic_routing(g, votes, n_iters=n_iters, return_trace=True)
+
+    check_routing_contract(route, make_inputs, ("edge",))
+
+
+def int_graphs():
+    g = dc.capsule_graph(20, 4)
+    return {
+        "complete": g,
+        "complete_shuffled": permuted(g)[0],  # the fast path with an index
+        "conv": dc.conv_capsule_graph((5, 5), kernel=3, stride=1, in_types=2, out_types=2),
+        "ragged": dgl.batch([dc.capsule_graph(3, 4), dc.capsule_graph(5, 4), dc.capsule_graph(1, 2)]),
+    }
+
+
+@pytest.mark.parametrize("name", ["complete", "complete_shuffled", "conv", "ragged"])
+def test_int32_graphs_give_the_int64_results(name):
+    g = int_graphs()[name]
+    votes = torch.randn(g.num_edges(), 3, 8, dtype=torch.float64, requires_grad=True)
+    a = dynamic_routing(g, votes, return_trace=True)
+    b = dynamic_routing(g.int(), votes, return_trace=True)
+    assert g.int().idtype == torch.int32
+    for x, y in zip([a.poses, a.coupling, *a.trace], [b.poses, b.coupling, *b.trace]):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    (ga,) = torch.autograd.grad(a.poses.sum(), votes)
+    (gb,) = torch.autograd.grad(b.poses.sum(), votes)
+    torch.testing.assert_close(ga, gb, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["complete", "conv", "ragged"])
+def test_empty_batch_gives_empty_outputs(name):
+    g = int_graphs()[name]
+    votes = torch.randn(g.num_edges(), 0, 8, requires_grad=True)
+    r = dynamic_routing(g, votes, return_trace=True)
+    assert r.poses.shape == (g.num_dst_nodes(), 0, 8) and r.coupling.shape == (g.num_edges(), 0)
+    assert len(r.trace) == 3 and r.trace[0].shape == (g.num_edges(), 0)
+    r.poses.sum().backward()
+    assert votes.grad.shape == votes.shape
+    two = dynamic_routing(g, torch.randn(g.num_edges(), 2, 0, 8))
+    assert two.poses.shape == (g.num_dst_nodes(), 2, 0, 8)
+
+
+def test_votes_must_be_float32_or_float64():
+    g = dc.capsule_graph(4, 3)
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(TypeError, match=rf"votes must be float32 or float64 .*; got {dtype}"):
+            dynamic_routing(g, torch.randn(12, 2, 4).to(dtype))
+    with pytest.raises(TypeError, match=r"votes must be a torch.Tensor .*got numpy.ndarray"):
+        dynamic_routing(g, torch.randn(12, 2, 4).numpy())
+    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, D\) with D >= 1; got \(12, 2, 0\)"):
+        dynamic_routing(g, torch.randn(12, 2, 0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_huge_votes_route_to_unit_poses_with_finite_gradients(dtype):
+    big = 1e20 if dtype == torch.float32 else 1e200
+    for g in (dc.capsule_graph(6, 3), dc.conv_capsule_graph((3, 3), 2, 1, 1, 1)):  # fast path and message passing
+        votes = (big * torch.randn(g.num_edges(), 2, 4, dtype=dtype)).requires_grad_(True)
+        one = dynamic_routing(g, votes, n_iters=1)  # uniform couplings: every s_j is huge
+        torch.testing.assert_close(one.poses.norm(dim=-1), torch.ones(g.num_dst_nodes(), 2, dtype=dtype))
+        r = dynamic_routing(g, votes)  # (later iterations may give a parent no share: v_j = 0)
+        assert torch.isfinite(r.poses).all() and torch.isfinite(r.coupling).all()
+        assert (r.poses.norm(dim=-1) < 1 + 1e-6).all()
+        (grad,) = torch.autograd.grad(r.poses.sum() + r.coupling.sum() + one.poses.sum(), votes)
+        assert torch.isfinite(grad).all()
+
+
+def test_fast_path_gradients_of_huge_votes_equal_message_passing():
+    g = dc.capsule_graph(6, 3)
+    votes = (1e170 * torch.randn(g.num_edges(), 2, 4, dtype=torch.float64)).requires_grad_(True)
+    weight = torch.randn(3, 2, 4, dtype=torch.float64)
+    fast = dynamic_routing(g, votes, n_iters=1)
+    slow = _route_message_passing(g, votes, 1, False)
+    torch.testing.assert_close(fast.poses, slow.poses, rtol=1e-10, atol=0)
+    (grad_fast,) = torch.autograd.grad((fast.poses * weight).sum(), votes)
+    (grad_slow,) = torch.autograd.grad((slow.poses * weight).sum(), votes)
+    assert grad_fast.abs().max() > 0
+    torch.testing.assert_close(grad_fast, grad_slow, rtol=1e-8, atol=1e-8 * float(grad_slow.abs().max()))
+
+
+def test_routing_result_repr_shows_shapes_not_values():
+    r = dynamic_routing(dc.capsule_graph(1152, 10), torch.randn(11520, 4, 16), return_trace=True)
+    text = repr(r)
+    assert len(text) < 300, text
+    assert text == ("RoutingResult(poses=Tensor(10, 4, 16) float32, activations=None, coupling=Tensor(11520, 4) "
+                    "float32, sigma2=None, trace=[3 x Tensor(11520, 4) float32])")

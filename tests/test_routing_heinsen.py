@@ -4,38 +4,13 @@ import torch
 
 import dgl_capsules as dc
 from dgl_capsules.routing import heinsen_routing
-from helpers import dense_mask, edge_to_dense, permuted
-
-
-def dense_heinsen_routing(V, a, beta_use, beta_ign, mask, n_iters, eps=1e-5, p_model="gaussian"):
-    """Heinsen 2019, Algorithm 1, written densely from the paper's equations.
-
-    V: (B, I, J, C, H) votes; a: (B, I) input logits; betas: scalars or (I, J);
-    mask: (I, J) which child votes for which parent. Returns a_out (B, J),
-    mu and sig2 (B, J, C, H) and R (B, I, J) of the last iteration.
-    """
-    m = mask.to(V.dtype)
-    f_a = torch.sigmoid(a)[..., None]  # (B, I, 1)
-    for it in range(n_iters):
-        if it == 0:
-            R = (m / m.sum(1, keepdim=True).clamp(min=1)).expand(V.shape[:3])
-        else:
-            sq = (V - mu[:, None]) ** 2  # (B, I, J, C, H)
-            if p_model == "gaussian":
-                log_p = -(sq / (2 * sig2[:, None])).sum((-2, -1)) - torch.log(torch.sqrt(sig2)).sum((-2, -1))[:, None]
-            else:
-                x = (-sq.sum((-2, -1))).masked_fill(~mask, float("-inf"))
-                log_p = torch.log_softmax(x, dim=2)
-            logits = (torch.nn.functional.logsigmoid(a_out)[:, None] + log_p).masked_fill(~mask, float("-inf"))
-            R = torch.softmax(logits, dim=2).nan_to_num(0.0)
-        D_use = f_a * R * m
-        D_ign = (f_a - D_use) * m
-        a_out = (beta_use * D_use).sum(1) - (beta_ign * D_ign).sum(1)
-        denom = D_use.sum(1) + eps  # (B, J)
-        mu = torch.einsum("bij,bijch->bjch", D_use, V) / denom[..., None, None]
-        sq = (V - mu[:, None]) ** 2
-        sig2 = torch.einsum("bij,bijch->bjch", D_use, sq) / denom[..., None, None] + eps
-    return a_out, mu, sig2, R
+from dgl_capsules.testing import (
+    check_routing_contract,
+    dense_heinsen_routing,
+    dense_mask,
+    edge_to_dense,
+    permuted,
+)
 
 
 def graphs():

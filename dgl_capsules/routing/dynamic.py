@@ -4,7 +4,7 @@ import torch
 from dgl.ops import edge_softmax
 
 from .._checks import check_edge_tensor, check_n_iters
-from ..functional import _safe_norm, squash
+from ..functional import _squash_parts, squash
 from ._common import RoutingResult, check_graph, empty_result
 
 __all__ = ["dynamic_routing"]
@@ -210,14 +210,16 @@ def _forward_block(x, n_iters):
 def _squash_backward(s, grad_v):
     """Vector-Jacobian product of :func:`~dgl_capsules.functional.squash` (same eps, same overflow guard).
 
-    With ``n = sqrt(|s|^2 + eps)``, ``h = 1 / (n + 1/n)`` and ``u = s / n``,
-    ``v = s h`` has ``grad_s = h (grad_v + u (grad_v . u) (1/n - n) h)``;
-    every factor is bounded, so huge ``s`` gives no ``inf / inf``.
+    With ``n = sqrt(|s|^2 + eps)``, ``h = n / (1 + n^2)`` and ``u = s / n``,
+    ``v = s h`` has ``grad_s = h (grad_v + u (grad_v . u) (1 - n^2) / (1 + n^2))``,
+    written with the scaled parts of ``squash`` so that no factor overflows.
     """
-    n = _safe_norm(s, -1, torch.finfo(s.dtype).tiny)
-    h = 1 / (n + 1 / n)
-    u = s / n
-    return h * (grad_v + u * ((grad_v * u).sum(-1, keepdim=True) * ((1 / n - n) * h)))
+    t, q, c = _squash_parts(s, -1, torch.finfo(s.dtype).tiny)
+    m = torch.sqrt(q)  # n / a
+    h = m / (q + c) / s.detach().abs().amax(-1, keepdim=True).clamp_min(1)  # n / (1 + n^2)
+    u = t / m
+    r = (c - q) / (c + q)  # (1 - n^2) / (1 + n^2)
+    return h * (grad_v + u * ((grad_v * u).sum(-1, keepdim=True) * r))
 
 
 def _backward_block(x, n_iters, grad_v, grad_cs):

@@ -1,0 +1,138 @@
+"""dgl_capsules.testing: the contract check accepts the library's routings and catches broken ones."""
+import dgl
+import pytest
+import torch
+
+import dgl_capsules as dc
+from dgl_capsules.routing import dynamic_routing
+from dgl_capsules.testing import (
+    check_routing_contract,
+    dense_dynamic_routing,
+    dense_mask,
+    dense_to_edge,
+    edge_to_dense,
+    permuted,
+)
+
+
+def make_votes(g, batch, generator):
+    return (torch.randn(g.num_edges(), batch, 4, generator=generator, dtype=torch.float64),)
+
+
+def good(g, votes):
+    return dynamic_routing(g, votes, n_iters=2, return_trace=True)
+
+
+def test_accepts_dynamic_routing():
+    check_routing_contract(good, make_votes, ("edge",))
+
+
+def ignores_edge_order(g, votes):
+    r = good(g, votes)
+    return r._replace(poses=r.poses + 1e-3 * votes[: g.num_dst_nodes()])  # reads "the first J edges"
+
+
+def unnormalised(g, votes):
+    r = good(g, votes)
+    return r._replace(coupling=r.coupling * 1.01)
+
+
+def leaves_features(g, votes):
+    g.edata["u"] = votes
+    return good(g, votes)
+
+
+def mixes_samples(g, votes):
+    r = good(g, votes)
+    return r._replace(poses=r.poses - 0.5 * r.poses.mean(1, keepdim=True))
+
+
+def int64_only(g, votes):
+    src, _ = g.edges()
+    torch.zeros(g.num_src_nodes()).scatter_(0, src, 1.0)  # scatter needs int64 indices
+    return good(g, votes)
+
+
+def no_empty_batch(g, votes):
+    """Routes sample by sample: torch.stack of no samples raises."""
+    rs = [good(g, votes[:, b]) for b in range(votes.shape[1])]
+    return dc.RoutingResult(poses=torch.stack([r.poses for r in rs], 1),
+                            coupling=torch.stack([r.coupling for r in rs], 1))
+
+
+class _DoubleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+
+def wrong_gradient(g, votes):
+    return good(g, _DoubleGrad.apply(votes))
+
+
+def unchecked(g, votes):
+    return good(g, torch.as_tensor(votes).double())
+
+
+def ragged_differs(g, votes):
+    r = good(g, votes)
+    return r._replace(poses=r.poses * (1 + 1e-3 * (g.batch_size > 1)))
+
+
+@pytest.mark.parametrize(
+    "route, match",
+    [
+        (ignores_edge_order, r"edge permutation \(graph 'complete'\): poses"),
+        (unnormalised, r"couplings sum to 1 per child \(graph 'complete'\): coupling"),
+        (leaves_features, r"graph untouched \(graph 'complete'\): features left on the graph: edata \['u'\]"),
+        (mixes_samples, r"one sample alone \(graph 'complete'\): poses"),
+        (int64_only, r"int32 graph \(graph 'complete'\): raised RuntimeError"),
+        (no_empty_batch, r"empty batch \(graph 'complete'\): raised RuntimeError"),
+        (ragged_differs, r"ragged batch equals its parts alone \(part 0\): poses"),
+        (wrong_gradient, r"gradcheck: Jacobian mismatch"),
+        (unchecked, r"named errors: float16 votes raised nothing, expected TypeError"),
+    ],
+)
+def test_catches_a_broken_routing(route, match):
+    with pytest.raises(AssertionError, match=match):
+        check_routing_contract(route, make_votes, ("edge",))
+
+
+def test_catches_an_unnamed_error():
+    def names_nothing(g, votes):
+        if isinstance(votes, torch.Tensor) and votes.dtype == torch.float16:
+            raise TypeError("bad dtype")
+        return good(g, votes)
+
+    with pytest.raises(AssertionError, match=r"named errors: float16 votes raised TypeError without naming votes"):
+        check_routing_contract(names_nothing, make_votes, ("edge",), gradcheck=False)
+
+
+def test_kinds_must_fit():
+    with pytest.raises(ValueError, match=r"kinds must start with 'edge'"):
+        check_routing_contract(good, make_votes, ("child",))
+    with pytest.raises(ValueError, match=r"kinds must name each of the 1 inputs; got 2 kinds"):
+        check_routing_contract(good, make_votes, ("edge", "child"))
+
+
+def test_dense_helpers_round_trip():
+    g = dc.conv_capsule_graph((4, 4), 2, 2, 1, 2)
+    x = torch.randn(g.num_edges(), 3)
+    assert torch.equal(dense_to_edge(g, edge_to_dense(g, x)), x)
+    assert int(dense_mask(g).sum()) == g.num_edges()
+    h, perm = permuted(g)
+    assert torch.equal(h.edata["offset"], g.edata["offset"][perm])
+    assert torch.equal(torch.stack(h.edges()), torch.stack(g.edges())[:, perm])
+
+
+def test_dense_dynamic_reference_without_a_mask_equals_the_all_true_mask():
+    u = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    v1, c1 = dense_dynamic_routing(u, None, 3)
+    v2, c2 = dense_dynamic_routing(u, torch.ones(5, 3, dtype=torch.bool), 3)
+    torch.testing.assert_close(v1, v2, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(c1, c2, rtol=1e-12, atol=1e-14)
+    assert isinstance(dgl.batch([dc.capsule_graph(2, 2)]), dgl.DGLGraph)
