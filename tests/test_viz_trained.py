@@ -199,6 +199,9 @@ def test_animate_over_training_one_frame_per_epoch(tmp_path, which, seq_model):
         with torch.no_grad():  # training moves the weights between epochs
             for p in model.parameters():
                 p.add_(0.05 * torch.randn_like(p))
+    first = torch.load(tmp_path / "routing_trace" / "epoch_000.pt", weights_only=False)
+    n_items = len(data.sequences) if which == "sequence" else len(data)
+    assert first["indices"] == [0, round((n_items - 1) / 2), n_items - 1]  # spread over all inputs
     out = viz.animate_over_training(tmp_path, tmp_path / "pictures", dpi=30)
     names = [lay["name"] for lay in torch.load(tmp_path / "routing_trace" / "epoch_002.pt",
                                                 weights_only=False)["layers"]]

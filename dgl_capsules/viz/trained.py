@@ -508,9 +508,11 @@ def record_routing(model, dataset, path, n=8):
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer; got {n!r}")
-    if len(dataset) == 0:
+    # NOTE: MotifSequences is a NamedTuple, whose len() counts its fields, not its sequences.
+    n_items = len(dataset.images) if hasattr(dataset, "images") else len(dataset.sequences)
+    if n_items == 0:
         raise ValueError("dataset is empty; record_routing needs at least one input")
-    idx = _fixed_indices(len(dataset), n)
+    idx = _fixed_indices(n_items, n)
     if hasattr(dataset, "images"):
         x = dataset.images[idx]
     else:
