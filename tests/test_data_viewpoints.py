@@ -104,7 +104,13 @@ def test_cache_hit_and_versioning(cache, views, monkeypatch):
     assert len(set(os.listdir(cache))) == 9  # ... into its own file
     monkeypatch.setattr(vp, "RENDER_VERSION", vp.RENDER_VERSION + 1)
     render_views(**TINY, cache_dir=cache, progress=False)
-    assert len(calls) == 9  # and so does a new version of the rendering code
+    assert len(calls) == 9  # and so does a new version of the rendering code,
+    monkeypatch.setattr(vp, "_package_version", lambda name: "0.0-other")
+    render_views(**TINY, cache_dir=cache, progress=False)
+    assert len(calls) == 10  # another pybullet
+    monkeypatch.setattr(vp, "_file_digest", lambda path: "changed-mesh")
+    render_views(**TINY, cache_dir=cache, progress=False)
+    assert len(calls) == 11  # or other mesh files
     assert not [f for f in os.listdir(cache) if f.endswith(".tmp")]  # atomic writes leave no temporary files
 
 

@@ -10,6 +10,7 @@ with its CPU renderer, caches it, and splits it the same way;
 (:func:`~dgl_capsules.data.SmallNORB` with ``split=``).
 """
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
@@ -301,6 +302,13 @@ def _mesh_vertices(path):
     return np.asarray(v, dtype=np.float64)
 
 
+def _package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a source build without metadata
+        return "unknown"
+
+
 def _file_digest(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:16]
@@ -348,7 +356,7 @@ def _settings(classes, size, instances, lightings, azimuths, elevations, baselin
     if not 0 <= baseline <= 0.5:
         raise ValueError(f"baseline must be in [0, 0.5] (object diameters); got {baseline}")
     return dict(
-        version=RENDER_VERSION, pybullet_api=pybullet.getAPIVersion(),
+        version=RENDER_VERSION, pybullet=_package_version("pybullet"), pybullet_api=pybullet.getAPIVersion(),
         classes=list(names), meshes=[_file_digest(os.path.join(root, paths[c])) for c in names],
         size=_check_int("size", size, 8), instances=_check_int("instances", instances, 1),
         lightings=_check_lightings(lightings),
@@ -480,7 +488,7 @@ def render_views(classes=10, size=32, instances=1, lightings=6, azimuths=None, e
 
     The result is cached in ``cache_dir`` (default ``$DGL_CAPSULES_CACHE`` or
     ``~/.cache/dgl_capsules``) as ``viewpoints-<hash>.npz``, the hash taken
-    over every setting above, the renderer's version, the mesh files and
+    over every setting above, pybullet's version, the mesh files and
     :data:`RENDER_VERSION`: a changed setting renders anew, never reads a
     stale file. The file is written atomically (a temporary file renamed).
     The same settings give the same bytes.
