@@ -26,7 +26,7 @@ peak resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of that
 fresh subprocess during its first fwd+bwd step, over the resident set before
 it (network, batch and imports already there).
 
-Run ``python bench/bench_em_step.py [--quick] [--threads 2] [--before REV]``;
+Run ``python bench/bench_em_step.py [--quick] [--threads 2] [--before REV] [--after ROOT]``;
 ``run(quick)`` returns the rows for ``bench/run_all.py``.
 """
 import argparse
@@ -105,24 +105,28 @@ def _worker(net_name, variant, threads, repeats):
     return {"fwd_s": best(fwd), "fwd_bwd_s": best(fwd_bwd), "peak_mb": peak_mb, "loss": loss}
 
 
-def _spawn(net_name, variant, threads, repeats, rev):
-    root = before_tree(rev) if variant == "before" else ROOT
+def _spawn(net_name, variant, threads, repeats, rev, after=None):
+    root = before_tree(rev) if variant == "before" else (after or ROOT)
     env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", net_name, variant,
            "--threads", str(threads), "--repeats", str(repeats)]
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=HERE).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} (PYTHONPATH={root}) failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None):
-    """One row per (network, variant); ratios are before / after and dense / after."""
+def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None):
+    """One row per (network, variant); ratios are before / after and dense / after.
+
+    ``after`` is the root of the tree whose ``dgl_capsules`` is "after" (default: this one)."""
     rounds = rounds or (1 if quick else 2)
     repeats = 2 if quick else 4
     best = {}
     for _ in range(rounds):
         for net_name in NETS:
             for variant in VARIANTS:
-                r = _spawn(net_name, variant, threads, repeats, rev)
+                r = _spawn(net_name, variant, threads, repeats, rev, after)
                 if log:
                     log(f"  {net_name:14s} {variant:7s} fwd {r['fwd_s']:.3f} s  fwd+bwd {r['fwd_bwd_s']:.3f} s  "
                         f"peak +{r['peak_mb']:.0f} MB  loss {r['loss']:.4f}")
@@ -152,6 +156,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="one round, fewer repeats")
     p.add_argument("--threads", type=int, default=2, help="OpenMP threads per variant (default 2)")
     p.add_argument("--before", default=BEFORE, help=f"commit of the 'before' row (default {BEFORE})")
+    p.add_argument("--after", default=None,
+                   help="root of the tree imported for 'after' and 'dense' (default: this working tree)")
     p.add_argument("--rounds", type=int, default=None, help="rounds over all variants (default 2, quick 1)")
     p.add_argument("--worker", nargs=2, metavar=("NET", "VARIANT"), help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=4, help=argparse.SUPPRESS)
@@ -164,7 +170,7 @@ def main(argv=None):
         load = " ".join(f.read().split()[:3])
     print(f"command: {cmd.strip()}")
     print(f"load average at start: {load}; {args.threads} thread(s); batch {BATCH}; 28x28; float32")
-    rows = run(args.quick, args.threads, args.before, args.rounds, log=print)
+    rows = run(args.quick, args.threads, args.before, args.rounds, log=print, after=args.after)
     with open("/proc/loadavg") as f:
         print(f"load average at end: {' '.join(f.read().split()[:3])}")
     keys = list(rows[0])
