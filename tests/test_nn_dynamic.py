@@ -56,3 +56,54 @@ def test_dynamic_caps_gradients_equal_dense_formula():
     (dx, dw) = torch.autograd.grad((v * target).sum(), (x, layer.weight))
     torch.testing.assert_close(gx, dx, rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(gw, dw, rtol=1e-9, atol=1e-11)
+
+
+# Reliability (issue 15) and one way to reach a layer's graph (issue 16).
+
+
+def test_empty_batch_gives_an_empty_output():
+    layer = DynamicCaps(in_caps=20, out_caps=4, in_dim=8, out_dim=16)
+    x = torch.randn(0, 20, 8, requires_grad=True)
+    v, r = layer(x, return_routing=True)
+    assert v.shape == (0, 4, 16) and r.coupling.shape == (80, 0)
+    v.sum().backward()
+    assert x.grad.shape == x.shape and layer.weight.grad.shape == layer.weight.shape
+
+
+def test_return_trace_implies_return_routing():
+    layer = DynamicCaps(in_caps=10, out_caps=4, in_dim=3, out_dim=6, n_iters=3)
+    x = torch.randn(2, 10, 3)
+    v, r = layer(x, return_trace=True)
+    assert v.shape == (2, 4, 6) and len(r.trace) == 3
+    torch.testing.assert_close(r.trace[-1], r.coupling)
+
+
+def test_graph_is_the_routed_graph():
+    layer = DynamicCaps(in_caps=10, out_caps=4, in_dim=3, out_dim=6)
+    g = layer.graph()
+    assert (g.num_src_nodes(), g.num_dst_nodes(), g.num_edges()) == (10, 4, 40)
+    assert layer.graph(device="cpu").device == torch.device("cpu")
+    x = torch.randn(3, 10, 3)
+    _, r = layer(x, return_routing=True)
+    # the couplings follow the edge order of layer.graph(): routing its votes gives them again
+    again = dc.routing.dynamic_routing(g, layer.votes(g, x), n_iters=layer.n_iters)
+    torch.testing.assert_close(again.coupling, r.coupling, rtol=0, atol=0)
+    g.edata["x"] = torch.zeros(40)  # a handle of the caller's own
+    assert len(layer.graph().edata) == 0
+
+
+def test_bad_input_gets_one_line_naming_x():
+    layer = DynamicCaps(in_caps=10, out_caps=4, in_dim=3, out_dim=6)
+    x = torch.randn(5, 10, 3)
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor of shape \(B, in_caps, in_dim\) = \(B, 10, 3\); "
+                                        r"got a DGLGraph: DynamicCaps builds its own graph"):
+        layer(dc.capsule_graph(10, 4), x)
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor .*got numpy.ndarray \(convert it with torch.from_numpy\)"):
+        layer(x.numpy())
+    with pytest.raises(TypeError, match=r"x must be a floating-point tensor .*got dtype torch.int64"):
+        layer(torch.ones(5, 10, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"x must be float32 or float64 .*got torch.float16"):
+        layer(x.half())
+    with pytest.raises(TypeError, match=r"x must have the layer's dtype torch.float32 .*got torch.float64"):
+        layer(x.double())
+    assert layer.double()(x.double()).dtype == torch.float64

@@ -329,3 +329,49 @@ def test_layer_reads_the_edge_order_from_the_graph(config, monkeypatch):
     for xs, ys in zip(got_ragged, want_ragged):
         for x, y in zip(xs, ys):
             torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+# Reliability (issue 15).
+
+
+def test_empty_batch_gives_empty_outputs():
+    m = HeinsenRouting(d_cov=2, d_inp=3, d_out=4, n_inp=5, n_out=6)
+    a, mu = torch.randn(0, 5, requires_grad=True), torch.randn(0, 5, 2, 3, requires_grad=True)
+    a_out, mu_out, sig2, R = m(a, mu, return_R=True)
+    assert a_out.shape == (0, 6) and mu_out.shape == (0, 6, 2, 4) and sig2.shape == (0, 6, 2, 4) and R.shape == (0, 5, 6)
+    (a_out.sum() + mu_out.sum()).backward()
+    assert mu.grad.shape == mu.shape
+    free = HeinsenRouting(d_cov=1, d_inp=3, d_out=2)
+    outs = free.forward_ragged([torch.randn(0, 4), torch.randn(0, 2)], [torch.randn(0, 4, 1, 3), torch.randn(0, 2, 1, 3)])
+    assert [x.shape for x in outs[0]] == [(0, 4), (0, 2)]
+
+
+def test_ragged_empty_sequence_is_named_by_its_index():
+    m = HeinsenRouting(d_cov=1, d_inp=3, d_out=2, n_out=4)
+    a = [torch.randn(3), torch.randn(0), torch.randn(2)]
+    mu = [torch.randn(3, 1, 3), torch.randn(0, 1, 3), torch.randn(2, 1, 3)]
+    with pytest.raises(ValueError, match=r"a_inp\[1\] must have shape \(\.\.\., n_inp\) with at least one input "
+                                         r"capsule; got \(0,\)"):
+        m.forward_ragged(a, mu)
+    with pytest.raises(ValueError, match=r"a_inp must have shape \(\.\.\., n_inp\) with at least one input capsule"):
+        m(torch.randn(0), torch.randn(0, 1, 3))
+
+
+def test_dtypes_and_types_of_the_inputs():
+    m = HeinsenRouting(d_cov=2, d_inp=3, d_out=4, n_inp=5, n_out=6)
+    a, mu = torch.randn(2, 5), torch.randn(2, 5, 2, 3)
+    want = m(a, mu)
+    got = m(a.double(), mu)  # a_inp follows mu_inp's dtype
+    for x, y in zip(got, want):
+        assert x.dtype == torch.float32
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    with pytest.raises(TypeError, match=r"mu_inp must be float32 or float64 .*got torch.float16"):
+        m(a, mu.half())
+    with pytest.raises(TypeError, match=r"mu_inp must have the layer's dtype torch.float32 .*got torch.float64"):
+        m(a, mu.double())
+    with pytest.raises(TypeError, match=r"mu_inp must be a torch.Tensor .*got numpy.ndarray"):
+        m(a, mu.numpy())
+    with pytest.raises(TypeError, match=r"a_inp must be a torch.Tensor .*got a DGLGraph: HeinsenRouting builds its own"):
+        m(dc.capsule_graph(5, 6), a, mu)
+    with pytest.raises(TypeError, match=r"mu_inp\[0\] must be a torch.Tensor"):
+        m.forward_ragged([a[0]], [mu[0].tolist()])

@@ -42,3 +42,12 @@ def test_primary_caps_rejects_bad_input():
         caps(torch.randn(2, 1, 28, 28))
     with pytest.raises(ValueError, match="out_dim must be a positive integer; got 0"):
         PrimaryCaps(3, 4, 0)
+
+
+def test_bad_input_types_name_x():
+    caps = PrimaryCaps(3, 2, 4, kernel_size=3, stride=1)
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor of shape \(B, in_channels=3, H, W\); got numpy.ndarray"):
+        caps(torch.zeros(1, 3, 5, 5).numpy())
+    with pytest.raises(TypeError, match=r"x must be a floating-point tensor .*got dtype torch.uint8"):
+        caps(torch.zeros(1, 3, 5, 5, dtype=torch.uint8))
+    assert caps(torch.zeros(0, 3, 5, 5)).shape == (0, 9 * 2, 4)

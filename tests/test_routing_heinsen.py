@@ -218,3 +218,88 @@ def test_bad_inputs_name_the_argument():
                              num_nodes_dict={"child": 1, "parent": 2})
     with pytest.raises(dgl.DGLError, match=r"1 parent capsule\(s\) of g have no children"):
         heinsen_routing(lonely, torch.randn(1, 1, 1), torch.randn(1), 0.0, 0.0)
+
+
+# Reliability (issue 15): the routing contract, int32 graphs, empty batches, dtypes, messages.
+
+
+def contract_inputs(g, batch, generator):
+    kw = dict(generator=generator, dtype=torch.float64)
+    return (torch.randn(g.num_edges(), batch, 2, 3, **kw), torch.randn(g.num_src_nodes(), batch, **kw),
+            torch.randn(g.num_edges(), **kw), torch.randn((), **kw))
+
+
+@pytest.mark.parametrize("p_model", ["gaussian", "skm"])
+def test_routing_contract(p_model):
+    def route(g, votes, a, beta_use, beta_ign):
+        return heinsen_routing(g, votes, a, beta_use, beta_ign, n_iters=3, p_model=p_model, return_trace=True)
+
+    check_routing_contract(route, contract_inputs, ("edge", "child", "edge_value", "edge_value"))
+
+
+@pytest.mark.parametrize("name", ["complete", "conv", "random_mask", "ragged"])
+def test_int32_graphs_give_the_int64_results(name):
+    g = dgl.batch([dc.capsule_graph(3, 4), dc.capsule_graph(6, 4)]) if name == "ragged" else graphs()[name]
+    votes, a, bu, bi = inputs(g)
+    x = heinsen_routing(g, votes, a, bu, bi, return_trace=True)
+    y = heinsen_routing(g.int(), votes, a, bu, bi, return_trace=True)
+    for u, v in zip([x.activations, x.poses, x.sigma2, x.coupling, *x.trace],
+                    [y.activations, y.poses, y.sigma2, y.coupling, *y.trace]):
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["complete", "conv", "random_mask"])
+def test_empty_batch_gives_empty_outputs(name):
+    g = graphs()[name]
+    votes = torch.randn(g.num_edges(), 0, 2, 3, requires_grad=True)
+    r = heinsen_routing(g, votes, torch.randn(g.num_src_nodes(), 0), 0.5, 0.5, return_trace=True)
+    n = g.num_dst_nodes()
+    assert r.activations.shape == (n, 0) and r.poses.shape == (n, 0, 2, 3) and r.sigma2.shape == (n, 0, 2, 3)
+    assert r.coupling.shape == (g.num_edges(), 0) and len(r.trace) == 3
+    (r.poses.sum() + r.activations.sum()).backward()
+    assert votes.grad.shape == votes.shape
+
+
+def test_mixed_dtypes_follow_the_votes():
+    g = graphs()["conv"]
+    votes, a, bu, bi = inputs(g)
+    want = heinsen_routing(g, votes.float(), a.float(), bu.float(), bi.float())
+    got = heinsen_routing(g, votes.float(), a, bu, bi)  # a_in and betas float64: cast to float32
+    for x, y in zip((got.activations, got.poses, got.sigma2, got.coupling),
+                    (want.activations, want.poses, want.sigma2, want.coupling)):
+        assert x.dtype == torch.float32
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    r64 = heinsen_routing(g, votes, a.float(), 0.5, bi.float())
+    assert r64.poses.dtype == torch.float64 and r64.activations.dtype == torch.float64
+
+
+def test_half_precision_votes_are_refused():
+    g = graphs()["complete"]
+    votes, a, bu, bi = inputs(g)
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(TypeError, match=rf"votes must be float32 or float64 .*; got {dtype}"):
+            heinsen_routing(g, votes.to(dtype), a.to(dtype), 0.0, 0.0)
+
+
+def test_messages_name_the_argument_at_fault():
+    g = dc.capsule_graph(4, 3)
+    v = torch.randn(12, 2, 4, 4)
+    a = torch.randn(4, 2)
+    # votes without the C axis: the votes are wrong, not a_in
+    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, C, H\), a C x H matrix per edge after "
+                                         r"the batch dims \* of a_in \(2,\); got \(12, 2, 4\)"):
+        heinsen_routing(g, torch.randn(12, 2, 4), a, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, C, H\) with C, H >= 1"):
+        heinsen_routing(g, torch.randn(12, 2, 4, 0), a, 0.0, 0.0)
+    for bad, shown in [(None, "None"), ("0", "'0'"), (True, "True"), (torch.zeros(12).numpy(), "ndarray")]:
+        with pytest.raises(TypeError, match=rf"beta_use must be a number or a floating-point tensor of shape \(\) or "
+                                            rf"\(\|E\|,\) = \(12,\); got {shown}"):
+            heinsen_routing(g, v, a, bad, 0.0)
+        with pytest.raises(TypeError, match=r"beta_ign must be a number"):
+            heinsen_routing(g, v, a, 0.0, bad)
+    with pytest.raises(TypeError, match=r"beta_use must be a floating-point tensor .*got dtype torch.int64"):
+        heinsen_routing(g, v, a, torch.zeros(12, dtype=torch.long), 0.0)
+    with pytest.raises(TypeError, match=r"a_in must be a torch.Tensor .*got numpy.ndarray"):
+        heinsen_routing(g, v, a.numpy(), 0.0, 0.0)
+    r = heinsen_routing(g, v, a, [0.1] * 12, 0)  # a list of numbers and a Python int are fine
+    assert r.poses.shape == (3, 2, 4, 4)

@@ -1,0 +1,30 @@
+"""The top-level package: the outer subpackages are reachable from ``import dgl_capsules``, imported lazily."""
+import subprocess
+import sys
+
+import pytest
+
+import dgl_capsules as dc
+
+
+def test_subpackages_are_attributes_of_the_package():
+    import dgl_capsules.testing
+
+    assert dc.testing is dgl_capsules.testing
+    assert dc.models.__name__ == "dgl_capsules.models"
+    assert {"models", "data", "train", "viz", "testing"} <= set(dir(dc))
+    with pytest.raises(AttributeError, match="module 'dgl_capsules' has no attribute 'nothing_here'"):
+        dc.nothing_here
+
+
+def test_import_stays_light_and_reaches_models_lazily():
+    code = (
+        "import sys, dgl_capsules as dc\n"
+        "heavy = [m for m in ('dgl_capsules.models', 'dgl_capsules.data', 'dgl_capsules.viz', 'dgl_capsules.train',"
+        " 'matplotlib') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "print(dc.models.MatrixCapsNet.__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "MatrixCapsNet"
