@@ -38,21 +38,14 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import dgl_capsules as dc  # noqa: E402
-from dgl_capsules.functional import squash  # noqa: E402
+from dgl_capsules.testing import dense_dynamic_routing  # noqa: E402
 
 N_IN, N_OUT, IN_DIM, DIM, N_ITERS = 1152, 10, 8, 16, 3
 
 
 def dense_routing(u_hat, n_iters=N_ITERS):
-    """Sabour et al. 2017, Procedure 1, dense: ``u_hat`` (B, I, J, D) -> v (B, J, D)."""
-    b = u_hat.new_zeros(u_hat.shape[:3])  # (B, I, J)
-    for r in range(n_iters):
-        c = torch.softmax(b, dim=2)  # over the parents j of each child i
-        s = torch.einsum("bij,bijd->bjd", c, u_hat)
-        v = squash(s)
-        if r + 1 < n_iters:
-            b = b + torch.einsum("bijd,bjd->bij", u_hat, v)
-    return v
+    """Sabour et al. 2017, Procedure 1, dense (:func:`dgl_capsules.testing.dense_dynamic_routing`): (B, I, J, D) -> v."""
+    return dense_dynamic_routing(u_hat, None, n_iters)[0]
 
 
 def _routing_case(batch):

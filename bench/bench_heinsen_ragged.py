@@ -19,27 +19,17 @@ import time
 import torch
 
 from dgl_capsules.nn import HeinsenRouting
+from dgl_capsules.testing import dense_heinsen_routing
 
 
 def dense_padded(layer, a, mu):
-    """The layer's routing, densely, on padded inputs ``a`` (B, L) and ``mu`` (B, L, C, D)."""
-    m = layer.n_out
+    """The layer's routing, densely, on padded inputs ``a`` (B, L) and ``mu`` (B, L, C, D).
+
+    The votes as the layer makes them, then :func:`dgl_capsules.testing.dense_heinsen_routing`.
+    """
     V = torch.einsum("bicd,jdh->bijch", mu, layer.W[0]) + layer.B[0]  # (B, L, J, C, H)
-    f_a = torch.sigmoid(a)[..., None]  # (B, L, 1), 0 on padding
     beta_use, beta_ign = layer.beta_use[0], layer.beta_ign[0]  # (J,)
-    for it in range(layer.n_iters):
-        if it == 0:
-            R = V.new_full(V.shape[:3], 1.0 / m)
-        else:
-            log_p = -(sq / (2 * sig2[:, None])).sum((-2, -1)) - 0.5 * sig2.log().sum((-2, -1))[:, None]
-            R = torch.softmax(torch.nn.functional.logsigmoid(a_out)[:, None] + log_p, dim=-1)  # (B, L, J)
-        d_use = f_a * R
-        d_ign = f_a - d_use
-        a_out = (beta_use * d_use).sum(1) - (beta_ign * d_ign).sum(1)  # (B, J)
-        over = 1.0 / (d_use.sum(1) + layer.eps)  # (B, J)
-        mu_out = torch.einsum("bij,bijch->bjch", d_use, V) * over[..., None, None]
-        sq = (V - mu_out[:, None]) ** 2
-        sig2 = torch.einsum("bij,bijch->bjch", d_use, sq) * over[..., None, None] + layer.eps
+    a_out, mu_out, sig2, _ = dense_heinsen_routing(V, a, beta_use, beta_ign, None, layer.n_iters, eps=layer.eps)
     return a_out, mu_out, sig2
 
 
