@@ -1,41 +1,10 @@
-import math
-
 import dgl
 import pytest
 import torch
 
 import dgl_capsules as dc
 from dgl_capsules.routing import em_routing
-from helpers import dense_mask, edge_to_dense, permuted
-
-
-def dense_em_routing(V, a, mask, beta_u, beta_a, lambdas, eps=1e-6):
-    """Hinton et al. 2018, Procedure 1, written densely from the paper's equations.
-
-    V: (B, I, J, H) votes (anything off the mask); a: (B, I) child activations; mask: (I, J) which
-    child votes for which parent; beta_u, beta_a: (J,). Returns mu, sigma2 (B, J, H), activations
-    (B, J) and the list of responsibilities R (B, I, J) used by each M-step.
-    """
-    m = mask.to(V.dtype)
-    R = (m / m.sum(1, keepdim=True)).nan_to_num(0.0).expand(V.shape[0], -1, -1)  # 1 / #parents
-    Rs = []
-    for t, lam in enumerate(lambdas):
-        Rs.append(R)
-        # M-step
-        Rp = R * a[:, :, None]
-        S = Rp.sum(1)  # (B, J)
-        mu = torch.einsum("bij,bijh->bjh", Rp, V) / S[..., None]
-        dev2 = (V - mu[:, None]) ** 2
-        sigma2 = torch.einsum("bij,bijh->bjh", Rp, dev2) / S[..., None] + eps
-        cost = (beta_u[:, None] + 0.5 * torch.log(sigma2)) * S[..., None]  # (B, J, H)
-        act = torch.sigmoid(lam * (beta_a - cost.sum(-1)))
-        if t + 1 == len(lambdas):
-            break
-        # E-step
-        logp = -(dev2 / (2 * sigma2[:, None])).sum(-1) - 0.5 * torch.log(2 * math.pi * sigma2).sum(-1)[:, None]
-        logits = torch.log(act)[:, None] + logp
-        R = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=2).nan_to_num(0.0)
-    return mu, sigma2, act, Rs
+from dgl_capsules.testing import check_routing_contract, dense_em_routing, dense_mask, edge_to_dense, permuted
 
 
 def graphs():
@@ -150,6 +119,20 @@ def test_gradcheck_trace_inverse_temperatures_and_batch_dims(n_iters):
         return (r.poses, r.sigma2, r.activations, *r.trace[1:])
 
     assert torch.autograd.gradcheck(f, (votes, a_in, beta_u, beta_a, lam))
+
+
+def _contract_inputs(g, batch, generator):
+    kw = dict(generator=generator, dtype=torch.float64)
+    return (torch.randn(g.num_edges(), batch, 5, **kw), torch.rand(g.num_src_nodes(), batch, **kw),
+            0.3 * torch.randn(g.num_dst_nodes(), **kw), torch.randn((), **kw))
+
+
+def test_routing_contract():
+    def route(g, votes, a_in, beta_u, beta_a):
+        return em_routing(g, votes, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS,
+                          return_trace=True)
+
+    check_routing_contract(route, _contract_inputs, ("edge", "child", "parent_value", "parent_value"))
 
 
 def test_responsibilities_of_each_child_sum_to_one_over_all_its_parents():
