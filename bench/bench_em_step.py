@@ -21,7 +21,9 @@ Variants, each the same network with the same weights (seed 0):
 "fwd+bwd" adds the backward pass (no optimiser step, so every repeat sees the
 same weights). Times are the minimum over the repeats of all rounds; each
 round runs every variant once, one after the other, each in a fresh
-subprocess with the same number of threads. Peak memory: the growth of the
+subprocess with the same number of threads. Beside the wall-clock times, the
+process CPU time of the same calls (all threads): on a loaded machine it moves
+less than the wall clock. Peak memory: the growth of the
 peak resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of that
 fresh subprocess during its first fwd+bwd step, over the resident set before
 it (network, batch and imports already there).
@@ -95,14 +97,17 @@ def _worker(net_name, variant, threads, repeats):
     loss = float(fwd())
 
     def best(fn):
-        times = []
+        wall, cpu = [], []
         for _ in range(repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        return min(wall), min(cpu)
 
-    return {"fwd_s": best(fwd), "fwd_bwd_s": best(fwd_bwd), "peak_mb": peak_mb, "loss": loss}
+    (fwd_s, fwd_cpu), (fwd_bwd_s, fwd_bwd_cpu) = best(fwd), best(fwd_bwd)
+    return {"fwd_s": fwd_s, "fwd_bwd_s": fwd_bwd_s, "fwd_cpu_s": fwd_cpu, "fwd_bwd_cpu_s": fwd_bwd_cpu,
+            "peak_mb": peak_mb, "loss": loss}
 
 
 def _spawn(net_name, variant, threads, repeats, rev, after=None):
@@ -129,12 +134,13 @@ def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None):
                 r = _spawn(net_name, variant, threads, repeats, rev, after)
                 if log:
                     log(f"  {net_name:14s} {variant:7s} fwd {r['fwd_s']:.3f} s  fwd+bwd {r['fwd_bwd_s']:.3f} s  "
-                        f"peak +{r['peak_mb']:.0f} MB  loss {r['loss']:.4f}")
+                        f"(CPU {r['fwd_cpu_s']:.3f} / {r['fwd_bwd_cpu_s']:.3f} s)  "
+                        f"peak +{r['peak_mb']:.0f} MB  loss {r['loss']:.4f}", flush=True)
                 key = (net_name, variant)
                 if key not in best:
                     best[key] = r
                 else:
-                    for k in ("fwd_s", "fwd_bwd_s", "peak_mb"):
+                    for k in ("fwd_s", "fwd_bwd_s", "fwd_cpu_s", "fwd_bwd_cpu_s", "peak_mb"):
                         best[key][k] = min(best[key][k], r[k])
     rows = []
     for net_name in NETS:
@@ -143,9 +149,11 @@ def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None):
             r = best[(net_name, variant)]
             rows.append({
                 "network": net_name, "variant": variant if variant != "before" else f"before ({rev})",
-                "fwd s": r["fwd_s"], "fwd+bwd s": r["fwd_bwd_s"], "peak MB": r["peak_mb"],
+                "fwd s": r["fwd_s"], "fwd+bwd s": r["fwd_bwd_s"],
+                "fwd CPU s": r["fwd_cpu_s"], "fwd+bwd CPU s": r["fwd_bwd_cpu_s"], "peak MB": r["peak_mb"],
                 "fwd x after": r["fwd_s"] / after["fwd_s"],
                 "fwd+bwd x after": r["fwd_bwd_s"] / after["fwd_bwd_s"],
+                "f+b CPU x after": r["fwd_bwd_cpu_s"] / after["fwd_bwd_cpu_s"],
                 "peak x after": r["peak_mb"] / after["peak_mb"],
             })
     return rows
