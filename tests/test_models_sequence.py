@@ -71,3 +71,26 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="n_parts must be a positive integer; got 0"):
         SequenceCapsClassifier(d_emb=6, n_classes=2, n_parts=0)
     assert "d_emb=6, n_classes=2, d_inp=32, d_cap=8, n_parts=16" in repr(model)
+
+
+def test_routing_returns_both_layers_as_forward_routes_them():
+    from dgl_capsules.models import RoutedLayer
+
+    model = SequenceCapsClassifier(d_emb=6, n_classes=3, d_inp=5, d_cap=4, n_parts=7).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    seqs = [torch.randn(n, 6, dtype=torch.float64) for n in (1, 9, 4)]
+    parts, classes = model.routing(seqs)
+    assert isinstance(parts, RoutedLayer) and [parts.name, classes.name] == ["parts", "classes"]
+    assert parts.graph.batch_size == 3 and parts.graph.num_src_nodes() == 14 and parts.graph.num_dst_nodes() == 21
+    assert parts.parent_strength.shape == (21, 1) and classes.parent_strength.shape == (3, 3)
+    assert len(parts.result.trace) == model.parts.n_iters and len(classes.result.trace) == model.classes.n_iters
+    out = model(seqs)
+    torch.testing.assert_close(classes.result.activations.T, out.scores, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(classes.parent_strength, torch.sigmoid(out.scores).T, rtol=1e-12, atol=1e-12)
+    for layer in (parts, classes):  # every child's couplings sum to one over its parents
+        src, _ = layer.graph.edges()
+        coupling = layer.result.coupling
+        sums = torch.zeros(layer.graph.num_src_nodes(), *coupling.shape[1:], dtype=coupling.dtype)
+        torch.testing.assert_close(sums.index_add(0, src, coupling), torch.ones_like(sums))

@@ -1,12 +1,16 @@
 """A sequence classifier routed by Heinsen routing: tokens -> parts -> classes, ragged batches without padding."""
 from typing import NamedTuple
 
+import dgl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_positive_int
+from ..graph import capsule_graph
 from ..nn.heinsen import HeinsenRouting
+from ..routing.heinsen import heinsen_routing
+from .registry import RoutedLayer
 
 __all__ = ["SequenceCapsClassifier", "SequenceCapsOutput"]
 
@@ -42,7 +46,8 @@ class SequenceCapsClassifier(nn.Module):
     model takes a list of token sequences of different lengths (e.g.
     :func:`~dgl_capsules.data.motif_sequences` batches). It has ``loss`` and
     ``scores`` as the image models do, so a short loop of your own trains it
-    (see ``tests/test_models_sequence.py``).
+    (see ``tests/test_models_sequence.py``), and :meth:`routing` for the
+    pictures of :mod:`dgl_capsules.viz`.
 
     Parameters
     ----------
@@ -135,14 +140,56 @@ class SequenceCapsClassifier(nn.Module):
         TypeError, ValueError
             If ``embs`` is not a non-empty list of ``(n_k, d_emb)`` tensors.
         """
-        embs = self._check(embs)
-        lengths = [x.shape[0] for x in embs]
-        tokens = torch.cat(embs)  # (T, d_emb), all tokens of the batch
-        a = self.token_score(tokens).squeeze(-1)  # (T,)
-        mu = self.token_norm(F.silu(self.token_pose(tokens))).unsqueeze(-2)  # (T, 1, d_inp)
+        lengths, a, mu = self._tokens(embs)
         a_p, mu_p, _ = self.parts.forward_ragged(torch.split(a, lengths), torch.split(mu, lengths))
         a_p, mu_p = torch.stack(a_p), torch.stack(mu_p)  # (B, n_parts), (B, n_parts, 1, d_cap)
         return SequenceCapsOutput(*self.classes(a_p, mu_p))
+
+    def _tokens(self, embs):
+        embs = self._check(embs)
+        tokens = torch.cat(embs)  # (T, d_emb), all tokens of the batch
+        a = self.token_score(tokens).squeeze(-1)  # (T,)
+        mu = self.token_norm(F.silu(self.token_pose(tokens))).unsqueeze(-2)  # (T, 1, d_inp)
+        return [x.shape[0] for x in embs], a, mu
+
+    def routing(self, embs):
+        """Both routings of a batch of sequences, with their traces (what :meth:`forward` computes).
+
+        Returns
+        -------
+        list of RoutedLayer
+            ``("parts", g, result, strength)``: ``g`` is the :func:`dgl.batch`
+            of the per-sequence complete ``n_k -> n_parts`` graphs, so the
+            batch lives in the graph and ``strength`` is ``(B * n_parts, 1)``
+            (a batch axis of one); ``("classes", g, result, strength)`` on the
+            complete ``n_parts -> n_classes`` graph with ``strength``
+            ``(n_classes, B)``. Strengths are the parents' activation
+            probabilities (sigmoid of the score logits).
+
+        Examples
+        --------
+        >>> model = SequenceCapsClassifier(d_emb=16, n_classes=4, n_parts=6)
+        >>> parts, classes = model.routing([torch.randn(n, 16) for n in (5, 40, 12)])
+        >>> parts.graph.num_dst_nodes(), parts.parent_strength.shape, classes.parent_strength.shape
+        (18, torch.Size([18, 1]), torch.Size([4, 3]))
+        """
+        lengths, a, mu = self._tokens(embs)
+        n_b = len(lengths)
+        out = []
+        g = dgl.batch([capsule_graph(n, self.n_parts, device=a.device) for n in lengths])
+        a_in = a.unsqueeze(-1)  # (T, 1): a batch axis of one, the sequences live in the graph
+        mu = mu.unsqueeze(0)  # (1, T, 1, d_inp)
+        for name, layer in (("parts", self.parts), ("classes", self.classes)):
+            # NOTE: the layer's own votes and betas on g, routed as its forward does, with the trace kept.
+            votes, beta_use, beta_ign = layer._routing_inputs(g, mu, [layer.n_out] * (n_b if name == "parts" else 1))
+            r = heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=layer.n_iters, eps=layer.eps,
+                                p_model=layer.p_model, return_trace=True)
+            out.append(RoutedLayer(name, g, r, torch.sigmoid(r.activations)))  # (N_dst, B or 1)
+            if name == "parts":
+                a_in = r.activations.view(n_b, self.n_parts).T  # (n_parts, B)
+                mu = r.poses.view(n_b, self.n_parts, *r.poses.shape[-2:])  # (B, n_parts, 1, d_cap)
+                g = capsule_graph(self.n_parts, self.n_classes, device=a.device)
+        return out
 
     def loss(self, out, y, step=None):
         """Cross-entropy of the class score logits against labels ``y`` ``(B,)``."""
