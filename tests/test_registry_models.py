@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from dgl_capsules.models import (
-    BaselineCNN, CapsNet, ImageModel, MatrixCapsNet, RoutedLayer, get_model, list_models, model_presets,
+    BaselineCNN, CapsNet, ImageModel, check_model, MatrixCapsNet, RoutedLayer, get_model, list_models, model_presets,
     model_settings, n_parameters, register_model, unregister_model,
 )
 from dgl_capsules.models import capsnet as capsnet_module, matrix as matrix_module
@@ -73,6 +73,13 @@ def test_unknown_model_preset_or_setting_is_named_with_the_valid_ones():
         get_model("cnn", "small", conv_channels=3)
     with pytest.raises(ValueError, match="image_size=12 is too small"):  # the model's own check of a value
         get_model("capsnet", "tiny", image_size=12)
+    # check_model: the same name / preset / setting errors, nothing built
+    check_model("capsnet", "tiny", image_size=12)
+    for args, kw, match in ((("foo",), {}, "model: unknown model 'foo'"),
+                            (("cnn", "huge"), {}, "preset: unknown model 'cnn' preset 'huge'"),
+                            (("capsnet",), dict(widht=1), "settings: CapsNet has no setting 'widht'")):
+        with pytest.raises(ValueError, match=match):
+            check_model(*args, **kw)
 
 
 def test_a_new_model_is_one_registration():

@@ -8,8 +8,8 @@ parent_strength)`` for every routed layer. A new model is one
 :func:`register_model` where it is defined.
 """
 from .registry import (
-    ImageModel, RoutedLayer, get_model, list_models, model_presets, model_settings, n_parameters, register_model,
-    unregister_model,
+    ImageModel, RoutedLayer, check_model, get_model, list_models, model_presets, model_settings, n_parameters,
+    register_model, unregister_model,
 )
 from .capsnet import CapsNet, CapsNetOutput  # noqa: E402  (registers "capsnet")
 from .baseline import BaselineCNN  # noqa: E402  (registers "cnn")
@@ -18,7 +18,7 @@ from .heinsen_images import HeinsenImageNet, HeinsenImageOutput  # noqa: E402  (
 from .sequence import SequenceCapsClassifier, SequenceCapsOutput  # noqa: E402
 
 __all__ = [
-    "BaselineCNN", "CapsNet", "CapsNetOutput", "HeinsenImageNet", "HeinsenImageOutput", "ImageModel", "MatrixCapsNet", "MatrixCapsOutput", "RoutedLayer",
-    "SequenceCapsClassifier", "SequenceCapsOutput", "get_model", "list_models", "model_presets", "model_settings",
-    "n_parameters", "register_model", "unregister_model",
+    "BaselineCNN", "CapsNet", "CapsNetOutput", "HeinsenImageNet", "HeinsenImageOutput", "ImageModel", "MatrixCapsNet",
+    "MatrixCapsOutput", "RoutedLayer", "SequenceCapsClassifier", "SequenceCapsOutput", "check_model", "get_model",
+    "list_models", "model_presets", "model_settings", "n_parameters", "register_model", "unregister_model",
 ]

@@ -29,7 +29,8 @@ from typing import Callable, Dict, List, NamedTuple, Protocol, runtime_checkable
 import torch
 
 __all__ = [
-    "ImageModel", "RoutedLayer", "register_model", "unregister_model", "get_model", "list_models", "model_presets",
+    "ImageModel", "RoutedLayer", "register_model", "unregister_model", "get_model", "check_model", "list_models",
+    "model_presets",
     "model_settings", "n_parameters",
 ]
 
@@ -224,6 +225,20 @@ def get_model(name, preset=None, **settings):
     >>> type(net).__name__, net.classes.n_classes
     ('MatrixCapsNet', 4)
     """
+    entry = check_model(name, preset, **settings)
+    kwargs = dict(entry.presets.get(preset, {}), **settings)
+    return entry.factory(**kwargs)
+
+
+def check_model(name, preset=None, **settings):
+    """Raise what :func:`get_model` raises for an unknown name, preset or setting, without building the model.
+
+    For checking a configuration before any data is loaded; the values of
+    the settings are checked by the model itself when it is built.
+
+    >>> check_model("capsnet", "small", n_iters=1) is not None
+    True
+    """
     entry = _entry(name)
     title = _display(name, entry.factory)
     if preset is not None and preset not in entry.presets:
@@ -237,8 +252,7 @@ def get_model(name, preset=None, **settings):
         raise ValueError(
             f"settings: {title} has no setting {unknown[0]!r}; settings are {', '.join(entry.settings)}"
         )
-    kwargs = dict(entry.presets.get(preset, {}), **settings)
-    return entry.factory(**kwargs)
+    return entry
 
 
 def n_parameters(model):
