@@ -195,7 +195,7 @@ def test_zero_variance_votes_stay_finite(name, dtype):
 def test_half_precision_votes_raise_the_libraries_dtype_error(dtype):
     g = graphs()["complete"]
     votes, a_in, beta_u, beta_a = inputs(g, dtype=torch.float32)
-    with pytest.raises(TypeError, match=f"votes must be float32 or float64 .*; got {dtype}$"):
+    with pytest.raises(TypeError, match=rf"votes must be float32 or float64 \(.*\); got {dtype}$"):
         em_routing(g, votes.to(dtype), a_in, beta_u, beta_a)
 
 
@@ -322,7 +322,7 @@ def test_leaves_the_graph_as_it_found_it():
     em_routing(g, *inputs(g), return_trace=True)
     em_routing(c, *inputs(c))
     assert len(g.edata) == 0 and len(g.dstdata) == 0 and len(g.srcdata) == 0
-    assert set(c.edata.keys()) == keys and len(c.edata) == 4
+    assert set(c.edata.keys()) == keys and len(c.edata) == len(keys)
     assert len(c.dstdata) == 0 and len(c.srcdata) == 0
 
 

@@ -8,16 +8,8 @@ import torch
 import torch.nn.functional as F
 from dgl.ops import edge_softmax, gsddmm, gspmm
 
-from ._common import (
-    RoutingResult,
-    check_edge_tensor,
-    check_eps,
-    check_graph,
-    check_n_iters,
-    check_node_tensor,
-    per_item,
-    uniform_coupling,
-)
+from .._checks import check_edge_tensor, check_eps, check_n_iters, check_node_tensor
+from ._common import RoutingResult, check_graph, per_item, uniform_coupling
 
 __all__ = ["em_routing", "default_inverse_temperatures"]
 
@@ -57,16 +49,6 @@ def _check_inverse_temperatures(value, n_iters, like):
             f"inverse_temperatures must be finite and >= 0; got {lam[:n_iters].tolist()}"
         )
     return lam
-
-
-def _check_dtype(votes):
-    # DGL 2.1's CPU kernels have no float16 instantiation, and bfloat16 sums over thousands of
-    # edges lose the routing: the library routes in float32 or float64 only.
-    if votes.dtype not in (torch.float32, torch.float64):
-        raise TypeError(
-            f"votes must be float32 or float64 (the other floating tensors are cast to the votes' "
-            f"dtype); got {votes.dtype}"
-        )
 
 
 def _check_a_in_against_votes(a_in, votes, g):
@@ -238,11 +220,10 @@ def em_routing(
     (torch.Size([20, 2, 16]), torch.Size([20, 2, 16]), torch.Size([20, 2]), torch.Size([720, 2]))
     """
     check_graph(g, "em_routing")
-    check_edge_tensor("votes", votes, g, 2, "(|E|, *, P)")
-    _check_dtype(votes)
+    check_edge_tensor("votes", votes, g, 2, "(|E|, *, P)")  # float32 or float64: decides the dtype
     batch = tuple(votes.shape[1:-1])
     _check_a_in_against_votes(a_in, votes, g)
-    check_node_tensor("a_in", a_in, g.num_src_nodes(), batch, "(N_src, *)")
+    a_in = check_node_tensor("a_in", a_in, g.num_src_nodes(), batch, "(N_src, *)", dtype=votes.dtype)
     if a_in.numel() and not bool(((a_in >= 0) & (a_in <= 1)).all()):
         raise ValueError(
             f"a_in must hold activations in [0, 1]; got values in "
@@ -255,7 +236,6 @@ def em_routing(
     node_shape = (-1,) + (1,) * len(batch)
     beta_u = _check_beta("beta_u", beta_u, n_dst, votes).reshape(node_shape)  # (N_dst|1, 1..)
     beta_a = _check_beta("beta_a", beta_a, n_dst, votes).reshape(node_shape)
-    a_in = a_in.to(votes.dtype)
     if votes.numel() == 0:
         return _empty_result(g, votes, a_in, beta_u, beta_a, n_iters, return_trace)
     tiny = torch.finfo(votes.dtype).tiny
