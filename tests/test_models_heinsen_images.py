@@ -13,7 +13,7 @@ def test_registered_with_presets():
     assert "heinsen" in list_models() and model_presets("heinsen") == ["small", "tiny"]
     net = get_model("heinsen", "tiny", in_channels=2, image_size=32, n_classes=10)
     assert isinstance(net, HeinsenImageNet) and net.grid == 4 and net.n_primary == 4 * 4 * 2
-    assert get_model("heinsen", "small", in_channels=2, image_size=32).n_primary == 4 * 4 * 16
+    assert get_model("heinsen", "small", in_channels=2, image_size=32).n_primary == 4 * 4 * 8
 
 
 def test_shapes():
