@@ -395,8 +395,8 @@ def load_model(path):
     return model.eval(), ckpt
 
 
-def _prepare_run_dir(out, resume, overwrite, rank):
-    """Refuse to mix two runs in ``out``; with ``overwrite``, remove the previous run's files."""
+def _check_run_dir(out, resume, overwrite):
+    """Refuse to mix two runs in ``out``; the path of its checkpoint."""
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"out must be a directory path; got {out!r}")
     if resume and overwrite:
@@ -408,11 +408,15 @@ def _prepare_run_dir(out, resume, overwrite, rank):
     if present and not resume and not overwrite:
         raise ValueError(f"out {os.fspath(out)!r} holds another run ({', '.join(present)}); "
                          f"continue it with resume=True or replace it with overwrite=True")
-    if overwrite and rank == 0:
-        for f in present:
-            os.remove(os.path.join(out, f))
-        shutil.rmtree(os.path.join(out, "routing_trace"), ignore_errors=True)
     return ckpt_path
+
+
+def _clear_run_dir(out):
+    """Remove the files of the run in ``out`` (``overwrite=True``), its routing trace included."""
+    for f in RUN_FILES:
+        if os.path.exists(os.path.join(out, f)):
+            os.remove(os.path.join(out, f))
+    shutil.rmtree(os.path.join(out, "routing_trace"), ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- randomness and processes
@@ -640,13 +644,15 @@ def train(config, out, *, resume=False, overwrite=False, progress=True, splits=N
         raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
     config.validate()
     rank, world = _dist_info()
-    ckpt_path = _prepare_run_dir(out, resume, overwrite, rank)
+    ckpt_path = _check_run_dir(out, resume, overwrite)
     if splits is None:
         from .data import get_dataset
 
         splits = get_dataset(config.data, config.image_size)
     run = _start(config, splits, out, rank, world)
     if rank == 0:
+        if overwrite:  # only now that the data and the model are there
+            _clear_run_dir(out)
         os.makedirs(out, exist_ok=True)
     if resume:
         _resume(run)

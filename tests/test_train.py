@@ -170,6 +170,9 @@ def test_a_run_directory_holds_one_run(tmp_path):
     with pytest.raises(ValueError, match=r"out '.*a' holds another run \(checkpoint.pt, model.pt, metrics.json\); "
                                          r"continue it with resume=True or replace it with overwrite=True"):
         run(tmp_path, "a", epochs=1, seed=1)
+    with pytest.raises(ValueError, match="preset: "):  # a bad config leaves the run it would replace alone
+        run(tmp_path, "a", epochs=1, preset="huge", overwrite=True)
+    assert sorted(os.listdir(tmp_path / "a")) == ["checkpoint.pt", "metrics.json", "model.pt"]
     (tmp_path / "a" / "routing_trace").mkdir()
     second = run(tmp_path, "a", epochs=1, seed=1, overwrite=True)
     assert not (tmp_path / "a" / "routing_trace").exists()
