@@ -261,6 +261,8 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         text = action.help or ""
         if "default" in text or not action.option_strings or action.default is argparse.SUPPRESS:
             return text
+        if action.required:
+            return text + " (required; no default)"
         if isinstance(action, argparse._StoreTrueAction):
             return text + " (default: off)"
         return text + " (default: %(default)s)"
@@ -342,10 +344,11 @@ def build_parser():
     ev = sub.add_parser("evaluate", formatter_class=_Formatter,
                         help="accuracy of a trained model on clean, affine or MultiMNIST test sets",
                         description="Accuracy of a trained model on test sets derived from its data.")
-    ev.add_argument("--checkpoint", required=True, help="OUT/model.pt or OUT/checkpoint.pt of a run (required)")
+    ev.add_argument("--checkpoint", required=True, help="OUT/model.pt or OUT/checkpoint.pt of a run")
     ev.add_argument("--data", default=None, help="data spec (default: the one the model was trained on)")
     ev.add_argument("--on", nargs="+", default=["test"],
-                    help="test sets: test, affine (40x40 affNIST-style), multi (36x36 MultiMNIST pairs)")
+                    help="test sets: test, affine (40x40 affNIST-style), multi (36x36 MultiMNIST pairs) "
+                         "(default: test)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the generated affine / multi sets")
     ev.add_argument("--json", default=None, help="also write the accuracies to this file (default: none)")
     ev.set_defaults(func=_evaluate)
@@ -354,7 +357,7 @@ def build_parser():
                         help="routing pictures of one test digit through a trained model",
                         description="Routing pictures of every routed layer for one test image, or "
                                     "(--over-training) how the routing changed during training.")
-    vi.add_argument("--checkpoint", required=True, help="OUT/model.pt or OUT/checkpoint.pt of a run (required)")
+    vi.add_argument("--checkpoint", required=True, help="OUT/model.pt or OUT/checkpoint.pt of a run")
     vi.add_argument("--index", type=int, default=0, help="test image to route")
     vi.add_argument("--out", default="runs/visualize", help="directory of the pictures")
     vi.add_argument("--data", default=None, help="data spec (default: the one the model was trained on)")

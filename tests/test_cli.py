@@ -224,6 +224,7 @@ def test_every_option_says_what_it_does_and_its_default_in_plain_text():
     for name, sub in [("", parser), *subparsers.choices.items()]:
         text = sub.format_help()
         assert "``" not in text and ":func:" not in text and ":class:" not in text, name
+        assert "(default: None)" not in text and "(default: [" not in text, name  # said in words
         formatter = sub._get_formatter()
         for action in sub._actions:
             if not action.option_strings or action.dest == "help":
