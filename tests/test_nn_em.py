@@ -3,8 +3,7 @@ import torch
 
 import dgl_capsules as dc
 from dgl_capsules.nn import ClassCaps, ConvCaps, PrimaryMatrixCaps
-from helpers import permuted
-from test_routing_em import dense_em_routing
+from dgl_capsules.testing import dense_em_routing, permuted
 
 LAMBDAS = [0.05, 0.1, 0.2]
 
@@ -215,5 +214,73 @@ def test_layers_reject_bad_input():
         ClassCaps(2, 4, n_iters=0)
     with pytest.raises(ValueError, match="inverse_temperatures must have at least n_iters = 3 values; got 2"):
         ConvCaps(2, 3, 3, 1, inverse_temperatures=[0.1, 0.2])
-    with pytest.raises(ValueError, match=r"a_in must hold activations in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"ConvCaps: activations must lie in \[0, 1\]; got values in \[1"):
         layer(poses, acts + 1)
+    with pytest.raises(ValueError, match=r"ClassCaps: activations must lie in \[0, 1\]; got values in \[-0\.9"):
+        ClassCaps(2, 4)(poses, acts - 1)
+    for lay in (layer, ClassCaps(2, 4)):
+        with pytest.raises(TypeError, match=r"poses must be a torch.Tensor .*; got numpy.ndarray \(convert it with torch.from_numpy\)"):
+            lay(poses.numpy(), acts)
+        with pytest.raises(TypeError, match=r"activations must be a torch.Tensor .*; got numpy.ndarray"):
+            lay(poses, acts.numpy())
+        with pytest.raises(TypeError, match=r"poses must be a floating-point tensor .*; got dtype torch.int64"):
+            lay(poses.long(), acts)
+        with pytest.raises(TypeError, match=r"activations must be a floating-point tensor .*; got dtype torch.int64"):
+            lay(poses, acts.long())
+        for half in (torch.float16, torch.bfloat16):
+            with pytest.raises(TypeError, match=rf"poses must be float32 or float64 \(.*\); got {half}$"):
+                lay(poses.to(half), acts)
+    for lam in ([0.1, -0.1, 0.2], [0.1, float("nan"), 0.2], [float("inf"), 0.1, 0.2]):
+        with pytest.raises(ValueError, match=r"inverse_temperatures must be finite and >= 0; got \["):
+            ConvCaps(2, 3, 3, 1, inverse_temperatures=lam)
+        with pytest.raises(ValueError, match=r"inverse_temperatures must be finite and >= 0; got \["):
+            ClassCaps(2, 4, inverse_temperatures=lam)
+    with pytest.raises(TypeError, match="inverse_temperatures must be a sequence of numbers"):
+        ClassCaps(2, 4, inverse_temperatures=0.1)
+
+
+def _conv_and_class():
+    return [(ConvCaps(2, 3, kernel=3, stride=2, n_iters=2), (7, 6)), (ClassCaps(2, 4, n_iters=2), (3, 2))]
+
+
+def test_layers_with_an_empty_batch_return_empty_outputs():
+    for layer, (h, w) in _conv_and_class():
+        poses, acts = caps(0, h, w, 2, dtype=torch.float32)
+        poses.requires_grad_(True)
+        p, a, r = layer(poses, acts, return_routing=True)
+        full_p, full_a = layer(*caps(2, h, w, 2, dtype=torch.float32))
+        assert p.shape == (0,) + full_p.shape[1:] and a.shape == (0,) + full_a.shape[1:]
+        assert r.coupling.shape == (layer.graph((h, w)).num_edges(), 0)
+        (p.sum() + a.sum()).backward()
+        assert poses.grad.shape == poses.shape and layer.weight.grad is not None
+
+
+def test_int32_graphs_give_the_same_votes_and_routing():
+    for layer, (h, w) in _conv_and_class():
+        poses, acts = caps(3, h, w, 2)
+        layer = randomise_betas(layer.double())
+        g = layer.graph((h, w))
+        v64, v32 = layer.votes(g, poses), layer.votes(g.int(), poses)
+        torch.testing.assert_close(v32, v64, rtol=0, atol=0)
+        a_in = acts.reshape(3, -1).T
+        r64 = layer._route(g, v64, a_in, g.num_dst_nodes() // layer.beta_u.shape[0], False)
+        r32 = layer._route(g.int(), v32, a_in, g.num_dst_nodes() // layer.beta_u.shape[0], False)
+        for x, y in zip((r64.poses, r64.activations, r64.coupling), (r32.poses, r32.activations, r32.coupling)):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_float64_poses_through_a_float32_layer_compute_in_float64():
+    for layer, (h, w) in _conv_and_class():
+        poses, acts = caps(2, h, w, 2)  # float64
+        acts = acts.float()
+        p, a = layer(poses, acts)  # float32 parameters, float32 activations: cast to float64
+        assert p.dtype == a.dtype == torch.float64
+        p2, a2 = layer.double()(poses, acts.double())
+        torch.testing.assert_close(p, p2, rtol=0, atol=0)
+        torch.testing.assert_close(a, a2, rtol=0, atol=0)
+
+
+def test_return_trace_implies_return_routing():
+    for layer, (h, w) in _conv_and_class():
+        out = layer(*caps(2, h, w, 2, dtype=torch.float32), return_trace=True)
+        assert len(out) == 3 and len(out[2].trace) == 2

@@ -9,31 +9,58 @@ Flattening ``(H, W, types)`` row-major gives the child id ``(y * W + x) * A + a`
 of :func:`~dgl_capsules.conv_capsule_graph`, so ``poses.reshape(B, -1, 16)``
 is already in node order.
 """
+import math
+
 import torch
 from torch import nn
 
+from .._checks import check_float_tensor, check_n_iters
 from ..graph import _check_positive_int, capsule_graph, conv_capsule_graph, conv_output_size
 from ..routing import em_routing
-from ..routing._common import check_n_iters
 
 __all__ = ["PrimaryMatrixCaps", "ConvCaps", "ClassCaps"]
 
 
 def _check_caps(poses, activations, n_types, who):
-    """Validate a ``(B, H, W, types, 4, 4)`` / ``(B, H, W, types)`` pair; return ``(B, H, W)``."""
-    if not isinstance(poses, torch.Tensor) or poses.dim() != 6 or poses.shape[3:] != (n_types, 4, 4):
-        shape = tuple(poses.shape) if isinstance(poses, torch.Tensor) else type(poses).__name__
+    """Validate a ``(B, H, W, types, 4, 4)`` / ``(B, H, W, types)`` pair.
+
+    The poses decide the dtype (float32 or float64); the activations are cast to it and must lie
+    in [0, 1]. Returns ``(poses, activations)``."""
+    poses = check_float_tensor("poses", poses, "(B, H, W, in_types, 4, 4)")
+    if poses.dim() != 6 or poses.shape[3:] != (n_types, 4, 4):
         raise ValueError(
             f"{who}: poses must have shape (B, H, W, in_types, 4, 4) = (B, H, W, {n_types}, 4, 4); "
-            f"got {shape}"
+            f"got {tuple(poses.shape)}"
         )
-    if not isinstance(activations, torch.Tensor) or tuple(activations.shape) != tuple(poses.shape[:4]):
-        shape = tuple(activations.shape) if isinstance(activations, torch.Tensor) else type(activations).__name__
+    activations = check_float_tensor("activations", activations, "(B, H, W, in_types)", dtype=poses.dtype)
+    if tuple(activations.shape) != tuple(poses.shape[:4]):
         raise ValueError(
             f"{who}: activations must have shape (B, H, W, in_types) = {tuple(poses.shape[:4])}; "
-            f"got {shape}"
+            f"got {tuple(activations.shape)}"
         )
-    return tuple(poses.shape[:3])
+    if activations.numel() and not bool(((activations >= 0) & (activations <= 1)).all()):
+        raise ValueError(
+            f"{who}: activations must lie in [0, 1]; got values in "
+            f"[{float(activations.min())}, {float(activations.max())}]"
+        )
+    return poses, activations
+
+
+def _check_inverse_temperatures(value, n_iters):
+    """``None`` or at least ``n_iters`` finite numbers >= 0, as a list of floats."""
+    if value is None:
+        return None
+    try:
+        value = [float(x) for x in value]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"inverse_temperatures must be a sequence of numbers (one per iteration); got {value!r}"
+        ) from None
+    if len(value) < n_iters:
+        raise ValueError(f"inverse_temperatures must have at least n_iters = {n_iters} values; got {len(value)}")
+    if not all(math.isfinite(x) and x >= 0 for x in value[:n_iters]):
+        raise ValueError(f"inverse_temperatures must be finite and >= 0; got {value[:n_iters]}")
+    return value
 
 
 def _pick(table, index):
@@ -119,14 +146,7 @@ class _EMLayer(nn.Module):
     def __init__(self, n_weights, out_types, n_iters, inverse_temperatures, eps):
         super().__init__()
         self.n_iters = check_n_iters(n_iters)
-        if inverse_temperatures is not None:
-            inverse_temperatures = [float(x) for x in inverse_temperatures]
-            if len(inverse_temperatures) < self.n_iters:
-                raise ValueError(
-                    f"inverse_temperatures must have at least n_iters = {self.n_iters} values; "
-                    f"got {len(inverse_temperatures)}"
-                )
-        self.inverse_temperatures = inverse_temperatures
+        self.inverse_temperatures = _check_inverse_temperatures(inverse_temperatures, self.n_iters)
         self.eps = eps
         self.weight = nn.Parameter(torch.empty(n_weights, 4, 4))
         self.beta_u = nn.Parameter(torch.empty(out_types))
@@ -139,6 +159,10 @@ class _EMLayer(nn.Module):
         nn.init.normal_(self.weight, std=0.5)
         nn.init.zeros_(self.beta_u)
         nn.init.zeros_(self.beta_a)
+
+    def _weight(self, like):
+        """The transformation matrices in the dtype of the poses (the library's dtype rule)."""
+        return self.weight if self.weight.dtype == like.dtype else self.weight.to(like.dtype)
 
     def _route(self, g, votes, a_in, n_positions, return_trace):
         beta_u = self.beta_u.repeat(n_positions)  # (N_dst,): parent id = position * C + type
@@ -220,23 +244,27 @@ class ConvCaps(_EMLayer):
         k, s, n_a, n_c = self.kernel, self.stride, self.in_types, self.out_types
         # receptive fields as a view: (B, Ho, Wo, A, 4, 4, ky, kx)
         patches = poses.unfold(1, k, s).unfold(2, k, s)
-        weight = self.weight.view(k, k, n_a, n_c, 4, 4)
-        table = torch.einsum("bqraikyx,yxackj->qryxacbij", patches, weight).reshape(-1, b, 16)  # (E, B, 16)
+        weight = self._weight(poses).view(k, k, n_a, n_c, 4, 4)
+        table = torch.einsum("bqraikyx,yxackj->qryxacbij", patches, weight)
+        table = table.reshape(table.shape[:6].numel(), b, 16)  # (E, B, 16)
         _, dst = g.edges()
         index = (((dst // n_c) * (k * k) + g.edata["offset"]) * n_a + g.edata["child_type"]) * n_c + dst % n_c
         return _pick(table, index)
 
     def forward(self, poses, activations, return_routing=False, return_trace=False):
         """Route a batch of child capsules; with ``return_routing`` also return the
-        :class:`~dgl_capsules.routing.RoutingResult` (edge order of :meth:`graph`, batch in dim 1)."""
-        b, h, w = _check_caps(poses, activations, self.in_types, "ConvCaps")
+        :class:`~dgl_capsules.routing.RoutingResult` (edge order of :meth:`graph`, batch in dim 1).
+        ``return_trace=True`` implies ``return_routing=True`` (the trace is in the result)."""
+        poses, activations = _check_caps(poses, activations, self.in_types, "ConvCaps")
+        b, h, w = poses.shape[:3]
+        return_routing = return_routing or return_trace
         if self.kernel > min(h, w):
             raise ValueError(
                 f"ConvCaps: the child grid (H, W) = {(h, w)} is smaller than kernel = {self.kernel}"
             )
         ho, wo = conv_output_size((h, w), self.kernel, self.stride)
         g = self.graph((h, w), device=poses.device)
-        a_in = activations.reshape(b, -1).T  # (N_src, B)
+        a_in = activations.reshape(b, h * w * self.in_types).T  # (N_src, B)
         r = self._route(g, self.votes(g, poses), a_in, ho * wo, return_trace)
         out_poses = r.poses.transpose(0, 1).reshape(b, ho, wo, self.out_types, 4, 4)
         out_acts = r.activations.T.reshape(b, ho, wo, self.out_types)
@@ -302,7 +330,7 @@ class ClassCaps(_EMLayer):
         by (child, class); each edge then picks its vote by its ``src`` and ``dst``."""
         b, h, w = poses.shape[:3]
         n_a, n_k = self.in_types, self.n_classes
-        weight = self.weight.view(n_a, n_k, 4, 4)
+        weight = self._weight(poses).view(n_a, n_k, 4, 4)
         table = torch.einsum("bpaik,ankj->panbij", poses.reshape(b, h * w, n_a, 4, 4), weight)
         if self.coord_add:  # table: (H * W, A, K, B, 4, 4)
             offset = table.new_zeros(h, w, 1, 1, 1, 4, 4)
@@ -310,14 +338,17 @@ class ClassCaps(_EMLayer):
             offset[:, :, 0, 0, 0, 1, 3] = ((torch.arange(h, dtype=table.dtype, device=table.device) + 0.5) / h)[:, None]
             table = table + offset.view(h * w, 1, 1, 1, 4, 4)
         src, dst = g.edges()
-        return _pick(table.reshape(-1, b, 16), src * n_k + dst)
+        return _pick(table.reshape(h * w * n_a * n_k, b, 16), src * n_k + dst)
 
     def forward(self, poses, activations, return_routing=False, return_trace=False):
         """Route a batch of child capsules to the classes; with ``return_routing`` also return
-        the :class:`~dgl_capsules.routing.RoutingResult`."""
-        b, h, w = _check_caps(poses, activations, self.in_types, "ClassCaps")
+        the :class:`~dgl_capsules.routing.RoutingResult`. ``return_trace=True`` implies
+        ``return_routing=True``."""
+        poses, activations = _check_caps(poses, activations, self.in_types, "ClassCaps")
+        b, h, w = poses.shape[:3]
+        return_routing = return_routing or return_trace
         g = self.graph((h, w), device=poses.device)
-        a_in = activations.reshape(b, -1).T  # (N_src, B)
+        a_in = activations.reshape(b, h * w * self.in_types).T  # (N_src, B)
         r = self._route(g, self.votes(g, poses), a_in, 1, return_trace)
         out_poses = r.poses.transpose(0, 1).reshape(b, self.n_classes, 4, 4)
         out_acts = r.activations.T  # (B, n_classes)
