@@ -20,6 +20,7 @@ __all__ = [
     "check_n_iters",
     "check_eps",
     "check_tensor",
+    "check_floating",
     "check_float_tensor",
     "check_edge_tensor",
     "check_node_tensor",
@@ -72,6 +73,14 @@ def check_tensor(name, x, layout):
     if not isinstance(x, torch.Tensor):
         hint = " (convert it with torch.from_numpy)" if type(x).__module__ == "numpy" else ""
         raise TypeError(f"{name} must be a torch.Tensor of shape {layout}; got {_type_name(x)}{hint}")
+    return x
+
+
+def check_floating(name, x, layout):
+    """``x`` if it is a floating-point tensor of any dtype, else ``TypeError`` naming ``name`` (losses, diagnostics)."""
+    check_tensor(name, x, layout)
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name} must be a floating-point tensor of shape {layout}; got dtype {x.dtype}")
     return x
 
 

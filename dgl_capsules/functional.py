@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from ._checks import check_float_tensor, check_tensor
+from ._checks import check_float_tensor, check_floating, check_tensor
 
 __all__ = ["squash", "margin_loss", "coupling_entropy", "spread_loss", "spread_margin"]
 
@@ -91,12 +91,21 @@ def margin_loss(lengths, target, m_plus=0.9, m_minus=0.1, lam=0.5):
     torch.Tensor
         Scalar loss.
 
+    Raises
+    ------
+    TypeError
+        If ``lengths`` is not a floating-point tensor or ``target`` not a tensor.
+    ValueError
+        If their shapes do not fit.
+
     Examples
     --------
     >>> import torch
     >>> margin_loss(torch.tensor([[0.9, 0.1]]), torch.tensor([0]))
     tensor(0.)
     """
+    check_floating("lengths", lengths, "(B, K)")
+    check_tensor("target", target, "(B,) or (B, K)")
     if lengths.dim() != 2:
         raise ValueError(f"lengths must have shape (B, K); got {tuple(lengths.shape)}")
     if target.dim() == 1:
@@ -164,9 +173,7 @@ def coupling_entropy(g, coupling, weights=None):
     >>> coupling_entropy(g, torch.full((12, 2), 0.25), weights=torch.rand(3, 2)).shape
     torch.Size([2])
     """
-    check_tensor("coupling", coupling, "(|E|, *)")
-    if not torch.is_floating_point(coupling):
-        raise TypeError(f"coupling must be a floating-point tensor of shape (|E|, *); got dtype {coupling.dtype}")
+    check_floating("coupling", coupling, "(|E|, *)")
     if coupling.dim() < 1 or coupling.shape[0] != g.num_edges():
         raise ValueError(
             f"coupling must have shape (|E|, *) with |E| = {g.num_edges()} edges of the graph; "
@@ -216,6 +223,8 @@ def spread_loss(a, target, margin):
 
     Raises
     ------
+    TypeError
+        If ``a`` is not a floating-point tensor or ``target`` not a tensor.
     ValueError
         If ``a`` is not ``(B, K)``, ``target`` neither ``(B,)`` nor ``(B, K)``, or ``margin`` not a scalar.
 
@@ -225,11 +234,12 @@ def spread_loss(a, target, margin):
     >>> spread_loss(torch.tensor([[0.9, 0.5, 0.1]]), torch.tensor([0]), margin=0.5)
     tensor(0.0100)
     """
-    if not isinstance(a, torch.Tensor) or a.dim() != 2:
-        shape = tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__
-        raise ValueError(f"a must have shape (B, K); got {shape}")
-    if not isinstance(target, torch.Tensor) or tuple(target.shape) not in ((a.shape[0],), tuple(a.shape)):
-        shape = tuple(target.shape) if isinstance(target, torch.Tensor) else type(target).__name__
+    check_floating("a", a, "(B, K)")
+    check_tensor("target", target, "(B,) or (B, K)")
+    if a.dim() != 2:
+        raise ValueError(f"a must have shape (B, K); got {tuple(a.shape)}")
+    if tuple(target.shape) not in ((a.shape[0],), tuple(a.shape)):
+        shape = tuple(target.shape)
         raise ValueError(
             f"target must have shape (B,) = ({a.shape[0]},) of class indices or (B, K) = {tuple(a.shape)} "
             f"of 0/1 multi-hot labels; got {shape}"

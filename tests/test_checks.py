@@ -64,3 +64,11 @@ def test_check_images():
         C.check_images("x", torch.zeros(2, 1, 5, 5, dtype=torch.uint8))
     with pytest.raises(TypeError, match=r"x must be a torch.Tensor of shape \(B, C, H, W\); got numpy.ndarray"):
         C.check_images("x", np.zeros((2, 1, 5, 5)))
+
+
+def test_check_floating_accepts_any_float_dtype():
+    for dt in (torch.float16, torch.bfloat16, torch.float32):
+        x = torch.zeros(2, dtype=dt)
+        assert C.check_floating("c", x, "(E,)") is x
+    with pytest.raises(TypeError, match=r"c must be a floating-point tensor of shape \(E,\); got dtype torch.bool"):
+        C.check_floating("c", torch.zeros(2, dtype=torch.bool), "(E,)")

@@ -161,3 +161,16 @@ def test_coupling_entropy_on_int32_graphs():
     g = dc.conv_capsule_graph((4, 4), 2, 1, 1, 2)
     c = torch.rand(g.num_edges(), 2)
     torch.testing.assert_close(coupling_entropy(g.int(), c), coupling_entropy(g, c), rtol=0, atol=0)
+
+
+def test_losses_name_an_argument_of_the_wrong_type():
+    with pytest.raises(TypeError, match=r"lengths must be a torch.Tensor of shape \(B, K\); got numpy.ndarray"):
+        margin_loss(torch.rand(2, 4).numpy(), torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match=r"lengths must be a floating-point tensor .*got dtype torch.int64"):
+        margin_loss(torch.ones(2, 4, dtype=torch.long), torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match=r"target must be a torch.Tensor of shape \(B,\) or \(B, K\); got list"):
+        margin_loss(torch.rand(2, 4), [0, 1])
+    with pytest.raises(TypeError, match=r"a must be a torch.Tensor of shape \(B, K\); got numpy.ndarray"):
+        dc.functional.spread_loss(torch.rand(2, 3).numpy(), torch.tensor([0, 1]), 0.2)
+    with pytest.raises(TypeError, match=r"target must be a torch.Tensor"):
+        dc.functional.spread_loss(torch.rand(2, 3), [0, 1], 0.2)
