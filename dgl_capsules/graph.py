@@ -179,9 +179,9 @@ def conv_capsule_graph(in_hw, kernel, stride, in_types, out_types, device=None):
     normalises over all of them.
 
     Each edge carries integer features naming the transformation matrix it
-    uses: ``"offset"`` (``ky * kernel + kx``), ``"child_type"`` (``a``) and
-    ``"w_index"``, the flat index ``(offset * A + a) * C + c`` (``c`` is the
-    parent's type, ``dst % C``) into a weight of shape
+    uses: ``"offset"`` (``ky * kernel + kx``), ``"child_type"`` (``a``),
+    ``"parent_type"`` (``c``) and ``"w_index"``, their flat index
+    ``(offset * A + a) * C + c`` into a weight of shape
     ``(kernel * kernel * A * C, ...)``. The graph is cached per arguments and
     device like :func:`capsule_graph`'s, each call returning a view of it.
 
@@ -215,7 +215,7 @@ def conv_capsule_graph(in_hw, kernel, stride, in_types, out_types, device=None):
     >>> g.num_nodes("child"), g.num_nodes("parent"), g.num_edges()
     (144, 20, 720)
     >>> sorted(g.edata.keys())
-    ['child_type', 'offset', 'w_index']
+    ['child_type', 'offset', 'parent_type', 'w_index']
     """
     if not isinstance(in_hw, (tuple, list)) or len(in_hw) != 2:
         raise ValueError(f"in_hw must be a pair (H, W) of positive integers; got {in_hw!r}")
@@ -248,5 +248,6 @@ def _conv_capsule_graph(h, w, kernel, stride, n_a, n_c):
     offset = (ky * kernel + kx).reshape(-1)
     g.edata["offset"] = offset
     g.edata["child_type"] = a.reshape(-1)
+    g.edata["parent_type"] = c.reshape(-1)
     g.edata["w_index"] = (offset * n_a + a.reshape(-1)) * n_c + c.reshape(-1)
     return g

@@ -83,12 +83,13 @@ def test_conv_capsule_graph_matches_the_index_contract(h, w, k, s, n_a, n_c):
         (i, j): (o, a, c)
         for i, j, o, a, c in zip(
             src.tolist(), dst.tolist(), g.edata["offset"].tolist(),
-            g.edata["child_type"].tolist(), (dst % n_c).tolist(),
+            g.edata["child_type"].tolist(), g.edata["parent_type"].tolist(),
         )
     }
     assert len(got) == g.num_edges()  # no duplicate edges
     assert got == expected
-    w_index = (g.edata["offset"] * n_a + g.edata["child_type"]) * n_c + dst % n_c
+    assert torch.equal(g.edata["parent_type"], dst % n_c)
+    w_index = (g.edata["offset"] * n_a + g.edata["child_type"]) * n_c + g.edata["parent_type"]
     assert torch.equal(g.edata["w_index"], w_index)
     assert int(g.edata["w_index"].max()) < k * k * n_a * n_c
 
