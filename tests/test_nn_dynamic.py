@@ -107,3 +107,12 @@ def test_bad_input_gets_one_line_naming_x():
     with pytest.raises(TypeError, match=r"x must have the layer's dtype torch.float32 .*got torch.float64"):
         layer(x.double())
     assert layer.double()(x.double()).dtype == torch.float64
+
+
+def test_votes_on_an_int32_graph_equal_int64():
+    layer = DynamicCaps(in_caps=10, out_caps=4, in_dim=3, out_dim=6)
+    x = torch.randn(3, 10, 3)
+    g = layer.graph()
+    torch.testing.assert_close(layer.votes(g.int(), x), layer.votes(g, x), rtol=0, atol=0)
+    a = dc.routing.dynamic_routing(g.int(), layer.votes(g.int(), x))
+    torch.testing.assert_close(a.poses.transpose(0, 1), layer(x), rtol=0, atol=0)
