@@ -145,6 +145,10 @@ def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None):
     rows = []
     for net_name in NETS:
         after = best[(net_name, "after")]
+        # Same network, same weights, same batch: before and after must give the same loss.
+        if abs(best[(net_name, "before")]["loss"] - after["loss"]) > 1e-4 * max(1.0, abs(after["loss"])):
+            raise RuntimeError(f"{net_name}: the loss before ({best[(net_name, 'before')]['loss']}) and "
+                               f"after ({after['loss']}) differ")
         for variant in VARIANTS:
             r = best[(net_name, variant)]
             rows.append({
@@ -154,7 +158,7 @@ def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None):
                 "fwd x after": r["fwd_s"] / after["fwd_s"],
                 "fwd+bwd x after": r["fwd_bwd_s"] / after["fwd_bwd_s"],
                 "f+b CPU x after": r["fwd_bwd_cpu_s"] / after["fwd_bwd_cpu_s"],
-                "peak x after": r["peak_mb"] / after["peak_mb"],
+                "peak x after": r["peak_mb"] / after["peak_mb"], "loss": r["loss"],
             })
     return rows
 
