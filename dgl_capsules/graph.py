@@ -65,7 +65,7 @@ def _clone_column(col, new=object.__new__):
 
 
 def _view(g, shallow=copy.copy):
-    """``g.local_var()``: the same structure with feature frames of its own (about 40 % cheaper)."""
+    """What ``g.local_var()`` returns: the same structure with feature frames of its own, built with fewer checks."""
     v = shallow(g)
     v._node_frames = [_clone_frame(fr) for fr in g._node_frames]
     v._edge_frames = [_clone_frame(fr) for fr in g._edge_frames]
