@@ -375,3 +375,23 @@ def test_dtypes_and_types_of_the_inputs():
         m(dc.capsule_graph(5, 6), a, mu)
     with pytest.raises(TypeError, match=r"mu_inp\[0\] must be a torch.Tensor"):
         m.forward_ragged([a[0]], [mu[0].tolist()])
+
+
+def test_graph_is_the_routed_graph():
+    m = HeinsenRouting(d_cov=2, d_inp=3, d_out=4, n_inp=5, n_out=6)
+    g = m.graph()
+    assert (g.num_src_nodes(), g.num_dst_nodes()) == (5, 6)
+    a, mu = torch.randn(2, 5), torch.randn(2, 5, 2, 3)
+    R = m(a, mu, return_R=True)[3]  # (2, 5, 6)
+    src, dst = g.edges()
+    votes, bu, bi = m._routing_inputs(g, mu, [6])
+    r = dc.routing.heinsen_routing(g, votes, a.T, bu, bi, n_iters=m.n_iters, eps=m.eps)
+    torch.testing.assert_close(r.coupling.T, R[:, src, dst], rtol=0, atol=0)
+    free = HeinsenRouting(d_cov=1, d_inp=3, d_out=2)
+    assert free.graph(7).num_dst_nodes() == 7 and free.graph(7, n_out=3).num_dst_nodes() == 3
+    with pytest.raises(ValueError, match="n_inp must be given"):
+        free.graph()
+    with pytest.raises(ValueError, match=r"n_inp must be 5, fixed at construction; got 4"):
+        m.graph(4)
+    with pytest.raises(ValueError, match=r"n_out was fixed to 6 at construction"):
+        m.graph(n_out=3)

@@ -192,6 +192,39 @@ class HeinsenRouting(nn.Module):
             return n
         return check_positive_int("n_out", n_out)
 
+    # ------------------------------------------------------------------- graph
+    def graph(self, n_inp=None, n_out=None, device=None):
+        """The complete ``n_inp -> n_out`` capsule graph the layer routes on (a view of the cached one).
+
+        Parameters
+        ----------
+        n_inp : int, optional
+            Number of input capsules; defaults to the count fixed at construction.
+        n_out : int, optional
+            Number of output capsules when not fixed at construction (default: ``n_inp``).
+        device : torch.device or str, optional
+            Where the graph lives (default: the CPU).
+
+        Returns
+        -------
+        dgl.DGLGraph
+            :func:`~dgl_capsules.capsule_graph` ``(n_inp, n_out)``.
+
+        Raises
+        ------
+        ValueError
+            If ``n_inp`` is missing while not fixed, differs from the fixed count, or ``n_out`` is
+            passed although fixed.
+        """
+        if n_inp is None:
+            if not self.n_inp_is_fixed:
+                raise ValueError("n_inp must be given: the layer takes any number of input capsules")
+            n_inp = self.n_inp
+        n_inp = check_positive_int("n_inp", n_inp)
+        if self.n_inp_is_fixed and n_inp != self.n_inp:
+            raise ValueError(f"n_inp must be {self.n_inp}, fixed at construction; got {n_inp}")
+        return capsule_graph(n_inp, self._n_out_for(n_inp, n_out), device=device)
+
     # ------------------------------------------------------------------- votes
     def _routing_inputs(self, g, mu, n_out_per):
         """Votes ``(|E|, *, d_cov, d_out)`` and per-edge betas on graph ``g``.
@@ -278,7 +311,7 @@ class HeinsenRouting(nn.Module):
         """
         a_inp, mu_inp, batch, n = self._check_inputs(a_inp, mu_inp)
         m = self._n_out_for(n, n_out)
-        g = capsule_graph(n, m, device=a_inp.device)
+        g = self.graph(n, m if not self.n_out_is_fixed else None, device=a_inp.device)
         r = self._route(g, a_inp, mu_inp, [m])
         a_out = r.activations.movedim(0, -1)  # (..., n_out)
         mu_out = r.poses.movedim(0, -3)  # (..., n_out, d_cov, d_out)
