@@ -165,15 +165,16 @@ def test_splits_share_no_viewpoint_they_should_not(cache, views, split):
     other = "elevation" if split == "azimuth" else "azimuth"
     assert set(md["test"][other]) == set(md["novel"][other])
     # the parts are disjoint and cover the training lightings at familiar views and the held-out lighting
-    n_fam = 2 * 3 * (len(familiar) * (4 if split == "azimuth" else 4))
-    assert len(s.train) + len(s.val) == 2 * n_fam // 3 and len(s.test) == n_fam // 3
-    assert len(s.train) + len(s.val) + len(s.test) + len(s.novel) == 2 * 4 * 4 * 2 + 2 * 4 * 4 - (
-        2 * 4 * 4 * 2 - 2 * n_fam // 3)
+    per_lighting_familiar = 2 * len(familiar) * 4  # classes x familiar values x the 4 values of the other axis
+    per_lighting_novel = 2 * (4 - len(familiar)) * 4
+    assert len(s.train) + len(s.val) == 2 * per_lighting_familiar  # lightings 0 and 1
+    assert len(s.test) == per_lighting_familiar and len(s.novel) == per_lighting_novel  # lighting 2
     # the images are the rendered pixels of those views
     i = 0
     m = views.metadata
     j = np.flatnonzero((views.labels == int(s.novel.labels[i])) & (m["azimuth"] == md["novel"]["azimuth"][i])
-                       & (m["elevation"] == md["novel"]["elevation"][i]) & (m["lighting"] == md["novel"]["lighting"][i]))
+                       & (m["elevation"] == md["novel"]["elevation"][i])
+                       & (m["lighting"] == md["novel"]["lighting"][i]))
     assert torch.equal(s.novel.images[i], torch.from_numpy(views.images[j[0]] / np.float32(255)))
 
 

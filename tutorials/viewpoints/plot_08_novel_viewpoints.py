@@ -98,7 +98,8 @@ splits = viewpoints(split="azimuth", **settings, progress=False)
 print(splits)
 for part in ("train", "val", "test", "novel"):
     md = splits.metadata[part]
-    print(f"{part:>6}: azimuths {sorted(set(md['azimuth'].tolist()))}, lightings {sorted(set(md['lighting'].tolist()))}")
+    print(f"{part:>6}: azimuths {sorted(set(md['azimuth'].tolist()))}, "
+          f"lightings {sorted(set(md['lighting'].tolist()))}")
 
 # %%
 # Train briefly on the familiar azimuths
