@@ -454,3 +454,41 @@ def test_the_library_speaks_of_parameters_not_flags():
                 if re.search(r"(?<![\w-])--[a-z]", text) and not re.fullmatch(r"--[\w-]+", text):  # not argv items
                     hits.append(f"{path.relative_to(root)}:{node.lineno}: {text.strip()}")
     assert hits == []
+
+
+def test_a_registered_model_trains_with_no_other_change(tmp_path):
+    # issue 16: adding a model is one registration; the trainer, its checks and load_model know it by name
+    from torch import nn
+
+    from dgl_capsules.models import register_model, unregister_model
+
+    @register_model("toy-linear", presets={"wide": dict(hidden=32)})
+    class ToyLinear(nn.Module):
+        def __init__(self, in_channels=1, image_size=28, n_classes=10, hidden=8):
+            super().__init__()
+            self.image_size = image_size
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size ** 2, hidden), nn.ReLU(),
+                                     nn.Linear(hidden, n_classes))
+
+        def forward(self, x, y=None):
+            return self.net(x)
+
+        def loss(self, out, y, step=None):
+            return nn.functional.cross_entropy(out, y)
+
+        def scores(self, out):
+            return out
+
+        def routing(self, x):
+            return []
+
+    try:
+        with pytest.raises(ValueError, match="settings: toy-linear has no setting 'width'; settings are hidden"):
+            run(tmp_path, "bad", model="toy-linear", preset="wide", settings=dict(width=2))
+        m = run(tmp_path, "toy", model="toy-linear", preset="wide", epochs=3, lr=1e-2)
+        assert m["model"] == "toy-linear" and m["parameters"] == 784 * 32 + 32 + 32 * 10 + 10
+        assert m["curve"][-1]["train_loss"] < m["curve"][0]["train_loss"]
+        net, _ = load_model(str(tmp_path / "toy" / "model.pt"))
+        assert isinstance(net, ToyLinear) and net.net[1].out_features == 32
+    finally:
+        unregister_model("toy-linear")
