@@ -12,6 +12,11 @@ and fails when a page
   frames, a frame that does not decode, or stepping does not change the picture),
 * still shows raw TeX because MathJax did not typeset it.
 
+It also writes one animation with :func:`dgl_capsules.viz.save_animation` to a
+stand-alone ``.html`` file, opens it the same way and fails if it requests
+anything outside its own server or a player button shows no symbol (the
+player's icon font used to come from a CDN).
+
 A full-page screenshot of every page goes to ``docs/_build/screenshots/``.
 
 Chromium is Debian's ``chromium`` package, installed with apt-get when it is
@@ -320,6 +325,56 @@ def check_page(browser, base, rel, shots, expect_animation=False):
     return problems, summary, shots / name
 
 
+# ---------------------------------------------------------------- stand-alone player
+
+BUTTONS_JS = """
+Array.from(document.querySelectorAll('.anim-buttons button')).map(b => ({
+  title: b.title, text: b.innerText.trim(), width: b.getBoundingClientRect().width}))
+"""
+
+
+def check_standalone_player(browser, shots):
+    """Write an animation with save_animation(..., ".html") and check it works offline; return problems."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import dgl_capsules as dc
+    from dgl_capsules import viz
+
+    root = Path(tempfile.mkdtemp(prefix="dgl-capsules-player-"))
+    try:
+        p = dc.data.planted_clusters(n_in=12, n_out=3)
+        r = dc.routing.dynamic_routing(p.graph, p.votes, n_iters=3, return_trace=True)
+        viz.save_animation(viz.animate_bipartite(p.graph, r.trace), root / "player.html", dpi=40)
+        httpd, base = serve(root)
+        try:
+            browser.goto(f"{base}/player.html")
+            browser.evaluate(SETTLE_JS, await_promise=True)
+            browser.pump(0.5)
+            problems = list(page_errors(browser.events, base))
+            for ev in browser.events:
+                if ev["method"] == "Network.requestWillBeSent":
+                    url = ev["params"]["request"]["url"]
+                    if not url.startswith(base) and not url.startswith("data:"):
+                        problems.append(f"requests a resource outside the file: {url[:120]}")
+            buttons = browser.evaluate(BUTTONS_JS)
+            if len(buttons) != 9:
+                problems.append(f"player has {len(buttons)} buttons, expected 9")
+            for b in buttons:
+                if not b["text"]:
+                    problems.append(f"button {b['title']!r} shows no symbol")
+            for a in browser.evaluate(ANIMATIONS_JS, await_promise=True):
+                if a["frames"] != 3 or a["bad"] or not a["changes"]:
+                    problems.append(f"player frames: {a}")
+            shot = browser.call("Page.captureScreenshot", format="png")
+            (shots / "standalone_player.png").write_bytes(base64.b64decode(shot["data"]))
+        finally:
+            httpd.shutdown()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return problems
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -393,6 +448,17 @@ def main(argv=None):
                 print(f"       - {p}")
             if problems:
                 failures[rel] = problems
+        t0 = time.monotonic()
+        try:
+            problems = check_standalone_player(browser, args.out)
+        except Exception as exc:  # a player that cannot be checked fails
+            problems = [f"could not check: {exc}"]
+        print(f"{'ok  ' if not problems else 'FAIL'} save_animation(..., 'player.html') offline  "
+              f"{time.monotonic() - t0:.1f}s", flush=True)
+        for p in problems:
+            print(f"       - {p}")
+        if problems:
+            failures["standalone player"] = problems
     finally:
         browser.close()
         httpd.shutdown()

@@ -565,6 +565,17 @@ def test_weighted_entropy_by_hand():
     assert viz.entropy_curve(g, [cb], weights=wb, sample=1)[0][0] == pytest.approx(h[2])
 
 
+def test_weighted_entropy_curve_is_the_functional_weighted_mean():
+    g, r = small_trace(n_iters=3, batch=4)
+    w = torch.rand(12, 4)
+    mean, _ = viz.entropy_curve(g, r.trace, weights=w)
+    for it, c in enumerate(r.trace):
+        per_sample = dc.functional.coupling_entropy(g, c, weights=w)  # (4,)
+        assert mean[it] == pytest.approx(per_sample.mean().item(), rel=1e-5)
+        one, _ = viz.entropy_curve(g, r.trace, weights=w, sample=2)
+        assert one[it] == pytest.approx(per_sample[2].item(), rel=1e-5)
+
+
 def test_plot_entropy_with_weights_draws_the_weighted_curve():
     g, r = small_trace(n_iters=3, batch=2)
     w = torch.rand(12, 2)

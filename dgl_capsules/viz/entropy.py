@@ -46,6 +46,8 @@ def entropy_curve(g, trace, sample=None, weights=None):
         If the trace is missing, empty, or not recorded on ``g``, ``sample``
         is out of range, or ``weights`` have the wrong shape, are negative,
         not finite, or sum to 0 over the children of a sample.
+    TypeError
+        If ``weights`` is not a floating-point tensor.
 
     Examples
     --------
@@ -59,22 +61,27 @@ def entropy_curve(g, trace, sample=None, weights=None):
     trace = check_trace(g, trace, "entropy_curve")
     sample = check_sample(sample, trace[0].shape)
     has_parents = (g.out_degrees() > 0).to(trace[0].device)  # (N_src,)
-    w = None if weights is None else child_weights(g, weights, trace[0].shape)[has_parents.cpu()]  # (N, S)
+    if weights is not None:
+        w = child_weights(g, weights, trace[0].shape)  # (N_src, S or 1)
+        w = w * has_parents.cpu()[:, None]  # a child without parents has no coupling to weigh
+        w = w.expand(-1, int(np.prod(trace[0].shape[1:], dtype=np.int64)))  # (N_src, S)
     mean, std = [], []
     for c in trace:
-        h = coupling_entropy(g, c)[has_parents]  # (N_children, *)
-        h = h.reshape(h.shape[0], -1).double().cpu()  # (N_children, S)
-        if w is None:
+        if weights is None:
+            h = coupling_entropy(g, c)[has_parents]  # (N_children, *)
+            h = h.reshape(h.shape[0], -1).double().cpu()  # (N_children, S)
             if sample is not None:
                 h = h[:, sample]
             mean.append(h.mean().item())
             std.append(h.std(unbiased=False).item())
             continue
-        ws = w.expand_as(h)  # (N_children, S)
+        h = coupling_entropy(g, c).reshape(g.num_src_nodes(), -1).double().cpu()  # (N_src, S)
+        per_sample = coupling_entropy(g, c, weights=w.reshape((-1,) + tuple(c.shape[1:])).to(c))  # (*)
+        m_s = per_sample.reshape(-1).double().cpu()  # (S,) weighted mean of each sample
+        ws = w / w.sum(0)  # (N_src, S), each sample's weights sum to 1
         if sample is not None:
-            h, ws = h[:, sample:sample + 1], ws[:, sample:sample + 1]
-        ws = ws / ws.sum(0)  # each sample's weights sum to 1
-        m = (ws * h).sum() / h.shape[1]
+            h, ws, m_s = h[:, sample:sample + 1], ws[:, sample:sample + 1], m_s[sample:sample + 1]
+        m = m_s.mean()  # every sample counts alike
         mean.append(m.item())
         std.append(((ws * (h - m) ** 2).sum() / h.shape[1]).sqrt().item())
     return np.array(mean), np.array(std)

@@ -629,7 +629,7 @@ def animate_over_training(run_dir, out_dir, fps=2, dpi=100):
     out = {}
 
     # Entropy against the epoch, one panel per layer.
-    fig = Figure(figsize=(4.2 * len(names), 3.6), layout="constrained")
+    fig = Figure(figsize=(max(4.2 * len(names), 6.0), 3.8), layout="constrained")
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names):
         mean, wmean, level, what = [], [], None, None
@@ -645,10 +645,11 @@ def animate_over_training(run_dir, out_dir, fps=2, dpi=100):
                 what = layer["weight_name"]
             deg = g.out_degrees()
             level = float(torch.log(deg[deg > 0].double()).mean())
-        ax.plot(epochs, mean, marker="o", label="mean over children")
+        ax.plot(epochs, mean, marker="o", label=f"mean over children (last {mean[-1]:.3f})")
         if len(wmean) == len(epochs):
-            ax.plot(epochs, wmean, marker="s", linestyle="--", color="tab:red", label=f"weighted by {what}")
-        ax.axhline(level, color="0.4", linestyle=":", label=f"uniform: {level:.2f}")
+            ax.plot(epochs, wmean, marker="s", linestyle="--", color="tab:red",
+                    label=f"weighted by {what} (last {wmean[-1]:.3f})")
+        ax.axhline(level, color="0.4", linestyle=":", label=f"uniform: log #parents = {level:.3f}")
         ax.set_ylim(0, 1.3 * max(level, max(mean), max(wmean, default=0)))
         ax.set_xlabel("epoch (0: initialisation)")
         ax.set_ylabel("coupling entropy after routing (nats)")

@@ -83,8 +83,9 @@ ani_hist = viz.animate_histogram(r.trace, g=g, sample=0, interval=700)
 # -------------------------
 #
 # The same trace drawn on the graph: every edge's width and opacity follow its
-# coupling, in the colour of its parent, and a parent's size follows the
-# length of its output capsule. With the children sorted by the parent they
+# coupling on one fixed scale (thin and faint at the uniform coupling
+# :math:`1/4`, widest at coupling 1; the legend states it), in the colour of
+# its parent, and a parent's size follows the length of its output capsule. With the children sorted by the parent they
 # end up with, the four bundles untangle as routing proceeds.
 
 lengths = r.poses.norm(dim=-1)  # (N_parent, B): the parents' "probabilities"
@@ -109,10 +110,11 @@ print(f"children on their planted parent after 6 iterations: {accuracy:.0%}")
 #
 # CapsNet routes 1152 primary capsules (32 types on a ``6 x 6`` grid) to 10
 # class capsules: 11,520 edges, too many to read one by one. ``top_k`` draws
-# only the most decided children (the largest final coupling). For a real
-# CapsNet, ``group_by="type"`` with ``child_types=32`` instead merges the
-# children into one node per capsule type, whose edge to parent *j* carries
-# the mean coupling of its members (tutorial 5 does that for a real digit).
+# only the most decided children (the largest final coupling), or with
+# ``child_weights`` (vote lengths, activations) the children that carry most
+# (tutorial 5 does that for a real digit). ``group_by="type"`` with
+# ``child_types=32`` instead merges the children into one node per capsule
+# type, whose edge to parent *j* carries the mean coupling of its members.
 
 big = dc.data.planted_clusters(n_in=1152, n_out=10, dim=16, batch=1, noise=0.5, seed=0)
 rb = dc.routing.dynamic_routing(big.graph, big.votes, n_iters=5, return_trace=True)

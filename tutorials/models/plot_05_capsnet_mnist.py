@@ -111,19 +111,31 @@ for a in axes.flat:
 #
 # ``model.routing(x)`` returns, for every routed layer, its name, its capsule
 # graph, the :class:`~dgl_capsules.routing.RoutingResult` with the trace of
-# every iteration, and the parents' strengths (class-capsule lengths). We
-# merge the primary capsules into one node per capsule type
-# (``group_by="type"``, 8 types here) so the picture stays readable.
+# every iteration, and the parents' strengths (class-capsule lengths).
+# :func:`~dgl_capsules.viz.model_routing` adds what each child carries (here
+# the mean length of its votes), so the picture can show the 32 primary
+# capsules whose votes are longest. Edge width and opacity follow the
+# coupling on one fixed scale: thin and faint at the uniform 1/10, widest at
+# coupling 1, so a routing that stays near uniform looks near uniform.
 
 digit = x_test[:1]
 with torch.no_grad():
     (name, g, result, strength), = model.routing(digit)
 print(name, g, "\nclass lengths:", [round(v, 2) for v in strength[:, 0].tolist()])
+(layer,) = viz.model_routing(model, digit)
 
 fig, ax = plt.subplots(figsize=(2, 2), layout="constrained")
 ax.imshow(digit[0, 0], cmap="gray_r")
 ax.axis("off")
 
-ani_digit = viz.animate_bipartite(g, result.trace, sample=0, parent_strength=strength,
-                                  group_by="type", child_types=8, interval=700,
-                                  title=f"Routing of a test '{y_test[0].item()}'")
+predicted = int(strength[:, 0].argmax())
+ani_digit = viz.animate_bipartite(g, result.trace, sample=0, parent_strength=strength, top_k=32,
+                                  child_weights=layer.child_weights, weights_label="vote length",
+                                  parent_labels=[f"{k} ◀ predicted" if k == predicted else str(k)
+                                                 for k in range(10)],
+                                  interval=700, title=f"Routing of a test '{y_test[0].item()}'")
+
+# %%
+# Tutorial 7 (*What routing does in a trained network*) compares the coupling
+# entropy of such trained layers with the uniform level for all three routing
+# algorithms.
