@@ -300,6 +300,19 @@ def _parent_step(s, mass, beta_u, beta_a, lam_t, c, last):
     return m, sigma2, activations, y, k.unsqueeze(-1)
 
 
+def _spmm_x(ge, x, w):
+    """``[sum_i w_ij U_ij, sum_i w_ij U_ij^2]`` per parent: ``(N_dst, *, 2P)`` from ``w`` ``(E, *, 1)``."""
+    return torch.cat([gspmm(ge, "mul", "sum", half, w) for half in x], dim=-1)
+
+
+def _dot_x(g, x, y, k):
+    """``X_ij . y_j + k_j`` per edge, ``(E, *, 1)``, for parent data ``y`` ``(N_dst, *, 2P)`` and ``k`` ``(N_dst, *, 1)``."""
+    n_pose = x[0].shape[-1]
+    out = gsddmm(g, "dot", x[0], y[..., :n_pose].contiguous(), lhs_target="e", rhs_target="v")
+    out = out + gsddmm(g, "dot", x[1], y[..., n_pose:].contiguous(), lhs_target="e", rhs_target="v")
+    return gsddmm(g, "add", out, k, lhs_target="e", rhs_target="v")
+
+
 class _EMIterations(torch.autograd.Function):
     """All M- and E-steps; the backward recomputes the per-parent parts and touches the edge
     tensor X once per sparse product, then forms the votes' gradient in one pass.
@@ -311,36 +324,33 @@ class _EMIterations(torch.autograd.Function):
     def forward(ctx, votes, a_edge, beta_u, beta_a, lam, c):
         g, ge, n_pose = c.g, c.ge, c.n_pose
         u = gsddmm(g, "sub", votes, c.centre, lhs_target="e", rhs_target="v")  # (E, *, P)
-        # NOTE: one edge tensor X = [U, U^2] serves every iteration: an SpMM weighted by R'
-        # gives the M-step's sums [sum R' U, sum R' U^2], an SDDMM against the parent vector y
-        # gives the E-step's log-likelihood (a quadratic form in U).
-        x = votes.new_empty(votes.shape[:-1] + (2 * n_pose,))  # (E, *, 2P)
-        x[..., :n_pose] = u
-        torch.mul(u, u, out=x[..., n_pose:])
-        del u
+        # NOTE: the edge tensors X = (U, U^2) serve every iteration: SpMMs weighted by R'
+        # give the M-step's sums [sum R' U, sum R' U^2], SDDMMs against the parent vector y
+        # give the E-step's log-likelihood (a quadratic form in U).
+        x = (u, u.square())  # 2 x (E, *, P)
         couplings, sums, masses = [c.coupling], [], []
         for t in range(c.n_iters):
             ra = (couplings[-1] * a_edge).unsqueeze(-1)  # (E, *, 1) = R'_ij
-            sums.append(gspmm(ge, "mul", "sum", x, ra))  # (N_dst, *, 2P)
+            sums.append(_spmm_x(ge, x, ra))  # (N_dst, *, 2P)
             masses.append(gspmm(ge, "copy_rhs", "sum", None, ra))  # (N_dst, *, 1)
             last = t + 1 == c.n_iters
             m, sigma2, act, y, k = _parent_step(sums[-1], masses[-1], beta_u, beta_a, lam[t], c, last)
             if last:
                 break
-            logp = gsddmm(g, "dot", x, y, lhs_target="e", rhs_target="v")  # (E, *, 1)
-            logp = gsddmm(g, "add", logp, k, lhs_target="e", rhs_target="v")
+            logp = _dot_x(g, x, y, k)  # (E, *, 1)
             # NOTE: the paper's softmax over the parents j of each child i is
             # edge_softmax normalised by source.
             couplings.append(edge_softmax(g, logp.squeeze(-1), norm_by="src"))  # (E, *)
         ctx.c = c
-        ctx.save_for_backward(x, a_edge, beta_u, beta_a, lam, *couplings[1:], *sums, *masses)
+        ctx.save_for_backward(*x, a_edge, beta_u, beta_a, lam, *couplings[1:], *sums, *masses)
         return (m, sigma2, act, *couplings[1:])
 
     @staticmethod
     def backward(ctx, g_m, g_sigma2, g_act, *g_couplings):
         c = ctx.c
         g, ge, n_pose, n_iters = c.g, c.ge, c.n_pose, c.n_iters
-        x, a_edge, beta_u, beta_a, lam, *rest = ctx.saved_tensors
+        u, u2, a_edge, beta_u, beta_a, lam, *rest = ctx.saved_tensors
+        x = (u, u2)
         couplings = [c.coupling] + rest[: n_iters - 1]
         sums = rest[n_iters - 1: 2 * n_iters - 1]
         masses = rest[2 * n_iters - 1:]
@@ -377,8 +387,7 @@ class _EMIterations(torch.autograd.Function):
                     v.grad = gv if v.grad is None else v.grad + gv
             # s_t = sum_i R'_ij X_ij and mass_t = sum_i R'_ij with R'_ij = R_ij a_i
             r = couplings[t]
-            d_ra = gsddmm(g, "dot", x, g_s, lhs_target="e", rhs_target="v")  # (E, *, 1)
-            d_ra = gsddmm(g, "add", d_ra, g_mass, lhs_target="e", rhs_target="v").squeeze(-1)  # (E, *)
+            d_ra = _dot_x(g, x, g_s, g_mass).squeeze(-1)  # (E, *)
             alphas.append(r * a_edge)
             parents.append(g_s)
             d_a_edge += d_ra * r
@@ -392,13 +401,16 @@ class _EMIterations(torch.autograd.Function):
             per_child = torch.zeros((g.num_src_nodes(),) + rd.shape[1:], dtype=rd.dtype, device=rd.device)
             per_child.index_add_(0, c.src, rd)
             d_logp = rd - r * per_child[c.src]  # (E, *)
-            g_y = gspmm(ge, "mul", "sum", x, d_logp.unsqueeze(-1))  # (N_dst, *, 2P)
+            g_y = _spmm_x(ge, x, d_logp.unsqueeze(-1))  # (N_dst, *, 2P)
             g_k = gspmm(ge, "copy_rhs", "sum", None, d_logp.unsqueeze(-1))  # (N_dst, *, 1)
         d_votes = None
         if ctx.needs_input_grad[0]:
-            # dX_ij = sum_k alphas[k]_ij parents[k]_j in one SDDMM; then dU = dX_U + 2 U dX_U2.
+            # dX_ij = sum_k alphas[k]_ij parents[k]_j, one SDDMM per half of X; dU = dX_U + 2 U dX_U2.
             alpha = torch.stack(alphas, -1).unsqueeze(-2)  # (E, *, 1, K)
             parent = torch.stack(parents, -1)  # (N_dst, *, 2P, K)
-            d_x = gsddmm(g, "dot", alpha, parent, lhs_target="e", rhs_target="v").squeeze(-1)  # (E, *, 2P)
-            d_votes = torch.addcmul(d_x[..., :n_pose], x[..., :n_pose], d_x[..., n_pose:], value=2)
+            d_u, d_u2 = (
+                gsddmm(g, "dot", alpha, half.contiguous(), lhs_target="e", rhs_target="v").squeeze(-1)
+                for half in (parent[..., :n_pose, :], parent[..., n_pose:, :])
+            )  # 2 x (E, *, P)
+            d_votes = d_u.addcmul_(u, d_u2, value=2)
         return (d_votes, d_a_edge if ctx.needs_input_grad[1] else None, bu.grad, ba.grad, d_lam, None)
