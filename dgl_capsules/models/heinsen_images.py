@@ -4,7 +4,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..graph import _check_positive_int, capsule_graph
+from .._checks import check_positive_int
 from ..nn import HeinsenRouting
 from ..routing.heinsen import heinsen_routing
 from ._common import check_images
@@ -92,14 +92,14 @@ class HeinsenImageNet(nn.Module):
     def __init__(self, in_channels=1, image_size=28, n_classes=10, stem_channels=64, stem_layers=3,
                  primary_types=16, hidden_caps=32, pose=4, n_iters=3, p_model="gaussian"):
         super().__init__()
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.image_size = _check_positive_int("image_size", image_size)
-        self.n_classes = _check_positive_int("n_classes", n_classes)
-        self.stem_channels = _check_positive_int("stem_channels", stem_channels)
-        self.stem_layers = _check_positive_int("stem_layers", stem_layers)
-        self.primary_types = _check_positive_int("primary_types", primary_types)
-        self.hidden_caps = _check_positive_int("hidden_caps", hidden_caps)
-        self.pose = _check_positive_int("pose", pose)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.image_size = check_positive_int("image_size", image_size)
+        self.n_classes = check_positive_int("n_classes", n_classes)
+        self.stem_channels = check_positive_int("stem_channels", stem_channels)
+        self.stem_layers = check_positive_int("stem_layers", stem_layers)
+        self.primary_types = check_positive_int("primary_types", primary_types)
+        self.hidden_caps = check_positive_int("hidden_caps", hidden_caps)
+        self.pose = check_positive_int("pose", pose)
         if self.pose < 2:
             raise ValueError(f"pose must be >= 2 (coordinates are added to two pose entries); got {pose}")
         layers, c, side = [], in_channels, image_size
@@ -183,7 +183,7 @@ class HeinsenImageNet(nn.Module):
         a, mu = self.primary_caps(x)
         out = []
         for name, layer in zip(("hidden", "classes"), self.routings):
-            g = capsule_graph(layer.n_inp, layer.n_out, device=x.device)
+            g = layer.graph(device=x.device)  # the graph its forward routes on
             # NOTE: the layer's own votes and betas on g (what its forward routes), traced here.
             votes, beta_use, beta_ign = layer._routing_inputs(g, mu, [layer.n_out])  # (E, B, p, p), (E,), (E,)
             r = heinsen_routing(g, votes, a.movedim(-1, 0), beta_use, beta_ign, n_iters=layer.n_iters,
