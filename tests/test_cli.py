@@ -300,6 +300,7 @@ def test_parse_settings_reads_literals_nan_and_refuses_items_without_equals():
         parse_settings(["stem_stride"])
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_on_multimnist_pairs(tmp_path, capsys, idx_run):
     data, _ = idx_run
     out = tmp_path / "multi"

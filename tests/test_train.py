@@ -80,7 +80,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, kw):
 
 
 @pytest.mark.parametrize("model,kw", [("capsnet", dict(shift=1)),
-                                      ("matrixcaps", dict(shift=1, rotate=10, scale=0.1, ema=0.9))])
+                                      pytest.param("matrixcaps", dict(shift=1, rotate=10, scale=0.1, ema=0.9),
+                                                   marks=pytest.mark.slow)])
 def test_same_seed_on_one_thread_gives_identical_losses_fresh_and_resumed(tmp_path, model, kw):
     # issue 21: what must be deterministic. Two fresh runs and a run stopped after epoch 1 and resumed
     # give the same per-epoch losses and weights, bit for bit, on one thread.
@@ -346,6 +347,7 @@ def test_set_threads_sizes_torch_and_dgl_and_defaults_to_a_share_of_the_cores(mo
         set_num_threads(before[1])
 
 
+@pytest.mark.slow
 def test_two_processes_end_with_identical_weights(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(textwrap.dedent(f"""
