@@ -65,7 +65,8 @@ def take(x, idx):
 
 
 def accuracy(net, x, y, batch=100):
-    x, y = take(x, torch.arange(200)), y[:200]  # the first 200 validation inputs: enough to see learning
+    idx = torch.linspace(0, len(y) - 1, min(200, len(y))).round().long()  # spread over a class-sorted split
+    x, y = take(x, idx), y[idx]
     net.eval()
     with torch.no_grad():
         hits = sum((net.scores(net(take(x, torch.arange(i, min(i + batch, len(y)))))).argmax(1)
@@ -95,7 +96,7 @@ def fit(net, train_x, train_y, val, epochs, batch_size, lr, name):
         history.append(viz.model_routing(net, take(val_x, fixed)))
     acc = accuracy(net, val_x, val.labels)
     print(f"{name}: {epochs} epochs on {len(train_y)} inputs in {time.perf_counter() - t0:.0f} s, "
-          f"accuracy {acc:.1%} on 200 validation inputs")
+          f"accuracy {acc:.1%} on {min(200, len(val.labels))} validation inputs")
     return run_dir, history
 
 
@@ -136,7 +137,8 @@ def entropy_figure(layers, title):
 torch.manual_seed(0)
 capsnet = CapsNet.from_preset("small")
 train = splits.train
-caps_dir, caps_history = fit(capsnet, train.images[:1200], train.labels[:1200], splits.val, epochs=2,
+few = torch.linspace(0, len(train) - 1, 1200).round().long()  # the splits are sorted by class: spread out
+caps_dir, caps_history = fit(capsnet, train.images[few], train.labels[few], splits.val, epochs=2,
                              batch_size=32, lr=2e-3, name="capsnet")
 caps_layers = caps_history[-1]
 entropy_table(caps_layers)
@@ -176,7 +178,8 @@ ani_capsnet = viz.animate_bipartite(
 
 torch.manual_seed(0)
 matrix = MatrixCapsNet.from_preset("tiny")
-em_dir, em_history = fit(matrix, train.images[:320], train.labels[:320], splits.val, epochs=2,
+fewer = torch.linspace(0, len(train) - 1, 320).round().long()
+em_dir, em_history = fit(matrix, train.images[fewer], train.labels[fewer], splits.val, epochs=2,
                          batch_size=16, lr=3e-3, name="matrixcaps")
 em_layers = em_history[-1]
 entropy_table(em_layers)
