@@ -209,6 +209,21 @@ class ConvCaps(_EMLayer):
     - Output: poses ``(B, Ho, Wo, out_types, 4, 4)``, activations
       ``(B, Ho, Wo, out_types)``, ``Ho = (H - kernel) // stride + 1``.
 
+    The poses decide the dtype (float32 or float64); the activations and the
+    layer's parameters are cast to it. A batch of ``B = 0`` samples gives empty
+    outputs. ``forward(..., return_routing=True)`` also returns the
+    :class:`~dgl_capsules.routing.RoutingResult`; ``return_trace=True``
+    implies ``return_routing=True``.
+
+    Raises
+    ------
+    TypeError
+        If ``poses`` or ``activations`` is not a floating-point tensor (a numpy
+        array, an integer tensor), or ``poses`` is not float32 / float64.
+    ValueError
+        If a shape is wrong, an activation leaves ``[0, 1]``, the child grid is
+        smaller than ``kernel``, or an inverse temperature is negative or NaN.
+
     Examples
     --------
     >>> import torch
@@ -302,6 +317,9 @@ class ClassCaps(_EMLayer):
     -----
     - Input: poses ``(B, H, W, in_types, 4, 4)``, activations ``(B, H, W, in_types)``.
     - Output: poses ``(B, n_classes, 4, 4)`` and activations ``(B, n_classes)``.
+
+    Dtypes, empty batches, ``return_routing`` / ``return_trace`` and the errors
+    raised are as in :class:`ConvCaps`.
 
     Examples
     --------
