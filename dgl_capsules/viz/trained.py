@@ -651,6 +651,8 @@ def animate_over_training(run_dir, out_dir, fps=2, dpi=100):
                     label=f"weighted by {what} (last {wmean[-1]:.3f})")
         ax.axhline(level, color="0.4", linestyle=":", label=f"uniform: log #parents = {level:.3f}")
         ax.set_ylim(0, 1.3 * max(level, max(mean), max(wmean, default=0)))
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
         ax.set_xlabel("epoch (0: initialisation)")
         ax.set_ylabel("coupling entropy after routing (nats)")
         ax.set_title(f"{name}", fontsize="medium")
