@@ -173,12 +173,13 @@ def test_bad_graphs_raise_dgl_errors():
 
 
 def test_shared_input_checks_name_the_argument():
-    from dgl_capsules.routing._common import check_node_tensor, per_item, uniform_coupling
+    from dgl_capsules._checks import check_node_tensor
+    from dgl_capsules.routing._common import per_item, uniform_coupling
 
     like = torch.zeros(1, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"a_in must have shape \(N_src, \*\) = \(4, 2\); got \(4, 3\)"):
         check_node_tensor("a_in", torch.rand(4, 3), 4, (2,), "(N_src, *)")
-    with pytest.raises(TypeError, match="a_in must be a floating-point tensor; got dtype torch.int64"):
+    with pytest.raises(TypeError, match=r"a_in must be a floating-point tensor of shape \(N_src, \*\); got dtype torch.int64"):
         check_node_tensor("a_in", torch.ones(4, 2, dtype=torch.long), 4, (2,), "(N_src, *)")
     with pytest.raises(ValueError, match=r"beta_u must be a scalar or have shape \(N_dst,\) = \(3,\); got \(4,\)"):
         per_item("beta_u", torch.zeros(4), 3, "N_dst", like)

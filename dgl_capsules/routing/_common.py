@@ -5,26 +5,7 @@ from typing import List, NamedTuple, Optional
 import dgl
 import torch
 
-# The tensor and number checks live in dgl_capsules._checks; re-exported here for
-# the routing modules that import them from this module.
-from .. import _checks
-from .._checks import check_eps, check_float_tensor, check_n_iters  # noqa: F401
-
-
-def check_edge_tensor(name, x, g, min_dim, layout):
-    """Deprecated (any floating dtype): use :func:`dgl_capsules._checks.check_edge_tensor`, which applies the dtype rule."""
-    _checks.check_tensor(name, x, layout)
-    if not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
-    return _checks.check_edge_tensor(name, x, g, min_dim, layout, dtype=x.dtype)
-
-
-def check_node_tensor(name, x, n, batch_shape, layout):
-    """Deprecated (any floating dtype): use :func:`dgl_capsules._checks.check_node_tensor`."""
-    _checks.check_tensor(name, x, layout)
-    if not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a floating-point tensor; got dtype {x.dtype}")
-    return _checks.check_node_tensor(name, x, n, batch_shape, layout, dtype=x.dtype)
+from .._checks import check_float_tensor
 
 __all__ = ["RoutingResult"]
 
