@@ -1,7 +1,6 @@
 """Tests for dgl_capsules.viz's pictures of trained models: model_routing, visualize_model,
 record_routing, animate_over_training and reconstruction_grid."""
 import json
-import math
 import os
 
 import matplotlib
@@ -13,7 +12,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-import dgl_capsules as dc  # noqa: E402
 from dgl_capsules import viz  # noqa: E402
 from dgl_capsules.data import ImageDataset, motif_sequences  # noqa: E402
 from dgl_capsules.models import CapsNet, MatrixCapsNet, SequenceCapsClassifier  # noqa: E402

@@ -5,7 +5,6 @@ import math
 import os
 from typing import NamedTuple, Optional
 
-import numpy as np
 import torch
 
 from ..routing._common import RoutingResult

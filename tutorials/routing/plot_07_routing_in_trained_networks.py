@@ -41,7 +41,6 @@ pictures move.
 # (small files, float16 couplings) and keeps the routing of the same inputs in
 # memory for the plots of this page.
 
-import math
 import os
 import tempfile
 import time
