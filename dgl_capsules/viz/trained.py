@@ -618,8 +618,8 @@ def animate_over_training(run_dir, out_dir, fps=2, dpi=100):
     files = sorted(glob.glob(os.path.join(os.fspath(run_dir), "routing_trace", "epoch_*.pt")))
     if not files:
         raise ValueError(
-            f"run_dir: no routing_trace/epoch_*.pt in {os.fspath(run_dir)!r}; train with trace_routing=N "
-            "(dgl-capsules train --trace-routing N) to record them"
+            f"run_dir: no routing_trace/epoch_*.pt in {os.fspath(run_dir)!r}; train with "
+            "TrainConfig(trace_routing=N) to record them"
         )
     records = [torch.load(f, weights_only=False) for f in files]
     epochs = [int(os.path.basename(f)[len("epoch_"):-len(".pt")]) for f in files]
