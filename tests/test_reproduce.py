@@ -8,24 +8,14 @@ import torch
 
 import dgl_capsules as dc
 from dgl_capsules import reproduce as rp
-from dgl_capsules.data import ImageDataset, Splits
+from helpers import band_splits
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import readme_tables  # noqa: E402
 
 
 def small_splits(n_train=32, seed=0):
-    """A few learnable images: the class is the row of a bright band."""
-    g = torch.Generator().manual_seed(seed)
-
-    def make(n):
-        y = torch.arange(n) % 10
-        x = 0.1 * torch.rand(n, 1, 28, 28, generator=g)
-        for i in range(n):
-            x[i, 0, 2 * y[i] + 3:2 * y[i] + 6, 4:24] = 1.0
-        return ImageDataset(x, y, 10)
-
-    return Splits(make(n_train), make(20), make(20))
+    return band_splits(n_train, seed)
 
 
 def quiet(lines):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import dgl_capsules.train as train_module
-from dgl_capsules.data import ImageDataset, Splits
+from helpers import band_splits
 from dgl_capsules.models import get_model
 from dgl_capsules.train import TrainConfig, accuracy, load_model, save_atomic, set_threads, train
 
@@ -18,17 +18,7 @@ QUIET = dict(progress=False, log=lambda *a: None)
 
 
 def tiny_splits(n_train=48, seed=0):
-    """Learnable little images: the class is the row of a bright band."""
-    g = torch.Generator().manual_seed(seed)
-
-    def make(n):
-        y = torch.arange(n) % 10
-        x = 0.1 * torch.rand(n, 1, 28, 28, generator=g)
-        for i in range(n):
-            x[i, 0, 2 * y[i] + 3:2 * y[i] + 6, 4:24] = 1.0
-        return ImageDataset(x, y, 10)
-
-    return Splits(make(n_train), make(20), make(20))
+    return band_splits(n_train, seed)
 
 
 def config(**kw):
