@@ -120,6 +120,16 @@ class TrainConfig:
         With N > 0, record the routing of N fixed validation images after
         initialisation and after every epoch
         (:func:`dgl_capsules.viz.record_routing`).
+    eval_each_epoch : tuple of str
+        Extra evaluation sets scored after every epoch with the weights being
+        validated, recorded in each curve row as ``<name>_accuracy``:
+        ``"test"`` or any other attribute of the splits that is an
+        :class:`~dgl_capsules.data.ImageDataset` (``"novel"`` of
+        :class:`~dgl_capsules.data.ViewpointSplits`); not ``"train"`` or
+        ``"val"``, whose accuracies the curve already has. Checked against the
+        data when it is loaded, before training. Scoring them changes neither
+        the run nor its ``seconds`` (training and validation time only); they
+        select nothing.
 
     Examples
     --------
@@ -147,6 +157,11 @@ class TrainConfig:
     ema: float = 0.0
     seed: int = 0
     trace_routing: int = 0
+    eval_each_epoch: tuple = ()
+
+    def __post_init__(self):
+        if isinstance(self.eval_each_epoch, list):  # JSON gives lists; the checkpoint compares tuples
+            self.eval_each_epoch = tuple(self.eval_each_epoch)
 
     def validate(self):
         """Check every field (model, preset and setting names against the registry); return ``self``.
@@ -179,7 +194,18 @@ class TrainConfig:
             inside = _is_number(value) and low <= value <= high and (name == "rotate" or value < high)
             if not inside:
                 raise ValueError(f"{name} must be in {interval}; got {value!r}")
+        self._check_eval_each_epoch()
         return self
+
+    def _check_eval_each_epoch(self):
+        names = self.eval_each_epoch
+        if not isinstance(names, (tuple, list)) or not all(isinstance(n, str) and n for n in names):
+            raise TypeError(f"eval_each_epoch must be a tuple of evaluation set names such as ('test', 'novel'); "
+                            f"got {names!r}")
+        clash = [n for n in names if n in ("train", "val")]
+        if clash or len(set(names)) != len(names):
+            why = f"{clash[0]!r} is scored every epoch already" if clash else "a name is repeated"
+            raise ValueError(f"eval_each_epoch must name distinct extra evaluation sets ({why}); got {names!r}")
 
     def _check_model(self):
         from .models import list_models, model_presets, model_settings
@@ -465,6 +491,7 @@ class _Run:
     shape: dict
     rank: int = 0
     world: int = 1
+    eval_sets: dict = field(default_factory=dict)  # config.eval_each_epoch: name -> ImageDataset
     state: dict = field(default_factory=lambda: dict(epoch=0, step=0, best_val=-1.0, best_epoch=0,
                                                      best_model=None, curve=[], seconds=0.0))
 
@@ -475,6 +502,7 @@ class _Run:
 
 def _start(config, splits, out, rank, world):
     """Seed, build the model, optimizer, weight average and scheduler (in this order: it decides the weights)."""
+    eval_sets = _eval_sets(config.eval_each_epoch, splits)
     c, h, _ = splits.train.image_shape
     shape = dict(in_channels=c, image_size=h, n_classes=splits.train.n_classes)
     _seed_all(config.seed)
@@ -482,7 +510,21 @@ def _start(config, splits, out, rank, world):
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     avg = copy.deepcopy(net) if config.ema else net
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
-    return _Run(config, os.fspath(out), splits, net, avg, opt, sched, shape, rank, world)
+    return _Run(config, os.fspath(out), splits, net, avg, opt, sched, shape, rank, world, eval_sets)
+
+
+def _eval_sets(names, splits):
+    """``{name: ImageDataset}`` of the splits' attributes ``names`` (``config.eval_each_epoch``)."""
+    out = {}
+    for name in names:
+        dataset = getattr(splits, name, None)
+        if not isinstance(dataset, ImageDataset):
+            have = [k for k in ("test", *sorted(vars(splits) if hasattr(splits, "__dict__") else ()))
+                    if isinstance(getattr(splits, k, None), ImageDataset)]
+            raise ValueError(f"eval_each_epoch: the data has no evaluation set {name!r}; it has "
+                             f"{', '.join(have)}")
+        out[name] = dataset
+    return out
 
 
 def _resume(run):
@@ -492,7 +534,7 @@ def _resume(run):
     if saved is None:
         raise ValueError(f"resume: {run.ckpt_path} was not written by this version of dgl_capsules (no config)")
     for key, new in asdict(run.config).items():
-        old = saved.get(key)
+        old = saved.get(key, () if key == "eval_each_epoch" else None)  # written before the field existed
         if key == "epochs" and new >= old:
             continue
         if old != new:
@@ -557,6 +599,10 @@ def _validate(run, epoch, train_loss, train_acc, t0):
     row = dict(epoch=epoch + 1, step=state["step"], train_loss=train_loss, train_accuracy=train_acc,
                val_accuracy=val_acc, lr=run.opt.param_groups[0]["lr"], seconds=round(state["seconds"], 2))
     state["curve"].append(row)
+    if run.eval_sets:  # scored after the clock stops, without touching the random state
+        rng = _rng_state()
+        row.update({f"{name}_accuracy": evaluate(run.avg, data) for name, data in run.eval_sets.items()})
+        _set_rng_state(rng)
     if val_acc > state["best_val"]:
         state.update(best_val=val_acc, best_epoch=epoch + 1, best_model=copy.deepcopy(run.avg.state_dict()))
     return row

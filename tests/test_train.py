@@ -41,7 +41,8 @@ def drop_seconds(rows):
 def test_training_writes_metrics_and_learns(tmp_path):
     m = run(tmp_path, "a", epochs=3, shift=1)
     saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert {k: saved[k] for k in asdict(config())} == dict(asdict(config(epochs=3, shift=1)))  # the config, all of it
+    # the config, all of it (through JSON: the tuple eval_each_epoch comes back a list)
+    assert {k: saved[k] for k in asdict(config())} == json.loads(json.dumps(asdict(config(epochs=3, shift=1))))
     for key in ("test_accuracy", "best_val_accuracy", "best_epoch", "seconds", "parameters", "processes",
                 "threads", "machine", "curve"):
         assert key in saved
@@ -190,6 +191,11 @@ def test_a_run_directory_holds_one_run(tmp_path):
     (dict(scale=1), r"scale must be in \[0, 1\); got 1"),
     (dict(scale=float("nan")), r"scale must be in \[0, 1\); got nan"),
     (dict(trace_routing=-1), r"trace_routing must be an integer >= 0; got -1"),
+    (dict(eval_each_epoch=("test", "val")),
+     r"eval_each_epoch must name distinct extra evaluation sets \('val' is scored every epoch already\); "
+     r"got \('test', 'val'\)"),
+    (dict(eval_each_epoch=("test", "test")),
+     r"eval_each_epoch must name distinct extra evaluation sets \(a name is repeated\)"),
     (dict(epochs=0), r"epochs must be an integer >= 1; got 0"),
     (dict(batch_size=2.5), r"batch_size must be an integer >= 1; got 2.5"),
     (dict(image_size=0), r"image_size must be None or a positive integer; got 0"),
@@ -223,6 +229,11 @@ def test_bad_types_are_refused(tmp_path):
         config(settings=["n_iters=1"]).validate()
     with pytest.raises(TypeError, match="data must be a data set spec string; got None"):
         config(data=None).validate()
+    with pytest.raises(TypeError, match=r"eval_each_epoch must be a tuple of evaluation set names such as "
+                                        r"\('test', 'novel'\); got 'novel'"):
+        config(eval_each_epoch="novel").validate()
+    with pytest.raises(TypeError, match=r"eval_each_epoch must be a tuple .*; got \('test', 3\)"):
+        config(eval_each_epoch=("test", 3)).validate()
 
 
 def test_a_bad_setting_value_names_settings(tmp_path):
@@ -410,7 +421,7 @@ def test_the_trainer_redraws_multimnist_pairs_every_epoch_and_on_resume(tmp_path
 def test_train_config_fields_are_the_agreed_ones():
     assert [f.name for f in fields(TrainConfig)] == [
         "model", "preset", "settings", "data", "image_size", "epochs", "batch_size", "lr", "lr_decay", "shift",
-        "rotate", "scale", "ema", "seed", "trace_routing"]
+        "rotate", "scale", "ema", "seed", "trace_routing", "eval_each_epoch"]
 
 
 def test_no_function_in_train_is_longer_than_80_lines():
@@ -484,3 +495,76 @@ def test_a_registered_model_trains_with_no_other_change(tmp_path):
         assert isinstance(net, ToyLinear) and net.net[1].out_features == 32
     finally:
         unregister_model("toy-linear")
+
+
+# ---------------------------------------------------------------------------- eval_each_epoch (issue 20)
+
+
+def novel_splits(n_train=48):
+    """band_splits plus a ``novel`` set, like :class:`~dgl_capsules.data.ViewpointSplits`."""
+    from dgl_capsules.data import ViewpointSplits
+
+    train_set, val, test = tiny_splits(n_train)
+    novel = band_splits(20, seed=5).test
+    novel = type(novel)(novel.images.flip(-1), novel.labels, novel.n_classes)  # the bands mirrored: other images
+    return ViewpointSplits(train_set, val, test, novel)
+
+
+def test_eval_each_epoch_scores_the_named_sets_every_epoch_without_changing_the_run(tmp_path):
+    from dgl_capsules.train import evaluate
+
+    splits = novel_splits()
+    plain = run(tmp_path, "plain", epochs=2, shift=1, splits=splits)
+    scored = train(config(epochs=2, shift=1, eval_each_epoch=("test", "novel")), str(tmp_path / "scored"),
+                   splits=splits, return_model=True, **QUIET)
+    metrics, net = scored
+    assert metrics["eval_each_epoch"] == ("test", "novel")
+    for a, b in zip(plain["curve"], metrics["curve"]):  # the same run, plus two accuracies per epoch
+        assert set(b) - set(a) == {"test_accuracy", "novel_accuracy"}
+        assert {k: v for k, v in b.items() if k in a and k != "seconds"} == {k: v for k, v in a.items()
+                                                                            if k != "seconds"}
+        assert 0 <= b["test_accuracy"] <= 1 and 0 <= b["novel_accuracy"] <= 1
+    assert plain["test_accuracy"] == metrics["test_accuracy"]
+    assert "test_accuracy" not in plain["curve"][0]  # the default () leaves the curve as it was
+    # the best-validation epoch's row holds the scores of the model the run returns
+    best = metrics["curve"][metrics["best_epoch"] - 1]
+    assert best["test_accuracy"] == metrics["test_accuracy"] == evaluate(net, splits.test)
+    assert best["novel_accuracy"] == evaluate(net, splits.novel)
+    saved = json.loads((tmp_path / "scored" / "metrics.json").read_text())
+    assert saved["eval_each_epoch"] == ["test", "novel"] and saved["curve"][1]["novel_accuracy"] >= 0
+    # resuming compares it, and a JSON list equals the tuple it was
+    with pytest.raises(ValueError, match=r"eval_each_epoch: .* was written with eval_each_epoch=\('test', "
+                                         r"'novel'\); got eval_each_epoch=\('novel',\)"):
+        train(config(epochs=3, shift=1, eval_each_epoch=("novel",)), str(tmp_path / "scored"), resume=True,
+              splits=splits, **QUIET)
+    resumed = train(TrainConfig(**dict(saved_config(saved), epochs=3)), str(tmp_path / "scored"), resume=True,
+                    splits=splits, **QUIET)
+    assert len(resumed["curve"]) == 3 and "novel_accuracy" in resumed["curve"][2]
+
+
+def saved_config(saved):
+    return {f.name: saved[f.name] for f in fields(TrainConfig)}
+
+
+def test_eval_each_epoch_unknown_name_is_refused_when_the_data_is_loaded(tmp_path, monkeypatch):
+    def no_training(*a, **kw):
+        raise AssertionError("trained before the evaluation sets were checked")
+
+    monkeypatch.setattr(train_module, "_one_epoch", no_training)
+    with pytest.raises(ValueError, match="^eval_each_epoch: the data has no evaluation set 'novel'; it has test$"):
+        run(tmp_path, "a", eval_each_epoch=("novel",))
+    with pytest.raises(ValueError, match="^eval_each_epoch: the data has no evaluation set 'metadata'; "
+                                         "it has test, novel$"):
+        run(tmp_path, "b", eval_each_epoch=("test", "metadata"), splits=novel_splits())
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_checkpoint_written_before_eval_each_epoch_still_resumes(tmp_path):
+    run(tmp_path, "old", epochs=1)
+    path = tmp_path / "old" / "checkpoint.pt"
+    ckpt = torch.load(path)
+    del ckpt["config"]["eval_each_epoch"]
+    torch.save(ckpt, path)
+    assert run(tmp_path, "old", epochs=2, resume=True)["epochs"] == 2
+    with pytest.raises(ValueError, match=r"eval_each_epoch: .* was written with eval_each_epoch=\(\); "):
+        run(tmp_path, "old", epochs=3, resume=True, eval_each_epoch=("test",))
