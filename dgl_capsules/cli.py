@@ -25,6 +25,7 @@ FLAGS = {  # Python parameter named in a library error -> the command-line flag 
     "overwrite": "--overwrite", "path": "--checkpoint", "checkpoint": "--checkpoint", "on": "--on",
     "index": "--index", "json": "--json", "n_in": "--children", "n_out": "--parents", "batch": "--batch",
     "n_iters": "--iters", "seeds": "--seeds", "name": "NAME", "threads": "--threads",
+    "eval_each_epoch": "--eval-each-epoch",
 }
 _SWITCHES = {"--resume", "--overwrite"}  # flags without a value: "resume=True" reads "--resume"
 
@@ -141,7 +142,8 @@ def _config(args):
     return TrainConfig(model=args.model, preset=args.preset, settings=settings, data=args.data,
                        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        lr_decay=args.lr_decay, shift=args.shift, rotate=args.rotate, scale=args.scale,
-                       ema=args.ema, seed=args.seed, trace_routing=args.trace_routing)
+                       ema=args.ema, seed=args.seed, trace_routing=args.trace_routing,
+                       eval_each_epoch=tuple(args.eval_each_epoch))
 
 
 def _train(args):
@@ -324,6 +326,9 @@ def _train_parser(sub):
     tr.add_argument("--trace-routing", type=int, default=0, metavar="N",
                     help="record the routing of N validation images after every epoch in OUT/routing_trace "
                          "(for visualize --over-training; 0: off)")
+    tr.add_argument("--eval-each-epoch", nargs="+", default=[], metavar="NAME",
+                    help="also score these test sets after every epoch, e.g. test novel (with --data viewpoints); "
+                         "the curve records NAME_accuracy (default: none)")
     tr.set_defaults(func=_train)
 
 
