@@ -87,6 +87,8 @@ class CapsNet(nn.Module):
     recon_weight : float
         :math:`\lambda_r`.
 
+    Notes
+    -----
     Registered as ``"capsnet"`` with the presets ``"paper"`` (Sabour 2017),
     ``"small"`` (the demo's) and ``"tiny"`` (tests):
     ``get_model("capsnet", "small")``.

@@ -98,6 +98,8 @@ class MatrixCapsNet(nn.Module):
         same ConvCaps grids as the paper's stem, with a second convolution
         before the capsules.
 
+    Notes
+    -----
     Registered as ``"matrixcaps"`` with the presets ``"tiny"`` (A = 16,
     B = C = D = 4), ``"small"`` (A = 64, B = C = D = 8, 2 iterations, 5x5
     stem at stride 1 and 3x3 primary capsules at stride 2; trains on a CPU)

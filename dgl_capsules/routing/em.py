@@ -202,12 +202,12 @@ def em_routing(
         node count or batch dims, the length of ``beta_u`` / ``beta_a``),
         ``a_in`` leaves ``[0, 1]``, there are fewer than ``n_iters`` inverse
         temperatures or one is negative or NaN, ``n_iters < 1`` or ``eps <= 0``.
+    dgl.DGLError
+        If ``g`` is not a unibipartite graph or a parent has no children.
 
     Notes
     -----
     A batch without samples returns empty outputs of the shapes above.
-    dgl.DGLError
-        If ``g`` is not a unibipartite graph or a parent has no children.
 
     Examples
     --------
