@@ -221,3 +221,103 @@ def test_em_recipe_is_bitwise_deterministic_on_one_thread(tmp_path):
     other = train(TrainConfig(**dict(row.config, preset="tiny", epochs=1, batch_size=8), seed=4),
                   str(tmp_path / "seed4"), splits=small_splits(), progress=False, log=quiet([]))
     assert other["curve"][0]["train_loss"] != m0["curve"][0]["train_loss"]
+
+
+# ---------------------------------------------------------------------------- novel viewpoints (issue 20)
+
+
+def test_viewpoints_experiments_are_listed_with_their_rows_and_published_figures():
+    from dgl_capsules.train import TrainConfig
+
+    assert {"viewpoints", "viewpoints-elevation", "viewpoints-tiny"} <= set(rp.list_experiments())
+    for name, data, figures in [
+            ("viewpoints", "viewpoints", ["6.86 % -> 20.33 %", "7.36 % -> 20.16 %", "none", "8.39 % -> 22.07 %"]),
+            ("viewpoints-elevation", "viewpoints:elevation",
+             ["5.78 % -> 16.37 %", "5.97 % -> 17.51 %", "none", "7.51 % -> 18.78 %"])]:
+        exp = rp.experiment(name)
+        assert exp.table == "matched" and exp.hours == 3.1 and "estimate" in exp.estimate
+        assert [(r.config["model"], r.config["lr"]) for r in exp.rows] == [
+            ("capsnet", 2e-3), ("matrixcaps", 3e-3), ("heinsen", 3e-3), ("cnn", 1e-3)]
+        assert [r.paper for r in exp.rows] == figures
+        for r in exp.rows:
+            config = TrainConfig(**r.config).validate()
+            assert (config.data, config.preset, config.batch_size, config.shift, config.lr_decay, config.epochs,
+                    config.eval_each_epoch, config.ema, r.seeds) == (data, "small", 32, 2, 0.95, 30,
+                                                                     ("test", "novel"), 0.0, (0,))
+    assert {r.config["preset"] for r in rp.experiment("viewpoints-tiny").rows} == {"tiny"}
+
+
+def viewpoint_record(label, seed, familiar, novel, best_epoch, parameters=100):
+    """A made-up result of the viewpoints experiment: per-epoch familiar and novel errors, 60 s per epoch."""
+    curve = [dict(epoch=i, val_accuracy=0.5, test_accuracy=1 - f, novel_accuracy=1 - n, seconds=60.0 * i)
+             for i, (f, n) in enumerate(zip(familiar, novel), 1)]
+    return dict(experiment="viewpoints", row=label, seed=seed, test_accuracy=1 - familiar[best_epoch - 1],
+                best_epoch=best_epoch, parameters=parameters, seconds=60.0 * len(familiar), curve=curve)
+
+
+def viewpoint_results():
+    caps, em, heinsen, cnn = (r.label for r in rp.experiment("viewpoints").rows)
+    return {
+        # seed-mean familiar error 0.45, 0.2, 0.12: lowest 0.12
+        caps: {0: viewpoint_record(caps, 0, [0.5, 0.2, 0.1], [0.7, 0.4, 0.3], 3),
+               1: viewpoint_record(caps, 1, [0.4, 0.2, 0.14], [0.6, 0.5, 0.35], 2)},
+        em: {0: viewpoint_record(em, 0, [0.6, 0.3, 0.25, 0.3], [0.8, 0.45, 0.4, 0.5], 3)},  # lowest 0.25
+        heinsen: {0: viewpoint_record(heinsen, 0, [0.4, 0.35, 0.3], [0.6, 0.5, 0.45], 3)},  # lowest 0.3: T
+        cnn: {0: viewpoint_record(cnn, 0, [0.5, 0.28, 0.1], [0.7, 0.5, 0.3], 3)},
+    }
+
+
+def test_matched_errors_by_hand(tmp_path):
+    results = viewpoint_results()
+    caps, em, heinsen, cnn = (r.label for r in rp.experiment("viewpoints").rows)
+    target, rows = rp.matched_errors(results)
+    # T = max(0.12, 0.25, 0.3, 0.1) = 0.3; first epochs at or below it: caps 2 (0.2), em 2 (0.3), heinsen 3, cnn 2
+    assert target == pytest.approx(0.3)
+    assert {k: v["epoch"] for k, v in rows.items()} == {caps: 2, em: 2, heinsen: 3, cnn: 2}
+    assert rows[caps]["familiar"] == pytest.approx([0.2, 0.2]) and rows[caps]["novel"] == pytest.approx([0.4, 0.5])
+    assert rows[cnn]["novel"] == pytest.approx([0.5]) and rows[heinsen]["seconds"] == [180.0]
+    # the novel set chooses nothing: other novel errors, the same epochs
+    for recs in results.values():
+        for rec in recs.values():
+            for r in rec["curve"]:
+                r["novel_accuracy"] = 1 - r["novel_accuracy"]
+    assert {k: v["epoch"] for k, v in rp.matched_errors(results)[1].items()} == {caps: 2, em: 2, heinsen: 3, cnn: 2}
+    assert rp.matched_errors({}) == (None, {})
+
+    out = tmp_path / "viewpoints"
+    out.mkdir()
+    for label, recs in viewpoint_results().items():
+        for seed, rec in recs.items():
+            (out / f"{rp.experiment('viewpoints').row(label).slug}-seed{seed}.json").write_text(json.dumps(rec))
+    text = rp.render_table("viewpoints", str(out))
+    assert "Matched familiar error T = 30.00 % (set by HeinsenImageNet `small`)." in text
+    # caps at epoch 2: familiar 20, 20 (std 0), novel 40, 50 (mean 45, std 7.07); 120 s; best-val epochs 3 and 2:
+    # familiar 10, 20 (15 ± 7.07), novel 30, 50 (40 ± 14.14)
+    assert ("| CapsNet `small` (dynamic routing) | 20.00 ± 0.00 % | 45.00 ± 7.07 % | 2 | 2 min | "
+            "15.00 ± 7.07 % -> 40.00 ± 14.14 % (3, 2) | 100 | 0, 1 | 6.86 % -> 20.33 % |") in text
+    assert "| MatrixCapsNet `small` (EM routing) | 30.00 % | 45.00 % | 2 | 2 min | 25.00 % -> 40.00 % (3) |" in text
+    assert "| CNN (width-matched) | 28.00 % | 50.00 % | 2 | 2 min | 10.00 % -> 30.00 % (3) | 100 | 0 |" in text
+    assert "the novel set never chooses anything" in text and "Hahn" in text
+    (out / "cnn-width-matched-seed0.json").unlink()
+    text = rp.render_table("viewpoints", str(out))
+    assert "| CNN (width-matched) | not run yet |" in text and "T is over the rows run so far" in text
+
+
+def test_viewpoints_tiny_end_to_end(tmp_path):
+    """The four models of the viewpoints experiment train on a tiny rendered set and fill the matched table."""
+    pytest.importorskip("pybullet", reason="the viewpoints extra is not installed")
+    splits = dc.data.viewpoints(classes=2, size=32, lightings=3, azimuths=[0, 20, 100, 200], elevations=[30, 40],
+                                supersample=1, val_fraction=0.25, cache_dir=str(tmp_path / "cache"), progress=False)
+    assert len(splits.novel) > 0
+    out = str(tmp_path / "viewpoints-tiny")
+    table = rp.reproduce("viewpoints-tiny", out=out, splits=splits, progress=False, log=quiet([]))
+    results = rp.load_results("viewpoints-tiny", out)
+    assert sorted(results) == sorted(r.label for r in rp.experiment("viewpoints-tiny").rows)
+    for recs in results.values():
+        assert [sorted(k for k in r if k.endswith("_accuracy")) for r in recs[0]["curve"]] == \
+            [["novel_accuracy", "test_accuracy", "train_accuracy", "val_accuracy"]] * 2
+    target, rows = rp.matched_errors(results)
+    text = open(table).read()
+    assert f"Matched familiar error T = {100 * target:.2f} %" in text
+    for label, m in rows.items():
+        assert f"| {label} | {100 * m['familiar'][0]:.2f} % | {100 * m['novel'][0]:.2f} % | {m['epoch']} |" in text
