@@ -216,10 +216,11 @@ _register(Experiment(
 # scores the familiar and novel test sets after every epoch, so the table can read every row at one familiar error.
 _VIEW = dict(preset="small", batch_size=32, shift=2, lr_decay=0.95, epochs=30, eval_each_epoch=("test", "novel"))
 _VIEW_ROWS = (  # label, config, published familiar -> novel error (Hahn et al. 2019) on the azimuth / elevation split
-    ("CapsNet `small` (dynamic routing)", dict(model="capsnet", lr=2e-3), "6.86 % -> 20.33 %", "5.78 % -> 16.37 %"),
-    ("MatrixCapsNet `small` (EM routing)", dict(model="matrixcaps", lr=3e-3), "7.36 % -> 20.16 %",
+    ("CapsNet `{preset}` (dynamic routing)", dict(model="capsnet", lr=2e-3), "6.86 % -> 20.33 %",
+     "5.78 % -> 16.37 %"),
+    ("MatrixCapsNet `{preset}` (EM routing)", dict(model="matrixcaps", lr=3e-3), "7.36 % -> 20.16 %",
      "5.97 % -> 17.51 %"),
-    ("HeinsenImageNet `small`", dict(model="heinsen", lr=3e-3), "none", "none"),
+    ("HeinsenImageNet `{preset}`", dict(model="heinsen", lr=3e-3), "none", "none"),
     ("CNN (width-matched)", dict(model="cnn", lr=1e-3), "8.39 % -> 22.07 %", "7.51 % -> 18.78 %"),
 )
 _VIEW_PAPER = ("Hahn, Pyeon, Kim 2019 (Self-Routing Capsule Networks), on the real smallNORB, familiar -> novel "
@@ -229,11 +230,12 @@ _VIEW_ESTIMATE = ("an estimate, not measured on this experiment: the viewpoints 
                   "epoch (1,944 training pairs) at 1 thread on a loaded 2-core machine: CapsNet 23 s, "
                   "HeinsenImageNet 15 s, CNN 149 s, MatrixCapsNet 181 s, about 6.1 min per epoch for the four rows; "
                   "30 epochs: about 3.1 h per seed; scoring the 1,080 familiar and 2,160 novel test pairs after "
-                  "every epoch (forward only) comes on top and is not in it")
+                  "every epoch (forward only) comes on top and is not in it (in a viewpoints-tiny run it added about "
+                  "half of MatrixCapsNet's training time: allow up to about 4.5 h)")
 
 
 def _viewpoint_experiment(name, split, paper_column):
-    rows = tuple(Row(label, dict(_VIEW, data="viewpoints" if split == "azimuth" else f"viewpoints:{split}", **cfg),
+    rows = tuple(Row(label.format(preset="small"), dict(_VIEW, data="viewpoints" if split == "azimuth" else f"viewpoints:{split}", **cfg),
                      paper=papers[paper_column]) for label, cfg, *papers in _VIEW_ROWS)
     return Experiment(
         name=name, rows=rows, paper=_VIEW_PAPER, hours=3.1, estimate=_VIEW_ESTIMATE, table="matched",
@@ -246,7 +248,8 @@ _register(_viewpoint_experiment("viewpoints-elevation", "elevation", 1))
 _register(Experiment(
     name="viewpoints-tiny",
     title="Smoke test of the viewpoints experiment: the four models' `tiny` presets, two epochs",
-    rows=tuple(Row(label, dict(_VIEW, data="viewpoints", **cfg, preset="tiny", epochs=2, batch_size=8), paper="none")
+    rows=tuple(Row(label.format(preset="tiny"), dict(_VIEW, data="viewpoints", **cfg, preset="tiny", epochs=2,
+                                                     batch_size=8), paper="none")
                for label, cfg, *_ in _VIEW_ROWS),
     hours=0.3, estimate="a guess: tiny models, 2 epochs, after the one-off rendering of the set", table="matched",
 ))
@@ -634,6 +637,10 @@ def _render_matched(exp, results):
               "- training time to it: training and validation seconds up to that epoch (mean over seeds), without "
               "the per-epoch scoring of the test sets; best-val model: the epoch with the best validation "
               "accuracy (familiar viewpoints, training lightings), as `train` selects it."]
+    common = {k: v for k, v in exp.rows[0].config.items() if all(r.config.get(k) == v for r in exp.rows)}
+    own = [f"{r.label}: " + ", ".join(f"{k}={v!r}" for k, v in r.config.items() if k not in common and k != "model")
+           for r in exp.rows]
+    lines.append(f"- every row trains with {', '.join(f'{k}={v!r}' for k, v in common.items())}; {'; '.join(own)}.")
     if missing and matched:
         lines.append(f"- T is over the rows run so far; it can change when {', '.join(missing)} "
                      f"{'is' if len(missing) == 1 else 'are'} run.")

@@ -298,6 +298,9 @@ def test_matched_errors_by_hand(tmp_path):
     assert "| MatrixCapsNet `small` (EM routing) | 30.00 % | 45.00 % | 2 | 2 min | 25.00 % -> 40.00 % (3) |" in text
     assert "| CNN (width-matched) | 28.00 % | 50.00 % | 2 | 2 min | 10.00 % -> 30.00 % (3) | 100 | 0 |" in text
     assert "the novel set never chooses anything" in text and "Hahn" in text
+    assert ("- every row trains with preset='small', batch_size=32, shift=2, lr_decay=0.95, epochs=30, "
+            "eval_each_epoch=('test', 'novel'), data='viewpoints'; CapsNet `small` (dynamic routing): lr=0.002; "
+            "MatrixCapsNet `small` (EM routing): lr=0.003;") in text
     (out / "cnn-width-matched-seed0.json").unlink()
     text = rp.render_table("viewpoints", str(out))
     assert "| CNN (width-matched) | not run yet |" in text and "T is over the rows run so far" in text
