@@ -20,4 +20,5 @@ __all__ = [
     "affine_mnist", "get_dataset", "list_datasets", "mnist", "mnist5k", "motif_sequences", "multi_mnist",
     "multi_splits", "pad_to", "planted_clusters", "random_affine", "random_shift", "read_idx", "read_norb_matrix",
     "register_dataset", "stratified_split", "unregister_dataset",
+    "ViewpointSplits", "render_views", "viewpoint_split", "viewpoints",
 ]
