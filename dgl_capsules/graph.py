@@ -12,12 +12,10 @@ feature frames of its own, so what a caller adds, deletes or changes on its
 handle (``g.edata["x"] = ...``, ``g.add_edges(...)``) never reaches the cache or
 any other caller (``bench/bench_graph_call.py`` measures what a call costs).
 """
-import copy
 from collections import OrderedDict
 
 import dgl
 import torch
-from dgl.frame import Frame
 
 from ._checks import check_positive_int
 
@@ -42,39 +40,9 @@ def _bipartite(src, dst, n_src, n_dst):
     return g
 
 
-_FRAME_FIELDS = {"_columns", "_num_rows", "_initializers", "_default_initializer"}
-
-
-def _clone_frame(fr, new=object.__new__):
-    """What ``Frame.clone()`` does (columns of its own sharing the tensors), without its checks."""
-    f = new(Frame)
-    f.__dict__ = {
-        "_columns": {k: _clone_column(col) for k, col in fr._columns.items()} if fr._columns else {},
-        "_num_rows": fr._num_rows,
-        "_initializers": dict(fr._initializers),
-        "_default_initializer": fr._default_initializer,
-    }
-    return f
-
-
-def _clone_column(col, new=object.__new__):
-    """What ``Column.clone()`` does for a materialised, unpinned column: the same tensor, state of its own."""
-    c = new(type(col))
-    c.__dict__ = dict(col.__dict__)
-    return c
-
-
-def _view(g, shallow=copy.copy):
-    """What ``g.local_var()`` returns: the same structure with feature frames of its own, built with fewer checks."""
-    v = shallow(g)
-    v._node_frames = [_clone_frame(fr) for fr in g._node_frames]
-    v._edge_frames = [_clone_frame(fr) for fr in g._edge_frames]
-    return v
-
-
-if set(Frame().__dict__) != _FRAME_FIELDS:  # another DGL: use its own (slower) shallow copy
-    def _view(g):  # noqa: F811
-        return g.local_var()
+def _view(g):
+    """The same structure with feature frames of its own (DGL's ``local_var``)."""
+    return g.local_var()
 
 
 def _device(device):
