@@ -483,6 +483,25 @@ def test_no_text_outside_the_figure_on_a_conv_layer(kw):
     assert _outside(fig) == []
 
 
+def test_entropy_legends_stay_inside_narrow_panels():
+    # Three layers side by side, each with a mean and a weighted curve (tutorial 7's figure): the legend
+    # of three entries used to take two columns and run off the left of the panel and the figure.
+    g = dc.conv_capsule_graph(in_hw=(6, 6), kernel=3, stride=2, in_types=4, out_types=5)
+    c = uniform(g).float()
+    w = torch.rand(g.num_src_nodes())
+    fig, axes = plt.subplots(1, 3, figsize=(12.6, 3.6), layout="constrained", squeeze=False)
+    for ax in axes[0]:
+        viz.plot_entropy(g, [c, c], ax=ax, label="mean over children")
+        viz.plot_entropy(g, [c, c], ax=ax, weights=w, label="weighted by activation")
+    assert _outside(fig) == []
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in axes[0]:
+        legend, frame = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert frame.x0 - 1 <= legend.x0 and legend.x1 <= frame.x1 + 1
+    plt.close(fig)
+
+
 def test_parents_grouped_by_type_carry_the_summed_coupling():
     g = dc.conv_capsule_graph(in_hw=(5, 5), kernel=3, stride=1, in_types=2, out_types=3)  # 50 -> 27
     src, dst = g.edges()

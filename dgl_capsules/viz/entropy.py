@@ -188,17 +188,18 @@ def plot_entropy(g, trace, ax=None, sample=None, label=None, uniform=True, weigh
     # Limits that also fit the curves drawn on this Axes by earlier calls.
     n_max = len(mean)
     top = max(level, float(np.max(mean + std)))
+    n_entries = len(ax.get_legend_handles_labels()[1])
+    headroom = 1.2 + 0.15 * n_entries  # one legend row per entry above the curves
     if drawn:
         n_max = max(n_max, int(round(ax.get_xlim()[1] - 0.5)))
-        top = max(top, ax.get_ylim()[1] / 1.35)
+        top = max(top, ax.get_ylim()[1] / (1.2 + 0.15 * (n_entries - 1)))
     if n_max <= 12:
         ax.set_xticks(np.arange(1, n_max + 1))
     ax.set_xlim(0.5, n_max + 0.5)
-    ax.set_ylim(0.0, 1.35 * top if top > 0 else 1.0)  # room for the legend above the curves
+    ax.set_ylim(0.0, headroom * top if top > 0 else 1.0)  # room for the legend above the curves
     ax.set_xlabel("routing iteration")
     ax.set_ylabel("coupling entropy per child (nats)")
     ax.set_title("Routing convergence: coupling entropy")
     ax.grid(True, alpha=0.3)
-    n_entries = len(ax.get_legend_handles_labels()[1])
-    ax.legend(loc="upper right", fontsize="small", ncols=1 if n_entries <= 2 else 2)
+    ax.legend(loc="upper right", fontsize="small")  # one column: fits narrow panels
     return ax
