@@ -252,6 +252,7 @@ for net_name, history in histories:
         ax.plot(range(len(history)), weighted, "s--", color="tab:red", label=f"weighted ({weighted[-1]:.3f})")
         ax.axhline(level, color="0.4", linestyle=":", label=f"uniform ({level:.3f})")
         ax.set_ylim(0, 1.15 * level)
+        ax.set_xticks(range(len(history)))
         ax.set_xlabel("epoch")
         ax.set_title(f"{net_name}\n{layer.name}", fontsize="small")
         k += 1
