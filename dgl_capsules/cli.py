@@ -241,7 +241,7 @@ def _reproduce(args):
         return 0
     if args.name is None:
         raise ValueError(f"name: give an experiment (one of {', '.join(list_experiments())}) or --list")
-    path = reproduce(args.name, seeds=args.seeds, out=args.out, progress=not args.quiet)
+    path = reproduce(args.name, seeds=args.seeds, out=args.out, rows=args.rows, progress=not args.quiet)
     print(f"table: {path}")
     return 0
 
@@ -392,6 +392,8 @@ def build_parser():
     rp.add_argument("name", nargs="?", metavar="NAME", help="experiment name (see --list)")
     rp.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the experiment's own)")
     rp.add_argument("--out", default=None, help="results folder (default: results/NAME)")
+    rp.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                    help="train only these rows (labels or slugs, e.g. 3-iterations-reconstruction)")
     rp.add_argument("--list", action="store_true", help="print the experiment names")
     rp.add_argument("--quiet", action="store_true", help="no progress bars")
     rp.set_defaults(func=_reproduce)

@@ -94,15 +94,22 @@ class Experiment:
     table: str = "accuracy"
 
     def row(self, label):
+        """The row whose label (or its :attr:`Row.slug`) is ``label``."""
         for r in self.rows:
-            if r.label == label:
+            if label in (r.label, r.slug):
                 return r
         raise ValueError(f"label: experiment {self.name!r} has no row {label!r}; rows are "
                          f"{', '.join(r.label for r in self.rows)}")
 
-    def runs(self, seeds=None):
-        """``[(row, seed), ...]`` to train: every row without ``same_as``, over ``seeds`` or the row's own."""
-        return [(r, s) for r in self.rows if r.same_as is None for s in (r.seeds if seeds is None else seeds)]
+    def runs(self, seeds=None, rows=None):
+        """``[(row, seed), ...]`` to train: every row without ``same_as`` (or only ``rows``, labels or slugs,
+        in that order), over ``seeds`` or the row's own."""
+        chosen = self.rows if rows is None else [self.row(label) for label in rows]
+        for r in chosen:
+            if r.same_as is not None and rows is not None:
+                raise ValueError(f"rows: row {r.label!r} is not trained (it equals {r.same_as!r}); "
+                                 f"ask for {r.same_as!r}")
+        return [(r, s) for r in chosen if r.same_as is None for s in (r.seeds if seeds is None else seeds)]
 
 
 # ---------------------------------------------------------------------------- the experiments
@@ -347,7 +354,7 @@ def _machine_text(machine):
             f"torch {machine.get('torch')}, DGL {machine.get('dgl')}")
 
 
-def reproduce(name, seeds=None, out=None, *, progress=True, log=print, splits=None):
+def reproduce(name, seeds=None, out=None, *, rows=None, progress=True, log=print, splits=None):
     """Train every run of experiment ``name`` that has no result yet and write its table.
 
     Finished runs (``OUT/<row>-seed<k>.json`` present) are skipped; a run that
@@ -363,6 +370,9 @@ def reproduce(name, seeds=None, out=None, *, progress=True, log=print, splits=No
         Seeds for every trained row (default: each row's own ``seeds``).
     out : str, optional
         Results folder (default ``results/NAME``).
+    rows : sequence of str, optional
+        Train only these rows (labels or slugs), in this order; the table is
+        still written from every finished run.
     progress : bool
         Progress bars while training.
     log : callable
@@ -380,9 +390,11 @@ def reproduce(name, seeds=None, out=None, *, progress=True, log=print, splits=No
 
     exp = experiment(name)
     seeds = _check_seeds(seeds)
+    if isinstance(rows, str) or (rows is not None and not rows):
+        raise ValueError(f"rows: a non-empty sequence of row labels; got {rows!r}")
     out = os.path.join(DEFAULT_ROOT, name) if out is None else out
     os.makedirs(out, exist_ok=True)
-    runs = exp.runs(seeds)
+    runs = exp.runs(seeds, rows)
     configs = {}
     for row, seed in runs:  # every config is checked before the first run trains
         config = TrainConfig(**copy.deepcopy(row.config), seed=seed)

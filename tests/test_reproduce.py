@@ -79,6 +79,20 @@ def test_unknown_experiment_and_bad_seeds(tmp_path):
         rp.experiment("tiny").row("x")
 
 
+def test_rows_choose_what_is_trained_and_in_which_order():
+    exp = rp.experiment("sabour-table1")
+    runs = exp.runs((0, 1), rows=["3-iterations-reconstruction", "CNN (width-matched)"])
+    assert [(r.label, s) for r, s in runs] == [("3 iterations + reconstruction", 0), ("3 iterations + reconstruction", 1),
+                                              ("CNN (width-matched)", 0), ("CNN (width-matched)", 1)]
+    assert [s for _, s in exp.runs(rows=["1 iteration"])] == list(exp.row("1 iteration").seeds)
+    with pytest.raises(ValueError, match="rows: row 'uniform coupling' is not trained .it equals '1 iteration'."):
+        exp.runs(rows=["uniform coupling"])
+    with pytest.raises(ValueError, match="label: experiment 'sabour-table1' has no row 'nope'"):
+        exp.runs(rows=["nope"])
+    with pytest.raises(ValueError, match="rows: a non-empty sequence of row labels; got '1 iteration'"):
+        rp.reproduce("sabour-table1", rows="1 iteration")
+
+
 # ---------------------------------------------------------------------------- running
 
 
