@@ -393,7 +393,7 @@ def build_parser():
     rp.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the experiment's own)")
     rp.add_argument("--out", default=None, help="results folder (default: results/NAME)")
     rp.add_argument("--rows", nargs="+", default=None, metavar="ROW",
-                    help="train only these rows (labels or slugs, e.g. 3-iterations-reconstruction)")
+                    help="train only these rows (labels or slugs, e.g. 3-iterations-reconstruction; default: every row)")
     rp.add_argument("--list", action="store_true", help="print the experiment names")
     rp.add_argument("--quiet", action="store_true", help="no progress bars")
     rp.set_defaults(func=_reproduce)

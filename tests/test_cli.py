@@ -241,8 +241,11 @@ def test_reproduce_calls_the_harness(tmp_path, capsys, monkeypatch):
     calls = []
     monkeypatch.setattr(reproduce, "reproduce", lambda name, **kw: calls.append((name, kw)) or "table.md")
     assert main(["reproduce", "tiny", "--seeds", "0", "1", "--out", str(tmp_path), "--quiet"]) == 0
-    assert calls == [("tiny", dict(seeds=[0, 1], out=str(tmp_path), progress=False))]
+    assert calls == [("tiny", dict(seeds=[0, 1], out=str(tmp_path), rows=None, progress=False))]
     assert "table: table.md" in capsys.readouterr().out
+    assert main(["reproduce", "tiny", "--rows", "3-iterations", "1 iteration"]) == 0
+    assert calls[-1] == ("tiny", dict(seeds=None, out=None, rows=["3-iterations", "1 iteration"], progress=True))
+    capsys.readouterr()
     assert main(["reproduce", "--list"]) == 0
     assert capsys.readouterr().out.split() == reproduce.list_experiments()
 
