@@ -203,10 +203,12 @@ def conv_capsule_graph(in_hw, kernel, stride, in_types, out_types, device=None):
 
 def _conv_capsule_graph(h, w, kernel, stride, n_a, n_c):
     ho, wo = conv_output_size((h, w), kernel, stride)
-    # One edge per (y', x', ky, kx, a, c), enumerated with broadcasting.
-    yo, xo, ky, kx, a, c = torch.meshgrid(
-        torch.arange(ho), torch.arange(wo), torch.arange(kernel), torch.arange(kernel),
-        torch.arange(n_a), torch.arange(n_c), indexing="ij",
+    # One edge per (y', x', c, ky, kx, a), enumerated with broadcasting: grouped by parent, every
+    # parent with kernel**2 * A children (EM routing's dense fast path uses such blocks without
+    # reordering; nothing else depends on the order).
+    yo, xo, c, ky, kx, a = torch.meshgrid(
+        torch.arange(ho), torch.arange(wo), torch.arange(n_c), torch.arange(kernel),
+        torch.arange(kernel), torch.arange(n_a), indexing="ij",
     )
     y = yo * stride + ky
     x = xo * stride + kx

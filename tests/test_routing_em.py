@@ -4,7 +4,17 @@ import torch
 
 import dgl_capsules as dc
 from dgl_capsules.routing import em_routing
+from dgl_capsules.routing import em as em_module
 from dgl_capsules.testing import check_routing_contract, dense_em_routing, dense_mask, edge_to_dense, permuted
+
+
+@pytest.fixture(params=["blocks", "dgl"])
+def path(request, monkeypatch):
+    """Both implementations: dense blocks for graphs whose parents all have the same number of
+    children (every graph below), DGL's sparse kernels for any graph (forced here)."""
+    if request.param == "dgl":
+        monkeypatch.setattr(em_module, "_regular_layout", lambda g: None)
+    return request.param
 
 
 def graphs():
@@ -41,7 +51,7 @@ def route_both(g, votes, a_in, beta_u, beta_a, n_iters, lambdas=LAMBDAS):
 
 @pytest.mark.parametrize("name", ["complete", "conv", "conv_stride2"])
 @pytest.mark.parametrize("n_iters", [1, 2, 3, 4])
-def test_equals_dense_procedure_1(name, n_iters):
+def test_equals_dense_procedure_1(name, n_iters, path):
     g = graphs()[name]
     r, (mu, sigma2, act, Rs) = route_both(g, *inputs(g), n_iters)
     close = dict(rtol=1e-10, atol=1e-12)
@@ -73,7 +83,7 @@ def test_default_inverse_temperatures_and_scalar_betas():
 
 
 @pytest.mark.parametrize("name", ["complete", "conv"])
-def test_gradients_equal_dense(name):
+def test_gradients_equal_dense(name, path):
     g = graphs()[name]
     args = inputs(g, batch=2, requires_grad=True)
     r, (mu, sigma2, act, Rs) = route_both(g, *args, 3)
@@ -88,7 +98,7 @@ def test_gradients_equal_dense(name):
         torch.testing.assert_close(mine, theirs, rtol=1e-8, atol=1e-10)
 
 
-def test_gradcheck_tiny():
+def test_gradcheck_tiny(path):
     g = dc.conv_capsule_graph((3, 3), kernel=2, stride=1, in_types=1, out_types=1)
     votes = (0.5 * torch.randn(g.num_edges(), 1, 3, dtype=torch.float64)).requires_grad_(True)
     a_in = (0.1 + 0.8 * torch.rand(g.num_src_nodes(), 1, dtype=torch.float64)).requires_grad_(True)
@@ -103,7 +113,7 @@ def test_gradcheck_tiny():
 
 
 @pytest.mark.parametrize("n_iters", [1, 2, 3])
-def test_gradcheck_trace_inverse_temperatures_and_batch_dims(n_iters):
+def test_gradcheck_trace_inverse_temperatures_and_batch_dims(n_iters, path):
     # The hand-written backward: every output (the trace included) and every input
     # (inverse temperatures included), two batch dims, a complete graph.
     g = dc.capsule_graph(3, 2)
@@ -127,7 +137,7 @@ def _contract_inputs(g, batch, generator):
             0.3 * torch.randn(g.num_dst_nodes(), **kw), torch.randn((), **kw))
 
 
-def test_routing_contract():
+def test_routing_contract(path):
     def route(g, votes, a_in, beta_u, beta_a):
         return em_routing(g, votes, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS,
                           return_trace=True)
@@ -135,7 +145,7 @@ def test_routing_contract():
     check_routing_contract(route, _contract_inputs, ("edge", "child", "parent_value", "parent_value"))
 
 
-def test_responsibilities_of_each_child_sum_to_one_over_all_its_parents():
+def test_responsibilities_of_each_child_sum_to_one_over_all_its_parents(path):
     g = graphs()["conv_stride2"]
     votes, a_in, beta_u, beta_a = inputs(g, batch=4, dtype=torch.float32)
     r = em_routing(g, votes, a_in, beta_u, beta_a, n_iters=4, inverse_temperatures=LAMBDAS,
@@ -149,7 +159,7 @@ def test_responsibilities_of_each_child_sum_to_one_over_all_its_parents():
         assert (R >= 0).all()
 
 
-def test_a_child_with_zero_activation_does_not_move_any_parent():
+def test_a_child_with_zero_activation_does_not_move_any_parent(path):
     g = graphs()["conv"]
     votes, a_in, beta_u, beta_a = inputs(g)
     child = (2 * 5 + 2) * 2  # centre (2, 2) of the 5x5 grid, type 0: feeds 9 positions x 2 types
@@ -173,7 +183,7 @@ def test_a_child_with_zero_activation_does_not_move_any_parent():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name", ["complete", "conv"])
-def test_zero_variance_votes_stay_finite(name, dtype):
+def test_zero_variance_votes_stay_finite(name, dtype, path):
     g = graphs()[name]
     votes = torch.randn(1, 2, 16).to(dtype).expand(g.num_edges(), 2, 16).clone().requires_grad_(True)
     a_in = torch.rand(g.num_src_nodes(), 2).to(dtype).requires_grad_(True)
@@ -213,7 +223,7 @@ def test_mixed_float32_and_float64_are_cast_to_the_votes_dtype():
     assert r64.poses.dtype == r64.activations.dtype == torch.float64
 
 
-def test_int32_graphs_give_the_same_results_as_int64():
+def test_int32_graphs_give_the_same_results_as_int64(path):
     for name, g in graphs().items():
         args = inputs(g)
         a = em_routing(g, *args, n_iters=3, inverse_temperatures=LAMBDAS, return_trace=True)
@@ -224,7 +234,7 @@ def test_int32_graphs_give_the_same_results_as_int64():
 
 
 @pytest.mark.parametrize("return_trace", [False, True])
-def test_an_empty_batch_returns_empty_outputs(return_trace):
+def test_an_empty_batch_returns_empty_outputs(return_trace, path):
     g = graphs()["conv_stride2"]
     votes = torch.randn(g.num_edges(), 0, 16, requires_grad=True)
     a_in = torch.rand(g.num_src_nodes(), 0)
@@ -240,7 +250,7 @@ def test_an_empty_batch_returns_empty_outputs(return_trace):
 
 
 @pytest.mark.parametrize("mean", [1e3, 1e4])
-def test_votes_of_large_mean_and_tiny_spread_keep_float32_close_to_float64(mean):
+def test_votes_of_large_mean_and_tiny_spread_keep_float32_close_to_float64(mean, path):
     # E[V^2] - E[V]^2 would cancel catastrophically here in float32; the spread is 1e-3 of a unit.
     g = graphs()["conv_stride2"]
     gen = torch.Generator().manual_seed(3)
@@ -258,7 +268,7 @@ def test_votes_of_large_mean_and_tiny_spread_keep_float32_close_to_float64(mean)
     torch.testing.assert_close(r32.poses.double(), r64.poses, rtol=1e-6, atol=0)
 
 
-def test_float32_is_within_float32_tolerance_of_float64():
+def test_float32_is_within_float32_tolerance_of_float64(path):
     for name, g in graphs().items():
         args = inputs(g, batch=4)
         r64 = em_routing(g, *args, n_iters=3, inverse_temperatures=LAMBDAS)
@@ -268,7 +278,7 @@ def test_float32_is_within_float32_tolerance_of_float64():
             torch.testing.assert_close(x.double(), y, rtol=1.3e-6 * 20, atol=1e-5 * 4)
 
 
-def test_permuting_edge_ids_changes_nothing():
+def test_permuting_edge_ids_changes_nothing(path):
     g = graphs()["conv_stride2"]
     h, perm = permuted(g)
     votes, a_in, beta_u, beta_a = inputs(g)
@@ -279,7 +289,7 @@ def test_permuting_edge_ids_changes_nothing():
         torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
 
 
-def test_ragged_batch_equals_each_sample_alone():
+def test_ragged_batch_equals_each_sample_alone(path):
     parts = [dc.conv_capsule_graph((h, w), 3, s, 2, 2) for h, w, s in ((3, 3, 1), (4, 6, 1), (7, 6, 2))]
     bg = dgl.batch(parts)
     votes = [torch.randn(p.num_edges(), 16, dtype=torch.float64) for p in parts]
@@ -298,7 +308,7 @@ def test_ragged_batch_equals_each_sample_alone():
         torch.testing.assert_close(R, alone.coupling, rtol=1e-12, atol=1e-12)
 
 
-def test_one_sample_alone_equals_it_inside_a_shuffled_batch_and_extra_batch_dims():
+def test_one_sample_alone_equals_it_inside_a_shuffled_batch_and_extra_batch_dims(path):
     g = graphs()["conv"]
     votes, a_in, beta_u, beta_a = inputs(g, batch=6, dtype=torch.float32)
     order = torch.randperm(6)
@@ -388,3 +398,29 @@ def test_more_inverse_temperatures_than_iterations_uses_the_first():
     a = em_routing(g, *args, n_iters=2, inverse_temperatures=torch.tensor([0.1, 0.3, 9.0], dtype=torch.float64))
     b = em_routing(g, *args, n_iters=2, inverse_temperatures=[0.1, 0.3])
     torch.testing.assert_close(a.activations, b.activations, rtol=0, atol=0)
+
+
+def test_the_dense_block_path_is_taken_exactly_when_every_parent_has_as_many_children():
+    conv = dc.conv_capsule_graph((5, 5), kernel=3, stride=1, in_types=2, out_types=2)
+    assert em_module._regular_layout(conv) == (18, None)  # grouped by parent: no reordering
+    d, perm = em_module._regular_layout(dc.capsule_graph(7, 4))
+    assert d == 7 and sorted(perm.tolist()) == list(range(28))
+    h, _ = permuted(conv)
+    d, perm = em_module._regular_layout(h)
+    assert d == 18 and torch.equal(h.edges()[1][perm], torch.arange(conv.num_dst_nodes()).repeat_interleave(18))
+    ragged = dgl.batch([dc.conv_capsule_graph((3, 3), 3, 1, 2, 2), dc.conv_capsule_graph((4, 4), 2, 1, 2, 2)])
+    assert em_module._regular_layout(ragged) is None  # 18 and 8 children per parent: DGL's kernels
+
+
+def test_convcaps_votes_reach_the_routing_batch_first_without_a_copy():
+    layer = dc.nn.ConvCaps(in_types=2, out_types=3, kernel=3, stride=2)
+    poses = torch.randn(4, 7, 7, 2, 4, 4)
+    g = layer.graph((7, 7))
+    votes = layer.votes(g, poses)
+    assert votes.shape == (g.num_edges(), 4, 16) and votes.transpose(0, 1).is_contiguous()
+    src, dst = g.edges()  # the vote of every edge, from its child's pose and the matrix of its offset
+    w = layer.weight.view(9, 2, 3, 4, 4)
+    y, x, a = src // (7 * 2), src // 2 % 7, src % 2
+    e = 37
+    want = poses[:, y[e], x[e], a[e]] @ w[g.edata["offset"][e], a[e], dst[e] % 3]
+    torch.testing.assert_close(votes[e], want.reshape(4, 16))

@@ -252,19 +252,20 @@ class ConvCaps(_EMLayer):
     def votes(self, g, poses):
         """Votes :math:`M_i W_{offset, a, c}` in the edge order of ``g``: ``(|E|, B, 16)``.
 
-        All ``Ho * Wo * kernel² * A * C`` votes come from one batched matrix product over the
-        (offset, child type) pairs, laid out by (parent position, offset, child type, parent
-        type); each edge then picks its vote by its ``dst``, ``offset`` and ``child_type``."""
+        All ``Ho * Wo * C * kernel² * A`` votes come from one batched matrix product over the
+        (offset, child type) pairs, laid out batch first by (parent, offset, child type) (a
+        transposed view when that is the edge order of ``g``, as for :meth:`graph`, so EM
+        routing reads them without a copy); each edge picks its vote by its ``dst``,
+        ``offset`` and ``child_type``."""
         b = poses.shape[0]
         k, s, n_a, n_c = self.kernel, self.stride, self.in_types, self.out_types
         # receptive fields as a view: (B, Ho, Wo, A, 4, 4, ky, kx)
         patches = poses.unfold(1, k, s).unfold(2, k, s)
         weight = self._weight(poses).view(k, k, n_a, n_c, 4, 4)
-        table = torch.einsum("bqraikyx,yxackj->qryxacbij", patches, weight)
-        table = table.reshape(table.shape[:6].numel(), b, 16)  # (E, B, 16)
+        table = torch.einsum("bqraikyx,yxackj->bqrcyxaij", patches, weight)
+        table = table.reshape(b, table.shape[1:7].numel(), 16).transpose(0, 1)  # (E, B, 16), batch-first in memory
         _, dst = g.edges()
-        index = (((dst // n_c) * (k * k) + g.edata["offset"]) * n_a + g.edata["child_type"]) * n_c + dst % n_c
-        return _pick(table, index)
+        return _pick(table, (dst * (k * k) + g.edata["offset"]) * n_a + g.edata["child_type"])
 
     def forward(self, poses, activations, return_routing=False, return_trace=False):
         """Route a batch of child capsules; with ``return_routing`` also return the
