@@ -11,7 +11,11 @@ Variants, each the same network with the same weights (seed 0):
 
 - ``before``: the library at commit ``BEFORE`` (exported with ``git archive``
   into a temporary directory and imported from there);
-- ``after``: the library in this working tree;
+- ``after``: the library in this working tree, as a user gets it (large tensors in
+  transparent huge pages: ``THP_MEM_ALLOC_ENABLE=1``, which the package sets when it is
+  imported before torch);
+- ``after-4k``: the same with ``THP_MEM_ALLOC_ENABLE=0`` (4 KB pages, as ``before`` runs),
+  to show what the huge pages alone give;
 - ``dense``: this tree's network with its routed layers replaced by EM routed
   patch by patch (``bench/_em_dense.py``: unfold the receptive fields, route
   each on its own, no normalisation over overlapping fields), the way public
@@ -51,7 +55,7 @@ NETS = {
                           stem_stride=2, primary_kernel=1, primary_stride=1),
     "small": None,  # the preset
 }
-VARIANTS = ("before", "after", "dense")
+VARIANTS = ("before", "after-4k", "after", "dense")
 
 
 def before_tree(rev=BEFORE):
@@ -67,6 +71,7 @@ def before_tree(rev=BEFORE):
 
 def _worker(net_name, variant, threads, repeats):
     """Runs in the subprocess: build, one measured step for memory, then the timings."""
+    import dgl_capsules  # noqa: F401  (before torch, as a user's script would: see its huge-page NOTE)
     import torch
 
     torch.set_num_threads(threads)
@@ -113,6 +118,9 @@ def _worker(net_name, variant, threads, repeats):
 def _spawn(net_name, variant, threads, repeats, rev, after=None):
     root = before_tree(rev) if variant == "before" else (after or ROOT)
     env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS=str(threads))
+    env.pop("THP_MEM_ALLOC_ENABLE", None)  # each tree's own default ...
+    if variant == "after-4k":
+        env["THP_MEM_ALLOC_ENABLE"] = "0"  # ... but this row's
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", net_name, variant,
            "--threads", str(threads), "--repeats", str(repeats)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=HERE)

@@ -11,6 +11,17 @@ and ``dc.models.MatrixCapsNet`` still works.
 __version__ = "0.1.0"
 
 import importlib
+import os as _os
+import sys as _sys
+
+# NOTE: large tensors in transparent huge pages. Routing streams edge tensors of tens of MB that
+# are allocated fresh on every step; with 4 KB pages the kernel's first-touch page faults cost more
+# than the arithmetic (EM routing's training step: 1.3-1.6x faster with huge pages on a 2-core VM,
+# bench/bench_em_step.py). PyTorch reads THP_MEM_ALLOC_ENABLE once, at its first allocation, so this
+# only takes effect when dgl_capsules is imported before torch (the CLI, the benchmarks, scripts
+# that import it first); THP_MEM_ALLOC_ENABLE=0 in the environment turns it off.
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from . import functional, nn, routing
 from .graph import capsule_graph, conv_capsule_graph
