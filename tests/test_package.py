@@ -28,3 +28,21 @@ def test_import_stays_light_and_reaches_models_lazily():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "MatrixCapsNet"
+
+
+@pytest.mark.parametrize("before, imported_first, expected", [
+    (None, "dgl_capsules", "1"),  # the package's default: large tensors in huge pages
+    ("0", "dgl_capsules", "0"),  # the user's setting wins
+    (None, "torch", "None"),  # torch already imported: too late to matter, so left alone
+])
+def test_huge_pages_are_asked_for_only_before_torch_and_never_over_the_users_setting(before, imported_first,
+                                                                                      expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if before is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = before
+    code = f"import os, {imported_first}, dgl_capsules; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
