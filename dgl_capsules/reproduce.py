@@ -233,19 +233,19 @@ _VIEW_ROWS = (  # label, config, published familiar -> novel error (Hahn et al. 
 _VIEW_PAPER = ("Hahn, Pyeon, Kim 2019 (Self-Routing Capsule Networks), on the real smallNORB, familiar -> novel "
                "error; ours is the rendered set `dc.data.viewpoints` (10 objects, 2x32x32 stereo pairs, held-out "
                "lightings), so the figures are beside ours, not comparable one to one")
-_VIEW_ESTIMATE = ("an estimate, not measured on this experiment: the viewpoints data's measured training times per "
-                  "epoch (1,944 training pairs) at 1 thread on a loaded 2-core machine: CapsNet 23 s, "
-                  "HeinsenImageNet 15 s, CNN 149 s, MatrixCapsNet 181 s, about 6.1 min per epoch for the four rows; "
-                  "30 epochs: about 3.1 h per seed; scoring the 1,080 familiar and 2,160 novel test pairs after "
-                  "every epoch (forward only) comes on top and is not in it (in a viewpoints-tiny run it added about "
-                  "half of MatrixCapsNet's training time: allow up to about 4.5 h)")
+_VIEW_ESTIMATE = ("measured on the azimuth split at 1 thread with another training run on the other core "
+                  "(30 epochs, training + validation seconds; wall time with the per-epoch scoring of the "
+                  "familiar and novel test sets in brackets): CapsNet 613 s (943 s), HeinsenImageNet 530 s "
+                  "(1,175 s), MatrixCapsNet after the EM speed-up 1,414 s (2,427 s); the CNN is not run yet, "
+                  "estimated at 149 s per epoch (4,470 s); about 2 h per split and seed, up to 3 h with the "
+                  "scoring")
 
 
 def _viewpoint_experiment(name, split, paper_column):
     rows = tuple(Row(label.format(preset="small"), dict(_VIEW, data="viewpoints" if split == "azimuth" else f"viewpoints:{split}", **cfg),
                      paper=papers[paper_column]) for label, cfg, *papers in _VIEW_ROWS)
     return Experiment(
-        name=name, rows=rows, paper=_VIEW_PAPER, hours=3.1, estimate=_VIEW_ESTIMATE, table="matched",
+        name=name, rows=rows, paper=_VIEW_PAPER, hours=2.0, estimate=_VIEW_ESTIMATE, table="matched",
         title=f"Novel viewpoints, {split} split (Hinton et al. 2018, section 5.1, on the rendered set): familiar "
               f"and novel error at matched familiar error")
 
