@@ -242,7 +242,7 @@ def em_routing(
 
     regular = _regular_layout(g)
     if regular is not None:
-        return _em_regular(g, votes, a_in, beta_u, beta_a, lam, n_iters, eps, return_trace, *regular)
+        return _em_regular(g, votes, a_in, beta_u, beta_a, lam, n_iters, eps, tiny, return_trace, *regular)
     src, dst = g.edges()
     ops = _GraphOps(g, _edge_graph(g, dst), src.long())
     a_edge = a_in[src.long()]  # (E, *): a_i on every edge of child i
@@ -252,7 +252,7 @@ def em_routing(
         # results do not depend on it) keeps E[U^2] - E[U]^2 free of cancellation for votes of
         # large mean and small spread; U = V - c.
         centre = ops.weighted_mean(votes.detach(), coupling * a_edge)  # (N_dst, *, P)
-    consts = _Consts(ops, centre, coupling, n_iters, n_pose, eps, torch.finfo(votes.dtype).tiny)
+    consts = _Consts(ops, centre, coupling, n_iters, n_pose, eps, tiny)
     m, sigma2, activations, *later = _EMIterations.apply(votes, a_edge, beta_u, beta_a, lam, consts)
     trace = [coupling] + later  # the R of every M-step
     return RoutingResult(
@@ -279,7 +279,7 @@ def _regular_layout(g):
     return (d, perm) if torch.equal(dst[perm], target) else None
 
 
-def _em_regular(g, votes, a_in, beta_u, beta_a, lam, n_iters, eps, return_trace, d, perm):
+def _em_regular(g, votes, a_in, beta_u, beta_a, lam, n_iters, eps, tiny, return_trace, d, perm):
     """:func:`em_routing` on a graph whose parents all have ``d`` children (the dense fast path).
 
     The batch dims are flattened to one, ``nb``; edge tensors live as ``(nb, |E|, ...)``
@@ -293,13 +293,13 @@ def _em_regular(g, votes, a_in, beta_u, beta_a, lam, n_iters, eps, return_trace,
     v = votes.reshape(n_edges, nb, n_pose)
     if perm is not None:
         src, v = src[perm], v.index_select(0, perm)
-    v = v.transpose(0, 1)  # (nb, E, P): free when the votes are a transposed view of this layout
+    v = v.transpose(0, 1).contiguous()  # (nb, E, P): free when the votes are a transposed view of this layout
     a_edge = a_in.reshape(-1, nb).T[:, src]  # (nb, E)
     coupling = (1.0 / g.out_degrees().to(device=votes.device, dtype=votes.dtype))[src].unsqueeze(0)  # (1, E)
     ops = _RegularOps(g.num_src_nodes(), g.num_dst_nodes(), d, nb, src)
     with torch.no_grad():  # the centres, as in em_routing
-        centre = ops.weighted_mean(v.detach().contiguous(), coupling * a_edge)  # (N_dst, nb, P)
-    consts = _Consts(ops, centre, coupling.expand(nb, -1), n_iters, n_pose, eps, torch.finfo(votes.dtype).tiny)
+        centre = ops.weighted_mean(v.detach(), coupling * a_edge)  # (N_dst, nb, P)
+    consts = _Consts(ops, centre, coupling.expand(nb, -1), n_iters, n_pose, eps, tiny)
     m, sigma2, activations, *later = _EMIterations.apply(
         v, a_edge, beta_u.reshape(-1, 1), beta_a.reshape(-1, 1), lam, consts)
     inverse = None if perm is None else torch.argsort(perm)
@@ -308,11 +308,12 @@ def _em_regular(g, votes, a_in, beta_u, beta_a, lam, n_iters, eps, return_trace,
         r = r.T
         return (r if inverse is None else r[inverse]).reshape((n_edges,) + batch)
 
-    trace = [edges_out(r) for r in [consts.coupling] + later]
+    trace = [edges_out(r) for r in [consts.coupling] + later] if return_trace else None
     node = (-1,) + batch
     return RoutingResult(
         poses=(centre + m).reshape(node + (n_pose,)), activations=activations.reshape(node),
-        coupling=trace[-1], sigma2=sigma2.reshape(node + (n_pose,)), trace=trace if return_trace else None,
+        coupling=trace[-1] if return_trace else edges_out(([consts.coupling] + later)[-1]),
+        sigma2=sigma2.reshape(node + (n_pose,)), trace=trace,
     )
 
 
@@ -369,9 +370,8 @@ class _GraphOps:
 
     def weighted_mean(self, votes, w):
         """``sum_i w_ij V_ij / sum_i w_ij`` per parent, ``(N_dst, *, P)``, for an edge scalar ``w``."""
-        w = w.unsqueeze(-1)
-        mass = gspmm(self.ge, "copy_rhs", "sum", None, w)
-        return gspmm(self.ge, "mul", "sum", votes, w) / mass.clamp_min(torch.finfo(w.dtype).tiny)
+        s, mass = self.sums((votes,), w)
+        return s / mass.clamp_min(torch.finfo(w.dtype).tiny)
 
     def sums(self, x, w):
         """``[sum_i w_ij U_ij, sum_i w_ij U_ij^2]`` ``(N_dst, *, 2P)`` and ``sum_i w_ij``
