@@ -16,6 +16,9 @@ Variants, each the same network with the same weights (seed 0):
   imported before torch);
 - ``after-4k``: the same with ``THP_MEM_ALLOC_ENABLE=0`` (4 KB pages, as ``before`` runs),
   to show what the huge pages alone give;
+- ``after-reuse``: ``after`` with freed memory kept for reuse
+  (:func:`dgl_capsules.train.reuse_freed_memory`), as the ``dgl-capsules`` command
+  runs it;
 - ``dense``: this tree's network with its routed layers replaced by EM routed
   patch by patch (``bench/_em_dense.py``: unfold the receptive fields, route
   each on its own, no normalisation over overlapping fields), the way public
@@ -55,7 +58,7 @@ NETS = {
                           stem_stride=2, primary_kernel=1, primary_stride=1),
     "small": None,  # the preset
 }
-VARIANTS = ("before", "after-4k", "after", "dense")
+VARIANTS = ("before", "after-4k", "after", "after-reuse", "dense")
 
 
 def before_tree(rev=BEFORE):
@@ -76,6 +79,12 @@ def _worker(net_name, variant, threads, repeats):
 
     torch.set_num_threads(threads)
     from dgl_capsules.models.matrix import MatrixCapsNet
+
+    if variant == "after-reuse":
+        from dgl_capsules.train import reuse_freed_memory
+
+        if not reuse_freed_memory():
+            raise RuntimeError("after-reuse needs glibc (reuse_freed_memory returned False)")
 
     torch.manual_seed(0)
     settings = NETS[net_name]

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 
-__all__ = ["main", "build_parser", "parse_settings", "FLAGS"]
+__all__ = ["main", "run", "build_parser", "parse_settings", "FLAGS"]
 
 FLAGS = {  # Python parameter named in a library error -> the command-line flag that feeds it
     "model": "--model", "preset": "--preset", "settings": "--set", "width": "--width", "data": "--data",
@@ -429,5 +429,14 @@ def main(argv=None):
             os.environ["OMP_NUM_THREADS"] = before[2]
 
 
+def run(argv=None):
+    """:func:`main` as a program (the ``dgl-capsules`` command, ``python -m dgl_capsules``): first
+    :func:`~dgl_capsules.train.reuse_freed_memory` for the whole process, then the command."""
+    from .train import reuse_freed_memory
+
+    reuse_freed_memory()
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

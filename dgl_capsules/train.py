@@ -48,7 +48,7 @@ from .data import ImageDataset, affine_mnist, multi_mnist, pad_to, random_affine
 
 __all__ = [
     "TrainConfig", "train", "evaluate", "accuracy", "eval_set", "fit_images", "load_model", "save_atomic",
-    "set_threads",
+    "set_threads", "reuse_freed_memory",
 ]
 
 RUN_FILES = ("checkpoint.pt", "model.pt", "metrics.json")
@@ -259,6 +259,37 @@ def set_threads(n=None):
     torch.set_num_threads(int(n))
     set_num_threads(int(n))
     return int(n)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters in glibc's malloc.h
+
+
+def reuse_freed_memory():
+    """Keep memory freed by one training step for the next one; return whether it applied (glibc only).
+
+    Routing allocates and frees edge tensors of tens of MB on every step. By
+    default glibc gives blocks above its mmap threshold (at most 32 MB) back to
+    the kernel when they are freed, so the next step's tensor of the same size
+    is faulted in again page by page, zeroed by the kernel: on a 2-core VM
+    this cost a quarter of a MatrixCapsNet step (``bench/bench_em_step.py``).
+    This asks glibc (``mallopt``) to serve every block from its heap
+    (``M_MMAP_MAX = 0``) and never to trim the heap (``M_TRIM_THRESHOLD`` at
+    its largest), so freed blocks are reused without page faults; the resident
+    memory of the process then stays at its peak, which a training process
+    reaches in its first step anyway. The same as starting Python with
+    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`` in the
+    environment. The ``dgl-capsules`` command does this for the command it
+    runs; call it at the start of your own training script. It lasts for the
+    whole process and does nothing (returns ``False``) on a C library other
+    than glibc.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+
+    mallopt = ctypes.CDLL(None).mallopt
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
 # ---------------------------------------------------------------------------- metrics and data

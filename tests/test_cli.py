@@ -57,6 +57,17 @@ def test_the_installed_command_runs_in_a_process_of_its_own(tmp_path):
     assert "uniform coupling entropy log(3)" in proc.stdout and "Traceback" not in proc.stderr
 
 
+def test_the_command_keeps_freed_memory_for_reuse_and_main_alone_does_not(monkeypatch, capsys):
+    import dgl_capsules.train as train_module
+    from dgl_capsules import cli
+
+    calls = []
+    monkeypatch.setattr(train_module, "reuse_freed_memory", lambda: calls.append(1) or True)
+    assert cli.main(["reproduce", "--list"]) == 0 and calls == []  # in-process callers keep their malloc
+    assert cli.run(["reproduce", "--list"]) == 0 and calls == [1]  # the program (console script, -m)
+    assert "sabour-table1" in capsys.readouterr().out
+
+
 def test_unknown_command_exits_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["fly"])

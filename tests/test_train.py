@@ -323,6 +323,43 @@ def test_trace_routing_records_after_initialisation_and_every_epoch_without_chan
     assert [c[0] for c in calls] == [os.path.join(trace, "epoch_003.pt")]  # no second epoch 0
 
 
+_FAULTS_OF_A_SECOND_TENSOR = textwrap.dedent("""
+    import resource, sys
+    import torch
+    if sys.argv[1] == "reuse":
+        from dgl_capsules.train import reuse_freed_memory
+        assert reuse_freed_memory() is True
+    for step in range(4):  # a tensor of 64 MB (above glibc's largest mmap threshold) per step
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        x = torch.ones(16 << 20)  # new pages, or a block freed by an earlier step
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        del x
+    print(faults)  # of the last step
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt; elsewhere a no-op")
+def test_reuse_freed_memory_serves_the_next_tensor_from_the_freed_block():
+    # issue 17: a 64 MB tensor allocated after an equal one was freed is faulted in page by page
+    # (16,384 pages of 4 KB) by default; once freed memory is kept for reuse, the heap stops
+    # growing after the first steps and later steps do not fault at all
+    env = dict(os.environ, THP_MEM_ALLOC_ENABLE="0")
+    faults = {}
+    for mode in ("default", "reuse"):
+        proc = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_SECOND_TENSOR, mode], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        faults[mode] = int(proc.stdout.split()[-1])
+    assert faults["default"] > 10_000 and faults["reuse"] < 500, faults
+
+
+def test_reuse_freed_memory_is_a_no_op_without_glibc(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("musl", "1.2"))
+    assert train_module.reuse_freed_memory() is False
+
+
 def test_set_threads_sizes_torch_and_dgl_and_defaults_to_a_share_of_the_cores(monkeypatch):
     from dgl.utils import get_num_threads, set_num_threads
 
