@@ -294,7 +294,7 @@ def _em_regular(g, votes, a_in, beta_u, beta_a, lam, n_iters, eps, tiny, return_
     if perm is not None:
         src, v = src[perm], v.index_select(0, perm)
     v = v.transpose(0, 1).contiguous()  # (nb, E, P): free when the votes are a transposed view of this layout
-    a_edge = a_in.reshape(-1, nb).T[:, src]  # (nb, E)
+    a_edge = a_in.reshape(-1, nb).T.contiguous().index_select(1, src)  # (nb, E)
     coupling = (1.0 / g.out_degrees().to(device=votes.device, dtype=votes.dtype))[src].unsqueeze(0)  # (1, E)
     ops = _RegularOps(g.num_src_nodes(), g.num_dst_nodes(), d, nb, src)
     with torch.no_grad():  # the centres, as in em_routing
@@ -449,12 +449,12 @@ class _RegularOps:
     def softmax(self, logp):
         index = self.src.expand_as(logp)
         top = logp.new_full((self.nb, self.n_src), -math.inf).scatter_reduce_(1, index, logp, "amax")
-        e = (logp - top[:, self.src]).exp_()
+        e = (logp - top.index_select(1, self.src)).exp_()
         total = logp.new_zeros((self.nb, self.n_src)).index_add_(1, self.src, e)
-        return e.div_(total[:, self.src])
+        return e.div_(total.index_select(1, self.src))
 
     def per_child_sum(self, e):
-        return e.new_zeros((self.nb, self.n_src)).index_add_(1, self.src, e)[:, self.src]
+        return e.new_zeros((self.nb, self.n_src)).index_add_(1, self.src, e).index_select(1, self.src)
 
     def d_votes(self, x, alphas, parents):
         n_pose = x.shape[-1] // 2
