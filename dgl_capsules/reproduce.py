@@ -236,16 +236,15 @@ _VIEW_PAPER = ("Hahn, Pyeon, Kim 2019 (Self-Routing Capsule Networks), on the re
 _VIEW_ESTIMATE = ("measured on the azimuth split at 1 thread with another training run on the other core "
                   "(30 epochs, training + validation seconds; wall time with the per-epoch scoring of the "
                   "familiar and novel test sets in brackets): CapsNet 613 s (943 s), HeinsenImageNet 530 s "
-                  "(1,175 s), MatrixCapsNet after the EM speed-up 1,414 s (2,427 s); the CNN is not run yet, "
-                  "estimated at 149 s per epoch (4,470 s); about 2 h per split and seed, up to 3 h with the "
-                  "scoring")
+                  "(1,175 s), MatrixCapsNet after the EM speed-up 1,414 s (2,427 s), CNN 1,819 s (3,007 s; "
+                  "elevation 1,831 s (3,011 s)); 1.2 h of training per split and seed, 2.1 h with the scoring")
 
 
 def _viewpoint_experiment(name, split, paper_column):
     rows = tuple(Row(label.format(preset="small"), dict(_VIEW, data="viewpoints" if split == "azimuth" else f"viewpoints:{split}", **cfg),
                      paper=papers[paper_column]) for label, cfg, *papers in _VIEW_ROWS)
     return Experiment(
-        name=name, rows=rows, paper=_VIEW_PAPER, hours=2.0, estimate=_VIEW_ESTIMATE, table="matched",
+        name=name, rows=rows, paper=_VIEW_PAPER, hours=2.1, estimate=_VIEW_ESTIMATE, table="matched",
         title=f"Novel viewpoints, {split} split (Hinton et al. 2018, section 5.1, on the rendered set): familiar "
               f"and novel error at matched familiar error")
 

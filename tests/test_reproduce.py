@@ -249,7 +249,7 @@ def test_viewpoints_experiments_are_listed_with_their_rows_and_published_figures
             ("viewpoints-elevation", "viewpoints:elevation",
              ["5.78 % -> 16.37 %", "5.97 % -> 17.51 %", "none", "7.51 % -> 18.78 %"])]:
         exp = rp.experiment(name)
-        assert exp.table == "matched" and exp.hours == 2.0 and "estimate" in exp.estimate
+        assert exp.table == "matched" and exp.hours == 2.1 and "CNN 1,819 s (3,007 s" in exp.estimate
         assert [(r.config["model"], r.config["lr"]) for r in exp.rows] == [
             ("capsnet", 2e-3), ("matrixcaps", 3e-3), ("heinsen", 3e-3), ("cnn", 1e-3)]
         assert [r.paper for r in exp.rows] == figures
