@@ -203,7 +203,7 @@ _register(Experiment(
     hours=0.9,
     estimate="measured (issue 17): one epoch of this row's recipe took 304 s and 332 s of training and "
              "validation at 2 threads with nothing else running (the dgl-capsules command, freed memory "
-             "reused); 10 epochs about 0.9 h"
+             "reused); 10 epochs about 0.9 h",
 ))
 
 _register(Experiment(

@@ -323,7 +323,7 @@ def test_trace_routing_records_after_initialisation_and_every_epoch_without_chan
     assert [c[0] for c in calls] == [os.path.join(trace, "epoch_003.pt")]  # no second epoch 0
 
 
-_FAULTS_OF_A_SECOND_TENSOR = textwrap.dedent("""
+_FAULTS_OF_A_LATER_STEP = textwrap.dedent("""
     import resource, sys
     import torch
     if sys.argv[1] == "reuse":
@@ -339,14 +339,14 @@ _FAULTS_OF_A_SECOND_TENSOR = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt; elsewhere a no-op")
-def test_reuse_freed_memory_serves_the_next_tensor_from_the_freed_block():
+def test_reuse_freed_memory_serves_later_steps_from_freed_blocks():
     # issue 17: a 64 MB tensor allocated after an equal one was freed is faulted in page by page
     # (16,384 pages of 4 KB) by default; once freed memory is kept for reuse, the heap stops
     # growing after the first steps and later steps do not fault at all
     env = dict(os.environ, THP_MEM_ALLOC_ENABLE="0")
     faults = {}
     for mode in ("default", "reuse"):
-        proc = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_SECOND_TENSOR, mode], env=env,
+        proc = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_LATER_STEP, mode], env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         faults[mode] = int(proc.stdout.split()[-1])

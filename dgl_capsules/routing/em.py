@@ -308,12 +308,12 @@ def _em_regular(g, votes, a_in, beta_u, beta_a, lam, n_iters, eps, tiny, return_
         r = r.T
         return (r if inverse is None else r[inverse]).reshape((n_edges,) + batch)
 
-    trace = [edges_out(r) for r in [consts.coupling] + later] if return_trace else None
+    rs = [consts.coupling] + later  # the R of every M-step
+    trace = [edges_out(r) for r in rs] if return_trace else None
     node = (-1,) + batch
     return RoutingResult(
         poses=(centre + m).reshape(node + (n_pose,)), activations=activations.reshape(node),
-        coupling=trace[-1] if return_trace else edges_out(([consts.coupling] + later)[-1]),
-        sigma2=sigma2.reshape(node + (n_pose,)), trace=trace,
+        coupling=trace[-1] if trace else edges_out(rs[-1]), sigma2=sigma2.reshape(node + (n_pose,)), trace=trace,
     )
 
 
