@@ -201,9 +201,9 @@ _register(Experiment(
     ),
     paper="Hinton, Sabour, Frosst 2018 (quoted error 0.44 %)",
     hours=0.9,
-    estimate="measured (issue 17): one epoch of this row's recipe took 304 s and 332 s of training and "
-             "validation at 2 threads with nothing else running (the dgl-capsules command, freed memory "
-             "reused); 10 epochs about 0.9 h",
+    estimate="measured (issue 17): one epoch of this row's recipe took 269 to 332 s (three runs) of "
+             "training and validation at 2 threads with nothing else running (the dgl-capsules command, "
+             "freed memory reused); 10 epochs about 0.9 h",
 ))
 
 _register(Experiment(
