@@ -200,10 +200,10 @@ _register(Experiment(
             paper="99.56 % (0.44 % error, Hinton et al. 2018); best public PyTorch reproduction 99.3 %"),
     ),
     paper="Hinton, Sabour, Frosst 2018 (quoted error 0.44 %)",
-    hours=0.9,
-    estimate="measured (issue 17): one epoch of this row's recipe took 269 to 332 s (three runs) of "
-             "training and validation at 2 threads with nothing else running (the dgl-capsules command, "
-             "freed memory reused); 10 epochs about 0.9 h",
+    hours=0.7,
+    estimate="measured (issue 17): one epoch of this row's recipe took 237 to 332 s (four runs, median "
+             "262 s) of training and validation at 2 threads with nothing else running (the dgl-capsules "
+             "command, freed memory reused); 10 epochs about 0.7 h",
 ))
 
 _register(Experiment(
