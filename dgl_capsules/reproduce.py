@@ -425,7 +425,8 @@ def reproduce(name, seeds=None, out=None, *, rows=None, progress=True, log=print
             experiment=name, row=row.label, seed=seed, config=asdict(config),
             test_accuracy=metrics["test_accuracy"], **extra,
             best_val_accuracy=metrics.get("best_val_accuracy"), best_epoch=metrics.get("best_epoch"),
-            seconds=metrics.get("seconds"), wall_seconds_this_call=round(time.time() - t0, 2),
+            seconds=metrics.get("seconds"), cpu_seconds=metrics.get("cpu_seconds"),
+            wall_seconds_this_call=round(time.time() - t0, 2),
             threads=metrics.get("threads"), processes=metrics.get("processes"),
             machine=_machine_text(metrics.get("machine")) or _machine(),
             parameters=metrics.get("parameters"), commit=commit, paper=row.paper,
@@ -488,7 +489,10 @@ def render_table(name, out=None):
 
     One line per row: mean ± std of the test accuracy over its finished seeds
     (sample standard deviation), every seed's number, parameters, mean
-    training time per run, threads, and the paper's figure. Rows with no finished
+    training time per run (training and validation, wall clock), mean CPU
+    time per run (all threads and processes; runs resumed from a checkpoint
+    written before it was recorded have none), threads, and the paper's
+    figure. Rows with no finished
     run say so; rows equal to another by construction print that row's numbers.
     """
     exp = experiment(name)
@@ -498,7 +502,7 @@ def render_table(name, out=None):
     extra = sorted({k for row in results.values() for rec in row.values() for k in rec if k.endswith("_accuracy")
                     and k not in ("test_accuracy", "best_val_accuracy")})
     cols = ["row", "test accuracy (mean ± std)", "every seed"] + [k.replace("_", " ") for k in extra] + [
-        "parameters", "training time per run", "threads", "paper"]
+        "parameters", "training time per run", "CPU time per run", "threads", "paper"]
     lines = [f"### {exp.title}", "", f"`dgl-capsules reproduce {name}`", "",
              "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     notes = []
@@ -509,7 +513,7 @@ def render_table(name, out=None):
         if row.note:
             notes.append(f"- {row.label}: {row.note}.")
         if not recs:
-            lines.append("| " + " | ".join([label, "not run yet", "", *[""] * len(extra), "", "", "", row.paper])
+            lines.append("| " + " | ".join([label, "not run yet", "", *[""] * len(extra), "", "", "", "", row.paper])
                          + " |")
             continue
         seeds = sorted(recs)
@@ -523,9 +527,15 @@ def render_table(name, out=None):
         cells.append(", ".join(f"{p:,}" for p in sorted(p for p in params if p is not None)))
         secs = [recs[s]["seconds"] for s in seeds if recs[s].get("seconds") is not None]
         cells.append(_duration(sum(secs) / len(secs)) if secs else "")
+        cpu = [recs[s]["cpu_seconds"] for s in seeds if recs[s].get("cpu_seconds") is not None]
+        part = f" ({len(cpu)} of {len(seeds)} seeds)" if cpu and len(cpu) < len(seeds) else ""
+        cells.append(_duration(sum(cpu) / len(cpu)) + part if cpu else "not recorded")
         cells.append(", ".join(str(t) for t in sorted({recs[s].get("threads") for s in seeds} - {None})))
         cells.append(row.paper)
         lines.append("| " + " | ".join(cells) + " |")
+    notes.append("- training time per run: training and validation, wall clock, mean over seeds (with any time a "
+                 "run was stopped); CPU time per run: all its threads and processes, not recorded for runs made, or "
+                 "begun and later resumed, before dgl_capsules recorded it.")
     lines += [""] + notes
     return _footer(exp, results, lines)
 

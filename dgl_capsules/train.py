@@ -13,8 +13,8 @@ so every registered model shares this loop. A run directory ``out`` holds
 - ``model.pt``: the model selected on the validation split, with the
   configuration and input shape that rebuild it (:func:`load_model`);
 - ``metrics.json``: the configuration (``dataclasses.asdict``) and the results:
-  test_accuracy, best_val_accuracy, best_epoch, epochs, seconds, parameters,
-  processes, threads, machine and the per-epoch curve;
+  test_accuracy, best_val_accuracy, best_epoch, epochs, seconds, cpu_seconds,
+  parameters, processes, threads, machine and the per-epoch curve;
 - ``routing_trace/epoch_NNN.pt`` with ``trace_routing`` > 0: the routing of a
   fixed handful of validation images after initialisation and every epoch.
 
@@ -524,7 +524,7 @@ class _Run:
     world: int = 1
     eval_sets: dict = field(default_factory=dict)  # config.eval_each_epoch: name -> ImageDataset
     state: dict = field(default_factory=lambda: dict(epoch=0, step=0, best_val=-1.0, best_epoch=0,
-                                                     best_model=None, curve=[], seconds=0.0))
+                                                     best_model=None, curve=[], seconds=0.0, cpu_seconds=0.0))
 
     @property
     def ckpt_path(self):
@@ -577,6 +577,7 @@ def _resume(run):
     run.opt.load_state_dict(ckpt["optimizer"])
     run.sched.load_state_dict(ckpt["scheduler"])
     run.state = ckpt["state"]
+    run.state.setdefault("cpu_seconds", None)  # unknown for the epochs of a checkpoint written before the field
     _set_rng_state(ckpt["rng"])
 
 
@@ -621,11 +622,25 @@ def _one_epoch(run, epoch, loader, model, progress):
     return total / seen, right / seen
 
 
-def _validate(run, epoch, train_loss, train_acc, t0):
-    """Validate the selected weights after ``epoch`` (begun at time ``t0``); update the curve and the best model."""
+def _cpu_seconds(since, world):
+    """CPU seconds of the training processes since ``since`` (this process's ``time.process_time()``),
+    summed over the processes of a data-parallel run."""
+    spent = time.process_time() - since
+    if world > 1:
+        total = torch.tensor([spent], dtype=torch.float64)
+        dist.all_reduce(total)
+        spent = float(total)
+    return spent
+
+
+def _validate(run, epoch, train_loss, train_acc, t0, c0):
+    """Validate the selected weights after ``epoch`` (begun at time ``t0``, process time ``c0``); update the
+    curve and the best model."""
     state = run.state
     val_acc = evaluate(run.avg, run.splits.val)
     state["seconds"] += time.time() - t0
+    if state["cpu_seconds"] is not None:
+        state["cpu_seconds"] += _cpu_seconds(c0, run.world)
     state["epoch"] = epoch + 1
     row = dict(epoch=epoch + 1, step=state["step"], train_loss=train_loss, train_accuracy=train_acc,
                val_accuracy=val_acc, lr=run.opt.param_groups[0]["lr"], seconds=round(state["seconds"], 2))
@@ -667,6 +682,7 @@ def _finish(run, log):
     test_acc = evaluate(net, run.splits.test)
     metrics = dict(asdict(run.config), test_accuracy=test_acc, best_val_accuracy=state["best_val"],
                    best_epoch=state["best_epoch"], epochs=state["epoch"], seconds=round(state["seconds"], 2),
+                   cpu_seconds=None if state["cpu_seconds"] is None else round(state["cpu_seconds"], 2),
                    parameters=sum(p.numel() for p in net.parameters()), processes=run.world,
                    threads=torch.get_num_threads(), machine=_machine(), curve=state["curve"])
     if run.rank == 0:
@@ -743,10 +759,10 @@ def train(config, out, *, resume=False, overwrite=False, progress=True, splits=N
         log(f"{config.model} ({sum(p.numel() for p in run.net.parameters()):,} parameters) on {config.data}: "
             f"train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)}; {world} process(es)")
     for epoch in range(run.state["epoch"], config.epochs):
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         sampler.set_epoch(epoch)
         loss, acc = _one_epoch(run, epoch, loader, model, progress)
-        row = _validate(run, epoch, loss, acc, t0)
+        row = _validate(run, epoch, loss, acc, t0, c0)
         if rank == 0:
             log(f"epoch {epoch + 1:3d}  loss {loss:.4f}  train {acc:.4f}  val {row['val_accuracy']:.4f}  "
                 f"({run.state['seconds']:.0f}s)")

@@ -107,7 +107,7 @@ def test_tiny_end_to_end_then_skips_finished_runs(tmp_path, monkeypatch):
     assert rec["experiment"] == "tiny" and rec["row"] == "3 iterations" and rec["seed"] == 1
     assert rec["config"]["seed"] == 1 and rec["config"]["settings"] == {"n_iters": 3}
     assert 0.0 <= rec["test_accuracy"] <= 1.0
-    assert rec["parameters"] > 0 and rec["threads"] >= 1 and rec["seconds"] > 0
+    assert rec["parameters"] > 0 and rec["threads"] >= 1 and rec["seconds"] > 0 and rec["cpu_seconds"] > 0
     assert rec["machine"] and rec["small_data"] is True and "commit" in rec
     text = open(table).read()
     accs = [100 * json.load(open(os.path.join(out, f"3-iterations-seed{s}.json")))["test_accuracy"] for s in (0, 1)]
@@ -172,10 +172,13 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
 def fake_results(folder):
     """A made-up results folder of the tiny experiment: 1 iteration one seed, 3 iterations two seeds."""
     os.makedirs(folder)
-    for label, slug, seed, acc in [("1 iteration", "1-iteration", 0, 0.9), ("3 iterations", "3-iterations", 0, 0.95),
-                                   ("3 iterations", "3-iterations", 1, 0.97)]:
+    for label, slug, seed, acc, cpu in [("1 iteration", "1-iteration", 0, 0.9, None),
+                                        ("3 iterations", "3-iterations", 0, 0.95, 10800.0),
+                                        ("3 iterations", "3-iterations", 1, 0.97, 18000.0)]:
         rec = dict(experiment="tiny", row=label, seed=seed, test_accuracy=acc, parameters=1234, seconds=7200.0,
                    threads=2, machine="test machine", commit="abc123")
+        if cpu is not None:  # the first run has no CPU time, as a run begun before it was recorded
+            rec["cpu_seconds"] = cpu
         with open(os.path.join(folder, f"{slug}-seed{seed}.json"), "w") as f:
             json.dump(rec, f)
 
@@ -184,9 +187,9 @@ def test_render_table_mean_std_and_every_seed(tmp_path):
     fake_results(tmp_path / "tiny")
     text = rp.render_table("tiny", str(tmp_path / "tiny"))
     # 95 and 97: mean 96.00, sample std sqrt(2) = 1.41
-    assert "| 3 iterations | 96.00 ± 1.41 % (2 seeds) | 95.00 (seed 0), 97.00 (seed 1) | 1,234 | 2.0 h | 2 | none |" \
-        in text
-    assert "| 1 iteration | 90.00 % (1 seed) | 90.00 (seed 0) |" in text
+    assert "| 3 iterations | 96.00 ± 1.41 % (2 seeds) | 95.00 (seed 0), 97.00 (seed 1) | 1,234 | 2.0 h | 4.0 h | 2 " \
+        "| none |" in text
+    assert "| 1 iteration | 90.00 % (1 seed) | 90.00 (seed 0) | 1,234 | 2.0 h | not recorded | 2 |" in text
     assert "| uniform coupling (= 1 iteration) | 90.00 % (1 seed) |" in text
     assert "machine: test machine" in text and "commit: abc123" in text
 

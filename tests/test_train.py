@@ -43,7 +43,7 @@ def test_training_writes_metrics_and_learns(tmp_path):
     saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
     # the config, all of it (through JSON: the tuple eval_each_epoch comes back a list)
     assert {k: saved[k] for k in asdict(config())} == json.loads(json.dumps(asdict(config(epochs=3, shift=1))))
-    for key in ("test_accuracy", "best_val_accuracy", "best_epoch", "seconds", "parameters", "processes",
+    for key in ("test_accuracy", "best_val_accuracy", "best_epoch", "seconds", "cpu_seconds", "parameters", "processes",
                 "threads", "machine", "curve"):
         assert key in saved
     assert saved["threads"] == torch.get_num_threads() and saved["processes"] == 1
@@ -605,3 +605,40 @@ def test_a_checkpoint_written_before_eval_each_epoch_still_resumes(tmp_path):
     assert run(tmp_path, "old", epochs=2, resume=True)["epochs"] == 2
     with pytest.raises(ValueError, match=r"eval_each_epoch: .* was written with eval_each_epoch=\(\); "):
         run(tmp_path, "old", epochs=3, resume=True, eval_each_epoch=("test",))
+
+
+class _FakeCpuClock:
+    """``time.process_time`` of the train module: each call advances by ``step`` CPU seconds."""
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def process_time(self):
+        self.now += self.step
+        return self.now
+
+    def __getattr__(self, name):  # the rest of the time module
+        import time
+
+        return getattr(time, name)
+
+
+def test_cpu_seconds_add_up_over_epochs_and_resumes(tmp_path, monkeypatch):
+    # the trainer reads the clock once at the start and once at the end of every epoch: 5 s per epoch
+    monkeypatch.setattr(train_module, "time", _FakeCpuClock(5.0))
+    assert run(tmp_path, "a", epochs=1)["cpu_seconds"] == 5.0
+    resumed = run(tmp_path, "a", epochs=3, resume=True)
+    assert resumed["cpu_seconds"] == 15.0
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["cpu_seconds"] == 15.0
+
+
+def test_cpu_seconds_are_unknown_after_a_checkpoint_without_them(tmp_path):
+    run(tmp_path, "old", epochs=1)
+    path = tmp_path / "old" / "checkpoint.pt"
+    ckpt = torch.load(path)
+    del ckpt["state"]["cpu_seconds"]  # as written before the field existed
+    torch.save(ckpt, path)
+    m = run(tmp_path, "old", epochs=2, resume=True)
+    assert m["epochs"] == 2 and m["cpu_seconds"] is None and m["seconds"] > 0  # not the later epochs alone
+    fresh = run(tmp_path, "new", epochs=1)
+    assert 0 < fresh["cpu_seconds"]
