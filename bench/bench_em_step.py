@@ -7,6 +7,14 @@ Two networks on 28x28 random images, batch 32, float32:
   capsules (28,800 + 20,736 + 1,440 routed edges);
 - ``small``: ``MatrixCapsNet.from_preset("small")`` (14,400 + 5,184 + 720 edges).
 
+With ``--others``, two networks whose routing code issue 17 did not change,
+for the before/after of what it changed for every model (huge pages, freed
+memory reused): ``capsnet-small``, ``CapsNet.from_preset("small")`` (dynamic
+routing, batch 64), and ``heinsen-small``, ``HeinsenImageNet.from_preset("small")``
+(Heinsen routing, batch 32): only ``after-4k`` (this tree as it was before
+those changes: 4 KB pages, freed memory returned), ``after`` and
+``after-reuse``.
+
 Variants, each the same network with the same weights (seed 0):
 
 - ``before``: the library at commit ``BEFORE`` (exported with ``git archive``
@@ -19,6 +27,8 @@ Variants, each the same network with the same weights (seed 0):
 - ``after-reuse``: ``after`` with freed memory kept for reuse
   (:func:`dgl_capsules.train.reuse_freed_memory`), as the ``dgl-capsules`` command
   runs it;
+- ``after-4k-reuse``: ``after-4k`` with freed memory kept for reuse, to show
+  what the huge pages add once memory is reused;
 - ``dense``: this tree's network with its routed layers replaced by EM routed
   patch by patch (``bench/_em_dense.py``: unfold the receptive fields, route
   each on its own, no normalisation over overlapping fields), the way public
@@ -35,7 +45,7 @@ peak resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of that
 fresh subprocess during its first fwd+bwd step, over the resident set before
 it (network, batch and imports already there).
 
-Run ``python bench/bench_em_step.py [--quick] [--threads 2] [--before REV] [--after ROOT]``;
+Run ``python bench/bench_em_step.py [--quick] [--threads 2] [--before REV] [--after ROOT] [--others]``;
 ``run(quick)`` returns the rows for ``bench/run_all.py``.
 """
 import argparse
@@ -58,7 +68,8 @@ NETS = {
                           stem_stride=2, primary_kernel=1, primary_stride=1),
     "small": None,  # the preset
 }
-VARIANTS = ("before", "after-4k", "after", "after-reuse", "dense")
+OTHERS = {"capsnet-small": ("capsnet", 64), "heinsen-small": ("heinsen", 32)}  # model, batch
+VARIANTS = ("before", "after-4k", "after", "after-reuse", "after-4k-reuse", "dense")
 
 
 def before_tree(rev=BEFORE):
@@ -80,26 +91,33 @@ def _worker(net_name, variant, threads, repeats):
     torch.set_num_threads(threads)
     from dgl_capsules.models.matrix import MatrixCapsNet
 
-    if variant == "after-reuse":
+    if variant in ("after-reuse", "after-4k-reuse"):
         from dgl_capsules.train import reuse_freed_memory
 
         if not reuse_freed_memory():
             raise RuntimeError("after-reuse needs glibc (reuse_freed_memory returned False)")
 
     torch.manual_seed(0)
-    settings = NETS[net_name]
-    net = MatrixCapsNet.from_preset("small") if settings is None else MatrixCapsNet(**settings)
+    batch = BATCH
+    if net_name in OTHERS:
+        from dgl_capsules.models import get_model  # not in the before tree: no "before" rows here
+
+        model, batch = OTHERS[net_name]
+        net = get_model(model, "small")
+    else:
+        settings = NETS[net_name]
+        net = MatrixCapsNet.from_preset("small") if settings is None else MatrixCapsNet(**settings)
     if variant == "dense":
         sys.path.insert(0, HERE)
         from _em_dense import make_dense
 
         make_dense(net)
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand(BATCH, 1, 28, 28, generator=gen)
-    y = torch.randint(0, 10, (BATCH,), generator=gen)
+    x = torch.rand(batch, 1, 28, 28, generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
 
     def fwd():
-        return net.loss(net(x), y, step=0)
+        return net.loss(net(x, y), y, 0)
 
     def fwd_bwd():
         net.zero_grad(set_to_none=True)
@@ -128,7 +146,7 @@ def _spawn(net_name, variant, threads, repeats, rev, after=None):
     root = before_tree(rev) if variant == "before" else (after or ROOT)
     env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS=str(threads))
     env.pop("THP_MEM_ALLOC_ENABLE", None)  # each tree's own default ...
-    if variant == "after-4k":
+    if variant in ("after-4k", "after-4k-reuse"):
         env["THP_MEM_ALLOC_ENABLE"] = "0"  # ... but this row's
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", net_name, variant,
            "--threads", str(threads), "--repeats", str(repeats)]
@@ -138,16 +156,24 @@ def _spawn(net_name, variant, threads, repeats, rev, after=None):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None):
+def _variants(net_name):
+    """All variants for the EM networks; for the others (their routing code never changed, and
+    ``before`` predates some of them) the page-size and memory-reuse variants of this tree."""
+    return VARIANTS if net_name in NETS else ("after-4k", "after", "after-reuse", "after-4k-reuse")
+
+
+def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None, others=False):
     """One row per (network, variant); ratios are before / after and dense / after.
 
-    ``after`` is the root of the tree whose ``dgl_capsules`` is "after" (default: this one)."""
+    ``after`` is the root of the tree whose ``dgl_capsules`` is "after" (default: this one); ``others``
+    measures the networks of :data:`OTHERS` instead of the EM ones."""
     rounds = rounds or (1 if quick else 2)
     repeats = 2 if quick else 4
+    nets = OTHERS if others else NETS
     best = {}
     for _ in range(rounds):
-        for net_name in NETS:
-            for variant in VARIANTS:
+        for net_name in nets:
+            for variant in _variants(net_name):
                 r = _spawn(net_name, variant, threads, repeats, rev, after)
                 if log:
                     log(f"  {net_name:14s} {variant:7s} fwd {r['fwd_s']:.3f} s  fwd+bwd {r['fwd_bwd_s']:.3f} s  "
@@ -160,13 +186,13 @@ def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None):
                     for k in ("fwd_s", "fwd_bwd_s", "fwd_cpu_s", "fwd_bwd_cpu_s", "peak_mb"):
                         best[key][k] = min(best[key][k], r[k])
     rows = []
-    for net_name in NETS:
+    for net_name in nets:
         after = best[(net_name, "after")]
         # Same network, same weights, same batch: before and after must give the same loss.
-        if abs(best[(net_name, "before")]["loss"] - after["loss"]) > 1e-4 * max(1.0, abs(after["loss"])):
+        if net_name in NETS and abs(best[(net_name, "before")]["loss"] - after["loss"]) > 1e-4 * max(1.0, abs(after["loss"])):
             raise RuntimeError(f"{net_name}: the loss before ({best[(net_name, 'before')]['loss']}) and "
                                f"after ({after['loss']}) differ")
-        for variant in VARIANTS:
+        for variant in _variants(net_name):
             r = best[(net_name, variant)]
             rows.append({
                 "network": net_name, "variant": variant if variant != "before" else f"before ({rev})",
@@ -188,6 +214,8 @@ def main(argv=None):
     p.add_argument("--after", default=None,
                    help="root of the tree imported for 'after' and 'dense' (default: this working tree)")
     p.add_argument("--rounds", type=int, default=None, help="rounds over all variants (default 2, quick 1)")
+    p.add_argument("--others", action="store_true",
+                   help="CapsNet and HeinsenImageNet small instead of the EM networks (default: off)")
     p.add_argument("--worker", nargs=2, metavar=("NET", "VARIANT"), help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -198,8 +226,9 @@ def main(argv=None):
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     print(f"command: {cmd.strip()}")
-    print(f"load average at start: {load}; {args.threads} thread(s); batch {BATCH}; 28x28; float32")
-    rows = run(args.quick, args.threads, args.before, args.rounds, log=print, after=args.after)
+    batch = ", ".join(f"{n} {b}" for n, (_, b) in OTHERS.items()) if args.others else BATCH
+    print(f"load average at start: {load}; {args.threads} thread(s); batch {batch}; 28x28; float32")
+    rows = run(args.quick, args.threads, args.before, args.rounds, log=print, after=args.after, others=args.others)
     with open("/proc/loadavg") as f:
         print(f"load average at end: {' '.join(f.read().split()[:3])}")
     keys = list(rows[0])
