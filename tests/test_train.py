@@ -323,18 +323,19 @@ def test_trace_routing_records_after_initialisation_and_every_epoch_without_chan
     assert [c[0] for c in calls] == [os.path.join(trace, "epoch_003.pt")]  # no second epoch 0
 
 
-_FAULTS_OF_A_LATER_STEP = textwrap.dedent("""
+_FAULTS_OF_LATER_STEPS = textwrap.dedent("""
     import resource, sys
     import torch
     if sys.argv[1] == "reuse":
         from dgl_capsules.train import reuse_freed_memory
         assert reuse_freed_memory() is True
-    for step in range(4):  # a tensor of 64 MB (above glibc's largest mmap threshold) per step
+    faults = []
+    for step in range(10):  # a tensor of 64 MB (above glibc's largest mmap threshold) per step
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         x = torch.ones(16 << 20)  # new pages, or a block freed by an earlier step
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
         del x
-    print(faults)  # of the last step
+    print(sum(faults[-4:]))  # of the last 4 steps
 """)
 
 
@@ -342,15 +343,17 @@ _FAULTS_OF_A_LATER_STEP = textwrap.dedent("""
 def test_reuse_freed_memory_serves_later_steps_from_freed_blocks():
     # issue 17: a 64 MB tensor allocated after an equal one was freed is faulted in page by page
     # (16,384 pages of 4 KB) by default; once freed memory is kept for reuse, the heap stops
-    # growing after the first steps and later steps do not fault at all
+    # growing after the first steps and later steps do not fault at all. The heap settles on up to
+    # three such blocks (PyTorch's 64-byte aligned allocations do not always fit the block just
+    # freed): seen settled by the fifth step in 30 runs of 12 steps, so the last 4 of 10 are measured.
     env = dict(os.environ, THP_MEM_ALLOC_ENABLE="0")
     faults = {}
     for mode in ("default", "reuse"):
-        proc = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_LATER_STEP, mode], env=env,
+        proc = subprocess.run([sys.executable, "-c", _FAULTS_OF_LATER_STEPS, mode], env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         faults[mode] = int(proc.stdout.split()[-1])
-    assert faults["default"] > 10_000 and faults["reuse"] < 500, faults
+    assert faults["default"] > 4 * 10_000 and faults["reuse"] < 500, faults
 
 
 def test_reuse_freed_memory_is_a_no_op_without_glibc(monkeypatch):
