@@ -488,7 +488,9 @@ def render_table(name, out=None):
     """The markdown table of experiment ``name`` from the result JSONs in ``out`` (default ``results/NAME``).
 
     One line per row: mean ± std of the test accuracy over its finished seeds
-    (sample standard deviation), every seed's number, parameters, mean
+    (sample standard deviation), every seed's number, the same for each extra
+    test set of the row's ``evaluate_on`` (``"affine"``: column "affine
+    accuracy"), parameters, mean
     training time per run (training and validation, wall clock), mean CPU
     time per run (all threads and processes; runs resumed from a checkpoint
     written before it was recorded have none), threads, and the paper's
@@ -520,9 +522,10 @@ def render_table(name, out=None):
         acc = [recs[s]["test_accuracy"] for s in seeds]
         every = ", ".join(f"{100 * recs[s]['test_accuracy']:.2f} (seed {s})" for s in seeds)
         cells = [label, _pct(acc) + f" ({len(seeds)} seed{'s' * (len(seeds) > 1)})", every]
-        for k in extra:
+        for k in extra:  # mean ± std, then every seed's value (the "every seed" column is the test accuracy's)
             vals = [recs[s][k] for s in seeds if recs[s].get(k) is not None]
-            cells.append(_pct(vals) if vals else "")
+            each = f" ({', '.join(f'{100 * v:.2f}' for v in vals)})" if len(vals) > 1 else ""
+            cells.append(_pct(vals) + each if vals else "")
         params = {recs[s].get("parameters") for s in seeds}
         cells.append(", ".join(f"{p:,}" for p in sorted(p for p in params if p is not None)))
         secs = [recs[s]["seconds"] for s in seeds if recs[s].get("seconds") is not None]

@@ -716,7 +716,8 @@ def train(config, out, *, resume=False, overwrite=False, progress=True, splits=N
     progress : bool
         Progress bars.
     splits : Splits, optional
-        Data to use instead of ``config.data`` (for tests and scripts).
+        Data to use instead of ``config.data`` (for tests and scripts), at
+        ``config.image_size`` if that is set.
     log : callable
         Receives one line per epoch.
     return_model : bool
@@ -736,6 +737,10 @@ def train(config, out, *, resume=False, overwrite=False, progress=True, splits=N
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig; got {type(config).__name__}")
     config.validate()
+    if splits is not None and config.image_size is not None and splits.train.image_shape[-1] != config.image_size:
+        side, want = splits.train.image_shape[-1], config.image_size
+        raise ValueError(f"image_size: the config asks for {want}x{want} images but splits holds {side}x{side}; "
+                         f"pad them (get_dataset(..., image_size={want}) or fit_images) or set image_size=None")
     rank, world = _dist_info()
     ckpt_path = _check_run_dir(out, resume, overwrite)
     if splits is None:

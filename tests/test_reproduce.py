@@ -194,6 +194,33 @@ def test_render_table_mean_std_and_every_seed(tmp_path):
     assert "machine: test machine" in text and "commit: abc123" in text
 
 
+def test_extra_test_sets_are_scored_by_the_selected_model_and_tabled(tmp_path, monkeypatch):
+    """A row's ``evaluate_on`` sets: each run records the validation-selected model's accuracy on them (what
+    ``evaluate`` gives for the saved ``model.pt``), and the table gives each set a column with mean ± std and
+    every seed's value."""
+    from dgl_capsules.data import Splits
+    from dgl_capsules.train import eval_set, evaluate, fit_images, load_model
+
+    exp = rp.Experiment(name="tiny-affine", title="Smoke test of evaluate_on", rows=(
+        rp.Row("CapsNet", dict(model="capsnet", preset="tiny", data="mnist5k", image_size=40, epochs=1,
+                               batch_size=16, lr=2e-3), seeds=(0, 1), evaluate_on=("affine",)),))
+    monkeypatch.setitem(rp._EXPERIMENTS, exp.name, exp)
+    with pytest.raises(ValueError, match="image_size: the config asks for 40x40 images but splits holds 28x28"):
+        rp.reproduce(exp.name, out=str(tmp_path / "t"), splits=small_splits(), progress=False, log=quiet([]))
+    splits, out = Splits(*(fit_images(s, 40) for s in small_splits())), str(tmp_path / "t")
+    rp.reproduce(exp.name, out=out, splits=splits, progress=False, log=quiet([]))
+    affine = []
+    for seed in (0, 1):
+        rec = json.load(open(os.path.join(out, f"capsnet-seed{seed}.json")))
+        model, _ = load_model(os.path.join(out, "runs", f"capsnet-seed{seed}", "model.pt"))
+        assert rec["affine_accuracy"] == evaluate(model, eval_set("affine", splits, image_size=40))
+        affine.append(100 * rec["affine_accuracy"])
+    mean, std = sum(affine) / 2, math.sqrt(sum((a - sum(affine) / 2) ** 2 for a in affine))
+    text = open(os.path.join(out, "table.md")).read()
+    assert "| every seed | affine accuracy | parameters |" in text
+    assert f"| {mean:.2f} ± {std:.2f} % ({affine[0]:.2f}, {affine[1]:.2f}) |" in text
+
+
 def test_render_table_rejects_a_foreign_json(tmp_path):
     fake_results(tmp_path / "tiny")
     with open(tmp_path / "tiny" / "x.json", "w") as f:
