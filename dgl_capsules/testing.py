@@ -29,6 +29,7 @@ import dgl
 import torch
 
 from .graph import CHILD, PARENT, VOTE, capsule_graph, conv_capsule_graph
+from .routing.registry import KINDS
 
 __all__ = [
     "dense_dynamic_routing",
@@ -222,10 +223,6 @@ def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e
 # ---------------------------------------------------------------------------
 
 #: What each input of a routing function is, for :func:`check_routing_contract`:
-#: ``"edge"`` ``(|E|, B, ...)`` (the votes first), ``"child"`` ``(N_src, B, ...)``,
-#: ``"edge_value"`` ``(|E|,)`` or a scalar, ``"parent_value"`` ``(N_dst,)`` or a
-#: scalar, ``"const"`` anything passed through unchanged.
-KINDS = ("edge", "child", "edge_value", "parent_value", "const")
 
 _NODE_OUT = ("poses", "activations", "sigma2")  # (N_dst, B, ...)
 

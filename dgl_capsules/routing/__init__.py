@@ -1,7 +1,9 @@
-"""Routing algorithms as message passing over capsule graphs."""
+"""Routing algorithms as message passing over capsule graphs, and the registry of routing families."""
 from ._common import RoutingResult
+from .registry import RoutingSpec, get_routing, list_routings, register_routing, unregister_routing
 from .dynamic import dynamic_routing
 from .heinsen import heinsen_routing
 from .em import em_routing
 
-__all__ = ["RoutingResult", "dynamic_routing", "heinsen_routing", "em_routing"]
+__all__ = ["RoutingResult", "RoutingSpec", "dynamic_routing", "heinsen_routing", "em_routing", "register_routing",
+           "unregister_routing", "get_routing", "list_routings"]

@@ -6,6 +6,7 @@ from dgl.ops import edge_softmax
 from .._checks import check_edge_tensor, check_n_iters
 from ..functional import _squash_parts, squash
 from ._common import RoutingResult, check_graph, empty_result
+from .registry import register_routing
 
 __all__ = ["dynamic_routing"]
 
@@ -303,3 +304,11 @@ class _CompleteRouting(torch.autograd.Function):
             ]
             _scatter_block(grad, pairs, b0, b1, _backward_block(x, n_iters, g_v, g_cs))
         return grad, None, None, None
+
+
+register_routing(
+    "dynamic", dynamic_routing, label="dynamic routing", citation="Sabour, Frosst & Hinton 2017",
+    normalise="parents", outputs=("poses", "coupling"), strength="length", inputs=("edge",),
+    reference="dgl_capsules.testing:reference_dynamic", example="dgl_capsules.testing:example_dynamic",
+    defaults=dict(n_iters=3),
+)

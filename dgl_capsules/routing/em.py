@@ -10,6 +10,7 @@ from dgl.ops import edge_softmax, gsddmm, gspmm
 
 from .._checks import check_edge_tensor, check_eps, check_n_iters, check_node_tensor
 from ._common import RoutingResult, check_graph, per_item, uniform_coupling
+from .registry import register_routing
 
 __all__ = ["em_routing", "default_inverse_temperatures"]
 
@@ -552,3 +553,12 @@ class _EMIterations(torch.autograd.Function):
             g_y, g_k = ops.sums(x, d_logp)
         d_votes = ops.d_votes(x, alphas, parents) if ctx.needs_input_grad[0] else None
         return (d_votes, d_a_edge if ctx.needs_input_grad[1] else None, bu.grad, ba.grad, d_lam, None)
+
+
+register_routing(
+    "em", em_routing, label="EM routing", citation="Hinton, Sabour & Frosst 2018",
+    normalise="parents", outputs=("poses", "activations", "sigma2", "coupling"), strength="activation",
+    inputs=("edge", "child", "parent_value", "parent_value"),
+    reference="dgl_capsules.testing:reference_em", example="dgl_capsules.testing:example_em",
+    defaults=dict(n_iters=3),
+)

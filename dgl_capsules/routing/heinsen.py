@@ -6,6 +6,7 @@ from dgl.ops import edge_softmax
 
 from .._checks import check_edge_tensor, check_eps, check_float_tensor, check_n_iters, check_node_tensor
 from ._common import RoutingResult, check_graph, empty_result, per_item, uniform_coupling
+from .registry import register_routing
 
 __all__ = ["heinsen_routing", "P_MODELS"]
 
@@ -186,3 +187,12 @@ def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_m
         d2 = ops.e_sub_v(g, votes, poses).square()  # (E, *, C, H)
         sigma2 = ops.copy_e_sum(g, d_use * d2) * over + eps  # (N_dst, *, C, H)
     return RoutingResult(poses=poses, activations=a_out, coupling=coupling, sigma2=sigma2, trace=trace)
+
+
+register_routing(
+    "heinsen", heinsen_routing, label="Heinsen routing", citation="Heinsen 2019",
+    normalise="parents", outputs=("poses", "activations", "sigma2", "coupling"), strength="activation",
+    inputs=("edge", "child", "edge_value", "edge_value"),
+    reference="dgl_capsules.testing:reference_heinsen", example="dgl_capsules.testing:example_heinsen",
+    defaults=dict(n_iters=3),
+)
