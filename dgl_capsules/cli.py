@@ -20,7 +20,7 @@ __all__ = ["main", "run", "build_parser", "parse_settings", "FLAGS"]
 FLAGS = {  # Python parameter named in a library error -> the command-line flag that feeds it
     "model": "--model", "preset": "--preset", "settings": "--set", "width": "--width", "data": "--data",
     "image_size": "--image-size", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
-    "lr_decay": "--lr-decay", "shift": "--shift", "rotate": "--rotate", "scale": "--scale", "ema": "--ema",
+    "lr_decay": "--lr-decay", "lr_decay_steps": "--lr-decay-steps", "lr_floor": "--lr-floor", "shift": "--shift", "rotate": "--rotate", "scale": "--scale", "ema": "--ema",
     "seed": "--seed", "trace_routing": "--trace-routing", "out": "--out", "resume": "--resume",
     "overwrite": "--overwrite", "path": "--checkpoint", "checkpoint": "--checkpoint", "on": "--on",
     "index": "--index", "json": "--json", "n_in": "--children", "n_out": "--parents", "batch": "--batch",
@@ -141,8 +141,8 @@ def _config(args):
         settings["width"] = args.width
     return TrainConfig(model=args.model, preset=args.preset, settings=settings, data=args.data,
                        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                       lr_decay=args.lr_decay, shift=args.shift, rotate=args.rotate, scale=args.scale,
-                       ema=args.ema, seed=args.seed, trace_routing=args.trace_routing,
+                       lr_decay=args.lr_decay, lr_decay_steps=args.lr_decay_steps, lr_floor=args.lr_floor,
+                       shift=args.shift, rotate=args.rotate, scale=args.scale, ema=args.ema, seed=args.seed, trace_routing=args.trace_routing,
                        eval_each_epoch=tuple(args.eval_each_epoch))
 
 
@@ -254,7 +254,8 @@ def _demo(args):
     print("dgl-capsules demo: a small CapsNet learns the 5,000 bundled MNIST digits "
           "(train 3,500 / val 500 / test 1,000)")
     config = TrainConfig(model="capsnet", preset="small", data="mnist5k", epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay, shift=args.shift,
+                         batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
+                         lr_decay_steps=args.lr_decay_steps, lr_floor=args.lr_floor, shift=args.shift,
                          seed=args.seed, trace_routing=args.trace_routing)
     metrics = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     model_path = os.path.join(args.out, "model.pt")
@@ -290,7 +291,11 @@ def _add_training_options(p, epochs, lr, lr_decay, shift, out):
     p.add_argument("--epochs", type=int, default=epochs, help="number of training epochs")
     p.add_argument("--batch-size", type=int, default=64, help="images per optimiser step (per process)")
     p.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
-    p.add_argument("--lr-decay", type=float, default=lr_decay, help="learning rate factor per epoch (> 0)")
+    p.add_argument("--lr-decay", type=float, default=lr_decay,
+                   help="learning rate factor per epoch, or per --lr-decay-steps steps (> 0)")
+    p.add_argument("--lr-decay-steps", type=int, default=0,
+                   help="0: decay once per epoch; N > 0: decay smoothly, by --lr-decay every N steps")
+    p.add_argument("--lr-floor", type=float, default=0.0, help="the learning rate never falls below this")
     p.add_argument("--shift", type=int, default=shift, help="random shifts of up to this many pixels (>= 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and augmentation")
     p.add_argument("--out", default=out, help="run directory")

@@ -8,8 +8,8 @@ before any data is loaded, builds the model with
 so every registered model shares this loop. A run directory ``out`` holds
 
 - ``checkpoint.pt``: the configuration and everything needed to resume (model,
-  optimizer, scheduler, epoch, step, RNG states, best validation model,
-  curve), rewritten atomically after every epoch;
+  optimizer, epoch, step, RNG states, best validation model, curve) as
+  tensors and plain values only, rewritten atomically after every epoch;
 - ``model.pt``: the model selected on the validation split, with the
   configuration and input shape that rebuild it (:func:`load_model`);
 - ``metrics.json``: the configuration (``dataclasses.asdict``) and the results:
@@ -45,10 +45,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from .data import ImageDataset, affine_mnist, multi_mnist, pad_to, random_affine, random_shift
+from .evaluation import accuracy, evaluate, pack_correct
+from .files import load_file, save_atomic
 
 __all__ = [
-    "TrainConfig", "train", "evaluate", "accuracy", "eval_set", "fit_images", "load_model", "save_atomic",
-    "set_threads", "reuse_freed_memory",
+    "TrainConfig", "train", "evaluate", "accuracy", "eval_set", "fit_images", "load_model", "load_file",
+    "save_atomic", "learning_rate", "NonFiniteLossError", "set_threads", "reuse_freed_memory",
 ]
 
 RUN_FILES = ("checkpoint.pt", "model.pt", "metrics.json")
@@ -102,7 +104,14 @@ class TrainConfig:
     batch_size : int
         Per process.
     lr, lr_decay : float
-        Adam learning rate, multiplied by ``lr_decay`` after every epoch.
+        Adam learning rate, multiplied by ``lr_decay`` after every epoch (or
+        every ``lr_decay_steps`` steps).
+    lr_decay_steps : int
+        0: decay once per epoch. ``N > 0``: decay smoothly per optimiser step,
+        ``lr * lr_decay ** (step / N)`` (Sabour et al.'s published code: 0.96
+        every 2,000 steps).
+    lr_floor : float
+        The learning rate never falls below this (0: no floor).
     shift : int
         Random shifts of up to this many pixels per axis (training only).
     rotate, scale : float
@@ -151,6 +160,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1e-3
     lr_decay: float = 1.0
+    lr_decay_steps: int = 0
+    lr_floor: float = 0.0
     shift: int = 0
     rotate: float = 0.0
     scale: float = 0.0
@@ -176,7 +187,8 @@ class TrainConfig:
         self._check_model()
         if not isinstance(self.data, str) or not self.data:
             raise TypeError(f"data must be a data set spec string; got {self.data!r}")
-        for name, low in (("epochs", 1), ("batch_size", 1), ("shift", 0), ("trace_routing", 0)):
+        for name, low in (("epochs", 1), ("batch_size", 1), ("shift", 0), ("trace_routing", 0),
+                          ("lr_decay_steps", 0)):
             value = getattr(self, name)
             if not _is_int(value) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
@@ -188,6 +200,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+        if not _is_number(self.lr_floor) or not 0 <= self.lr_floor <= self.lr:
+            raise ValueError(f"lr_floor must be a number in [0, lr] = [0, {self.lr!r}]; got {self.lr_floor!r}")
         for name, low, high, interval in (("rotate", 0, 180, "[0, 180] degrees"), ("scale", 0, 1, "[0, 1)"),
                                           ("ema", 0, 1, "[0, 1)")):
             value = getattr(self, name)
@@ -227,6 +241,25 @@ class TrainConfig:
                 raise ValueError(f"settings: {self.model} has no setting {key!r}; settings are {', '.join(known)}")
             if _has_nan(self.settings[key]):
                 raise ValueError(f"settings: {key} must not be NaN; got {self.settings[key]!r}")
+
+
+def learning_rate(config, epoch, step):
+    """The learning rate of ``config`` in ``epoch`` (0-based) at optimiser ``step`` (0-based, over the run).
+
+    Examples
+    --------
+    >>> learning_rate(TrainConfig(lr=1e-3, lr_decay=0.5), epoch=2, step=0)
+    0.00025
+    >>> learning_rate(TrainConfig(lr=1e-3, lr_decay=0.96, lr_decay_steps=2000), epoch=0, step=4000)
+    0.0009216
+    >>> learning_rate(TrainConfig(lr=1e-3, lr_decay=0.5, lr_floor=4e-4), epoch=2, step=0)
+    0.0004
+    """
+    if config.lr_decay_steps:
+        lr = config.lr * config.lr_decay ** (step / config.lr_decay_steps)
+    else:
+        lr = config.lr * config.lr_decay ** epoch
+    return max(lr, config.lr_floor)
 
 
 def set_threads(n=None):
@@ -295,39 +328,6 @@ def reuse_freed_memory():
 # ---------------------------------------------------------------------------- metrics and data
 
 
-def accuracy(scores, y):
-    """Fraction of samples classified right.
-
-    For labels ``(B,)``, the arg-max score must be the label; for multi-hot
-    labels ``(B, K)`` with ``k`` ones, the ``k`` highest scores must be
-    exactly those classes (MultiMNIST: both digits right).
-
-    Examples
-    --------
-    >>> import torch
-    >>> accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))
-    0.5
-    """
-    if y.dim() == 1:
-        return (scores.argmax(1) == y).float().mean().item()
-    k = int(y[0].sum().item())
-    top = torch.zeros_like(y).scatter_(1, scores.topk(k, dim=1).indices, 1.0)
-    return (top == y).all(1).float().mean().item()
-
-
-@torch.no_grad()
-def evaluate(model, dataset, batch_size=256):
-    """Accuracy of ``model`` on ``dataset`` (eval mode, no decoder masking by labels)."""
-    was_training = model.training
-    model.eval()
-    scores = []
-    for i in range(0, len(dataset), batch_size):
-        x = dataset.images[i:i + batch_size]
-        scores.append(model.scores(model(x)))
-    model.train(was_training)
-    return accuracy(torch.cat(scores), dataset.labels)
-
-
 def fit_images(dataset, image_size, name="dataset"):
     """``dataset`` with its images centred on a black canvas of side ``image_size`` (a model's input side).
 
@@ -390,24 +390,6 @@ def _machine():
 # ---------------------------------------------------------------------------- files
 
 
-def save_atomic(obj, path):
-    """``torch.save`` to a temporary file next to ``path``, then ``os.replace`` it into place.
-
-    A crash in the middle leaves the previous file at ``path`` untouched (the
-    temporary file is removed).
-    """
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _build_model(config, shape):
     """The model of ``config`` for inputs of ``shape``; a bad setting's error names ``settings``."""
     from .models import get_model
@@ -421,8 +403,14 @@ def _build_model(config, shape):
         raise
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss stopped being finite; the message names the step, the learning rate and the remedy."""
+
+
 def load_model(path):
     """Rebuild the model saved in ``model.pt`` or ``checkpoint.pt`` (its validation-selected weights).
+
+    The file is loaded with :func:`load_file` (no code in it runs).
 
     Returns
     -------
@@ -430,13 +418,8 @@ def load_model(path):
         The model in eval mode and the saved file, whose ``"config"`` is the
         run's :class:`TrainConfig` as a dict.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"path {path!r}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu")
-    except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"path {path!r} is not a dgl-capsules checkpoint ({type(e).__name__})") from e
-    if isinstance(ckpt, dict) and "model_args" in ckpt and "config" not in ckpt:  # written before TrainConfig
+    ckpt = load_file(path, "path")
+    if isinstance(ckpt, dict) and "model_args" in ckpt and "config" not in ckpt:  # the format before TrainConfig
         args = dict(ckpt["model_args"])
         settings = dict(args.pop("overrides", None) or {})
         if args.pop("width", None) is not None:
@@ -444,9 +427,10 @@ def load_model(path):
         ckpt["shape"] = {k: args.pop(k) for k in _SHAPE_KEYS}
         ckpt["config"] = asdict(TrainConfig(model=args["model"], preset=args["preset"], settings=settings,
                                             data=ckpt.get("data", "mnist5k"), image_size=ckpt.get("image_size")))
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "shape" not in ckpt:
-        raise ValueError(f"path {path!r} is not a dgl-capsules checkpoint")
-    model = _build_model(TrainConfig(**ckpt["config"]), ckpt["shape"])
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict) or "shape" not in ckpt:
+        raise ValueError(f"path {os.fspath(path)!r} is not a dgl-capsules checkpoint (no config and input shape)")
+    fields = {k: v for k, v in ckpt["config"].items() if k in TrainConfig.__dataclass_fields__}
+    model = _build_model(TrainConfig(**fields), ckpt["shape"])
     best = ckpt.get("state", {}).get("best_model")
     model.load_state_dict(best if best is not None else ckpt["model"])
     return model.eval(), ckpt
@@ -480,12 +464,17 @@ def _clear_run_dir(out):
 
 
 def _rng_state():
-    return dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate())
+    """The random states as tensors and plain values (a checkpoint loads with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return dict(torch=torch.get_rng_state(), numpy=(kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                                     int(has_gauss), float(gauss)),
+                python=random.getstate())
 
 
 def _set_rng_state(s):
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
+    kind, keys, pos, has_gauss, gauss = s["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(s["python"])
 
 
@@ -518,7 +507,6 @@ class _Run:
     net: torch.nn.Module
     avg: torch.nn.Module  # what is validated, selected and tested (the net itself without ema)
     opt: torch.optim.Optimizer
-    sched: object
     shape: dict
     rank: int = 0
     world: int = 1
@@ -532,7 +520,7 @@ class _Run:
 
 
 def _start(config, splits, out, rank, world):
-    """Seed, build the model, optimizer, weight average and scheduler (in this order: it decides the weights)."""
+    """Seed, build the model, optimizer and weight average (in this order: it decides the weights)."""
     eval_sets = _eval_sets(config.eval_each_epoch, splits)
     c, h, _ = splits.train.image_shape
     shape = dict(in_channels=c, image_size=h, n_classes=splits.train.n_classes)
@@ -540,8 +528,7 @@ def _start(config, splits, out, rank, world):
     net = _build_model(config, shape)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     avg = copy.deepcopy(net) if config.ema else net
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
-    return _Run(config, os.fspath(out), splits, net, avg, opt, sched, shape, rank, world, eval_sets)
+    return _Run(config, os.fspath(out), splits, net, avg, opt, shape, rank, world, eval_sets)
 
 
 def _eval_sets(names, splits):
@@ -560,12 +547,13 @@ def _eval_sets(names, splits):
 
 def _resume(run):
     """Load ``run.ckpt_path`` into ``run``; refuse a checkpoint written with other settings."""
-    ckpt = torch.load(run.ckpt_path, map_location="cpu")
+    ckpt = load_file(run.ckpt_path, "resume")
     saved = ckpt.get("config") if isinstance(ckpt, dict) else None
-    if saved is None:
-        raise ValueError(f"resume: {run.ckpt_path} was not written by this version of dgl_capsules (no config)")
+    if not isinstance(saved, dict) or "state" not in ckpt:
+        raise ValueError(f"resume: {run.ckpt_path} is not a dgl-capsules training checkpoint")
+    defaults = asdict(TrainConfig())
     for key, new in asdict(run.config).items():
-        old = saved.get(key, () if key == "eval_each_epoch" else None)  # written before the field existed
+        old = saved.get(key, defaults[key])  # a field added after the checkpoint was written has its default
         if key == "epochs" and new >= old:
             continue
         if old != new:
@@ -575,7 +563,6 @@ def _resume(run):
     if run.config.ema:
         run.avg.load_state_dict(ckpt["average"])
     run.opt.load_state_dict(ckpt["optimizer"])
-    run.sched.load_state_dict(ckpt["scheduler"])
     run.state = ckpt["state"]
     run.state.setdefault("cpu_seconds", None)  # unknown for the epochs of a checkpoint written before the field
     _set_rng_state(ckpt["rng"])
@@ -605,8 +592,17 @@ def _one_epoch(run, epoch, loader, model, progress):
             x = random_shift(x, config.shift, augment)
         if config.rotate or config.scale:
             x = random_affine(x, augment, rotation=config.rotate, scale=(1 - config.scale, 1 + config.scale))
+        lr = learning_rate(config, epoch, run.state["step"])
+        for group in run.opt.param_groups:
+            group["lr"] = lr
         out = model(x, y)
         loss = net.loss(out, y, run.state["step"])
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"loss: the training loss is {value} at step {run.state['step'] + 1} (epoch {epoch + 1}) with "
+                f"learning rate {lr:.3g}; nothing of this epoch was saved: lower lr (or raise its decay) and "
+                f"resume from the last checkpoint, or start again")
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
@@ -614,11 +610,10 @@ def _one_epoch(run, epoch, loader, model, progress):
             _update_average(run.avg, net, config.ema)
         run.state["step"] += 1
         b = x.shape[0]
-        total += loss.item() * b
+        total += value * b
         right += accuracy(net.scores(out).detach(), y) * b
         seen += b
         bar.set_postfix(loss=f"{total / seen:.4f}", acc=f"{right / seen:.3f}")
-    run.sched.step()
     return total / seen, right / seen
 
 
@@ -637,6 +632,13 @@ def _validate(run, epoch, train_loss, train_acc, t0, c0):
     """Validate the selected weights after ``epoch`` (begun at time ``t0``, process time ``c0``); update the
     curve and the best model."""
     state = run.state
+    bad = next((name for name, p in run.avg.state_dict().items()
+                if torch.is_floating_point(p) and not bool(torch.isfinite(p).all())), None)
+    if bad is not None:
+        raise NonFiniteLossError(
+            f"weights: {bad} holds non-finite values after epoch {epoch + 1} (learning rate "
+            f"{run.opt.param_groups[0]['lr']:.3g}); nothing of this epoch was saved: lower lr and resume from the "
+            f"last checkpoint, or start again")
     val_acc = evaluate(run.avg, run.splits.val)
     state["seconds"] += time.time() - t0
     if state["cpu_seconds"] is not None:
@@ -657,7 +659,7 @@ def _validate(run, epoch, train_loss, train_acc, t0, c0):
 def _save_checkpoint(run):
     save_atomic(dict(config=asdict(run.config), shape=run.shape, model=run.net.state_dict(),
                      average=run.avg.state_dict() if run.config.ema else None, optimizer=run.opt.state_dict(),
-                     scheduler=run.sched.state_dict(), state=run.state, rng=_rng_state()), run.ckpt_path)
+                     state=run.state, rng=_rng_state()), run.ckpt_path)
 
 
 def _trace_routing(run, epoch):
@@ -675,12 +677,15 @@ def _trace_routing(run, epoch):
 
 
 def _finish(run, log):
-    """Test the selected model; write ``model.pt`` and ``metrics.json`` (rank 0); the metrics."""
+    """Test the last and the selected weights; write ``model.pt`` and ``metrics.json`` (rank 0); the metrics."""
     state, net = run.state, run.net
+    last_test_acc = evaluate(run.avg, run.splits.test)
     if state["best_model"] is not None:
         net.load_state_dict(state["best_model"])
-    test_acc = evaluate(net, run.splits.test)
-    metrics = dict(asdict(run.config), test_accuracy=test_acc, best_val_accuracy=state["best_val"],
+    right = evaluate(net, run.splits.test, per_sample=True)
+    test_acc = right.float().mean().item()
+    metrics = dict(asdict(run.config), test_accuracy=test_acc, last_test_accuracy=last_test_acc,
+                   test_correct=pack_correct(right), best_val_accuracy=state["best_val"],
                    best_epoch=state["best_epoch"], epochs=state["epoch"], seconds=round(state["seconds"], 2),
                    cpu_seconds=None if state["cpu_seconds"] is None else round(state["cpu_seconds"], 2),
                    parameters=sum(p.numel() for p in net.parameters()), processes=run.world,
@@ -692,8 +697,8 @@ def _finish(run, log):
         with open(tmp, "w") as f:
             json.dump(metrics, f, indent=2)
         os.replace(tmp, os.path.join(run.out, "metrics.json"))
-        log(f"test accuracy {test_acc:.4f} (model of epoch {state['best_epoch']}, val {state['best_val']:.4f}); "
-            f"{state['seconds']:.0f}s; wrote {run.out}/metrics.json")
+        log(f"test accuracy {test_acc:.4f} (model of epoch {state['best_epoch']}, val {state['best_val']:.4f}; "
+            f"last epoch {last_test_acc:.4f}); {state['seconds']:.0f}s; wrote {run.out}/metrics.json")
     return metrics
 
 

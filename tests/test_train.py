@@ -277,8 +277,11 @@ def test_load_model_rebuilds_the_selected_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_model(str(tmp_path / "nothing.pt"))
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="is not a dgl-capsules checkpoint"):
+    with pytest.raises(ValueError, match="path '.*junk.pt': not loaded: it is cut short or was not written by torch"):
         load_model(str(tmp_path / "junk.pt"))
+    torch.save(dict(weights=torch.zeros(2)), tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="path '.*foreign.pt' is not a dgl-capsules checkpoint"):
+        load_model(str(tmp_path / "foreign.pt"))
     # a model.pt written before TrainConfig (model_args) still loads
     legacy = dict(model_args=dict(model="capsnet", in_channels=1, image_size=28, n_classes=10, preset="tiny",
                                   width=None), data="mnist5k", image_size=None, model=net.state_dict())
@@ -460,8 +463,8 @@ def test_the_trainer_redraws_multimnist_pairs_every_epoch_and_on_resume(tmp_path
 
 def test_train_config_fields_are_the_agreed_ones():
     assert [f.name for f in fields(TrainConfig)] == [
-        "model", "preset", "settings", "data", "image_size", "epochs", "batch_size", "lr", "lr_decay", "shift",
-        "rotate", "scale", "ema", "seed", "trace_routing", "eval_each_epoch"]
+        "model", "preset", "settings", "data", "image_size", "epochs", "batch_size", "lr", "lr_decay",
+        "lr_decay_steps", "lr_floor", "shift", "rotate", "scale", "ema", "seed", "trace_routing", "eval_each_epoch"]
 
 
 def test_no_function_in_train_is_longer_than_80_lines():
@@ -645,3 +648,74 @@ def test_cpu_seconds_are_unknown_after_a_checkpoint_without_them(tmp_path):
     assert m["epochs"] == 2 and m["cpu_seconds"] is None and m["seconds"] > 0  # not the later epochs alone
     fresh = run(tmp_path, "new", epochs=1)
     assert 0 < fresh["cpu_seconds"]
+
+
+def test_learning_rate_per_step_per_epoch_and_floor():
+    from dgl_capsules.train import learning_rate
+
+    per_step = TrainConfig(lr=1e-3, lr_decay=0.96, lr_decay_steps=2000)
+    assert learning_rate(per_step, 5, 0) == 1e-3
+    assert learning_rate(per_step, 0, 1000) == pytest.approx(1e-3 * 0.96 ** 0.5)  # smooth, not a staircase
+    per_epoch = TrainConfig(lr=2e-3, lr_decay=0.9)
+    assert learning_rate(per_epoch, 3, 12345) == pytest.approx(2e-3 * 0.9 ** 3)
+    floored = TrainConfig(lr=5e-4, lr_decay=0.97, lr_floor=5e-5)
+    assert learning_rate(floored, 75, 0) > 5e-5 and learning_rate(floored, 76, 0) == 5e-5
+    with pytest.raises(ValueError, match=r"lr_floor must be a number in \[0, lr\] = \[0, 0.001\]; got 0.01"):
+        TrainConfig(lr=1e-3, lr_floor=0.01).validate()
+    with pytest.raises(ValueError, match="lr_decay_steps must be an integer >= 0; got -1"):
+        TrainConfig(lr_decay_steps=-1).validate()
+
+
+def test_non_finite_loss_stops_at_once_and_saves_nothing_of_the_epoch(tmp_path, monkeypatch):
+    from dgl_capsules.models import CapsNet
+    from dgl_capsules.train import NonFiniteLossError
+
+    cfg = TrainConfig(preset="tiny", epochs=3, batch_size=8, lr=1e-3, seed=0)
+    train(cfg, str(tmp_path), progress=False, splits=tiny_splits(), log=lambda *a: None)
+    before = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    steps = []
+    finite_loss = CapsNet.loss
+
+    def loss_nan_in_epoch_4(self, out, y, step=None):
+        steps.append(step)
+        loss = finite_loss(self, out, y, step)
+        return loss * float("nan") if step >= before["state"]["step"] else loss
+
+    monkeypatch.setattr(CapsNet, "loss", loss_nan_in_epoch_4)
+    with pytest.raises(NonFiniteLossError, match=r"loss: the training loss is nan at step \d+ \(epoch 4\) with "
+                                                 r"learning rate 0.001; nothing of this epoch was saved"):
+        train(TrainConfig(preset="tiny", epochs=4, batch_size=8, lr=1e-3, seed=0), str(tmp_path), resume=True,
+              progress=False, splits=tiny_splits(), log=lambda *a: None)
+    assert steps == [before["state"]["step"]]  # stopped at the first bad step, before any update
+    after = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert after["state"]["epoch"] == 3 and all(torch.equal(after["model"][k], v) for k, v in before["model"].items())
+
+
+def test_checkpoints_and_models_load_without_unpickling_code(tmp_path):
+    """Every file train writes loads with weights_only=True; a file that would run code is refused by name."""
+    from dgl_capsules.train import load_model
+
+    cfg = TrainConfig(preset="tiny", epochs=1, batch_size=8, seed=0)
+    train(cfg, str(tmp_path / "a"), progress=False, splits=tiny_splits(), log=lambda *a: None)
+    for f in ("checkpoint.pt", "model.pt"):
+        torch.load(tmp_path / "a" / f, weights_only=True)
+    train(TrainConfig(preset="tiny", epochs=2, batch_size=8, seed=0), str(tmp_path / "a"), resume=True,
+          progress=False, splits=tiny_splits(), log=lambda *a: None)
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.pt"
+    torch.save(dict(config=asdict(cfg), shape={}, model=Payload()), evil)
+    with pytest.raises(ValueError, match=r"path '.*evil.pt': not loaded: it holds Python objects beyond tensors"):
+        load_model(str(evil))
+    assert not marker.exists()
+    run = tmp_path / "r"
+    run.mkdir()
+    torch.save(dict(config=asdict(cfg), state={}, model=Payload()), run / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"resume '.*checkpoint.pt': not loaded: it holds Python objects"):
+        train(cfg, str(run), resume=True, progress=False, splits=tiny_splits(), log=lambda *a: None)
+    assert not marker.exists()

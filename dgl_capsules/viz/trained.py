@@ -7,6 +7,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from ..files import load_file
 from ..routing._common import RoutingResult
 from .bipartite import AXES_RECT, animate_bipartite
 from .entropy import entropy_curve, plot_entropy
@@ -501,7 +502,7 @@ def record_routing(model, dataset, path, n=8):
     >>> import os, tempfile, torch, dgl_capsules as dc
     >>> ds = dc.data.ImageDataset(torch.rand(20, 1, 28, 28), torch.arange(20) % 10, n_classes=10)
     >>> p = record_routing(dc.models.CapsNet.from_preset("tiny"), ds, os.path.join(tempfile.mkdtemp(), "e.pt"), n=4)
-    >>> rec = torch.load(p, weights_only=False)
+    >>> rec = torch.load(p, weights_only=True)
     >>> rec["indices"], rec["layers"][0]["trace"].shape, rec["layers"][0]["trace"].dtype
     ([0, 6, 13, 19], torch.Size([3, 720, 4]), torch.float16)
     """
@@ -621,7 +622,7 @@ def animate_over_training(run_dir, out_dir, fps=2, dpi=100):
             f"run_dir: no routing_trace/epoch_*.pt in {os.fspath(run_dir)!r}; train with "
             "TrainConfig(trace_routing=N) to record them"
         )
-    records = [torch.load(f, weights_only=False) for f in files]
+    records = [load_file(f, "run_dir") for f in files]
     epochs = [int(os.path.basename(f)[len("epoch_"):-len(".pt")]) for f in files]
     names = [layer["name"] for layer in records[-1]["layers"]]
     os.makedirs(out_dir, exist_ok=True)
