@@ -20,7 +20,8 @@ __all__ = ["main", "run", "build_parser", "parse_settings", "FLAGS"]
 FLAGS = {  # Python parameter named in a library error -> the command-line flag that feeds it
     "model": "--model", "preset": "--preset", "settings": "--set", "width": "--width", "data": "--data",
     "image_size": "--image-size", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
-    "lr_decay": "--lr-decay", "lr_decay_steps": "--lr-decay-steps", "lr_floor": "--lr-floor", "shift": "--shift", "rotate": "--rotate", "scale": "--scale", "ema": "--ema",
+    "lr_decay": "--lr-decay", "lr_decay_steps": "--lr-decay-steps", "lr_floor": "--lr-floor", "shift": "--shift",
+    "rotate": "--rotate", "scale": "--scale", "augment": "--augment", "ema": "--ema",
     "seed": "--seed", "trace_routing": "--trace-routing", "out": "--out", "resume": "--resume",
     "overwrite": "--overwrite", "path": "--checkpoint", "checkpoint": "--checkpoint", "on": "--on",
     "index": "--index", "json": "--json", "n_in": "--children", "n_out": "--parents", "batch": "--batch",
@@ -142,7 +143,7 @@ def _config(args):
     return TrainConfig(model=args.model, preset=args.preset, settings=settings, data=args.data,
                        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        lr_decay=args.lr_decay, lr_decay_steps=args.lr_decay_steps, lr_floor=args.lr_floor,
-                       shift=args.shift, rotate=args.rotate, scale=args.scale, ema=args.ema, seed=args.seed, trace_routing=args.trace_routing,
+                       shift=args.shift, rotate=args.rotate, scale=args.scale, augment=args.augment, ema=args.ema, seed=args.seed, trace_routing=args.trace_routing,
                        eval_each_epoch=tuple(args.eval_each_epoch))
 
 
@@ -305,7 +306,7 @@ def _add_training_options(p, epochs, lr, lr_decay, shift, out):
 
 
 def _train_parser(sub):
-    from .data import list_datasets
+    from .data import list_augmentations, list_datasets
     from .models import list_models
 
     tr = sub.add_parser("train", formatter_class=_Formatter,
@@ -325,6 +326,9 @@ def _train_parser(sub):
     _add_training_options(tr, epochs=10, lr=1e-3, lr_decay=1.0, shift=0, out="runs/train")
     tr.add_argument("--rotate", type=float, default=0.0, help="random rotations of up to this many degrees")
     tr.add_argument("--scale", type=float, default=0.0, help="random scalings in [1 - SCALE, 1 + SCALE]")
+    tr.add_argument("--augment", default="", help=f"a named augmentation of training batches: "
+                                                  f"{', '.join(list_augmentations()) or 'none registered'} "
+                                                  f"(default: none)")
     tr.add_argument("--ema", type=float, default=0.0,
                     help="validate and keep a moving average of the weights with this decay per step "
                          "(e.g. 0.995; 0: the weights themselves)")

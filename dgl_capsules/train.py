@@ -44,7 +44,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from .data import ImageDataset, affine_mnist, multi_mnist, pad_to, random_affine, random_shift
+from .data import ImageDataset, affine_mnist, get_augmentation, multi_mnist, pad_to, random_affine, random_shift
 from .evaluation import accuracy, evaluate, pack_correct
 from .files import load_file, save_atomic
 
@@ -118,6 +118,10 @@ class TrainConfig:
         Random rotations uniform in ``±rotate`` degrees and scalings uniform in
         ``[1 - scale, 1 + scale]`` about the image centre (training only, after
         the shift; see :func:`~dgl_capsules.data.random_affine`).
+    augment : str
+        A named augmentation (:func:`~dgl_capsules.data.list_augmentations`)
+        applied to every training batch after the shift, rotation and scaling;
+        ``""``: none.
     ema : float
         With ``0 < ema < 1``, validate, select and test an exponential moving
         average of the weights, updated after every step as
@@ -165,6 +169,7 @@ class TrainConfig:
     shift: int = 0
     rotate: float = 0.0
     scale: float = 0.0
+    augment: str = ""
     ema: float = 0.0
     seed: int = 0
     trace_routing: int = 0
@@ -208,6 +213,10 @@ class TrainConfig:
             inside = _is_number(value) and low <= value <= high and (name == "rotate" or value < high)
             if not inside:
                 raise ValueError(f"{name} must be in {interval}; got {value!r}")
+        if self.augment != "":
+            from .data import get_augmentation
+
+            get_augmentation(self.augment)
         self._check_eval_each_epoch()
         return self
 
@@ -592,6 +601,8 @@ def _one_epoch(run, epoch, loader, model, progress):
             x = random_shift(x, config.shift, augment)
         if config.rotate or config.scale:
             x = random_affine(x, augment, rotation=config.rotate, scale=(1 - config.scale, 1 + config.scale))
+        if config.augment:
+            x = get_augmentation(config.augment)(x, augment)
         lr = learning_rate(config, epoch, run.state["step"])
         for group in run.opt.param_groups:
             group["lr"] = lr

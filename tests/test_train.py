@@ -464,7 +464,7 @@ def test_the_trainer_redraws_multimnist_pairs_every_epoch_and_on_resume(tmp_path
 def test_train_config_fields_are_the_agreed_ones():
     assert [f.name for f in fields(TrainConfig)] == [
         "model", "preset", "settings", "data", "image_size", "epochs", "batch_size", "lr", "lr_decay",
-        "lr_decay_steps", "lr_floor", "shift", "rotate", "scale", "ema", "seed", "trace_routing", "eval_each_epoch"]
+        "lr_decay_steps", "lr_floor", "shift", "rotate", "scale", "augment", "ema", "seed", "trace_routing", "eval_each_epoch"]
 
 
 def test_no_function_in_train_is_longer_than_80_lines():
@@ -719,3 +719,23 @@ def test_checkpoints_and_models_load_without_unpickling_code(tmp_path):
     with pytest.raises(ValueError, match=r"resume '.*checkpoint.pt': not loaded: it holds Python objects"):
         train(cfg, str(run), resume=True, progress=False, splits=tiny_splits(), log=lambda *a: None)
     assert not marker.exists()
+
+
+def test_a_named_augmentation_is_applied_to_every_training_batch(tmp_path):
+    from dgl_capsules.data import register_augmentation, unregister_augmentation
+
+    seen = []
+
+    @register_augmentation("test-count")
+    def count(images, generator):
+        seen.append(images.shape[0])
+        return images.flip(-1)
+
+    try:
+        train(TrainConfig(preset="tiny", epochs=1, batch_size=16, augment="test-count"), str(tmp_path),
+              progress=False, splits=tiny_splits(), log=lambda *a: None)
+    finally:
+        unregister_augmentation("test-count")
+    assert seen == [16, 16, 16]
+    with pytest.raises(ValueError, match="augment: unknown augmentation 'nope'; expected one of"):
+        TrainConfig(augment="nope").validate()
