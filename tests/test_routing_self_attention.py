@@ -141,7 +141,8 @@ def test_empty_batch_gives_empty_outputs_connected_to_the_votes():
 def test_bad_inputs_name_the_argument():
     g = dc.capsule_graph(4, 3)
     v = torch.randn(12, 2, 4)
-    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, D\) with \|E\| = 12 edges of the graph; got \(11, 16\)"):
+    with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, D\) with \|E\| = 12 edges of the graph; "
+                                         r"got \(11, 16\)"):
         self_attention_routing(g, torch.randn(11, 16))
     with pytest.raises(ValueError, match=r"votes must have shape \(\|E\|, \*, D\) with D >= 1; got \(12, 2, 0\)"):
         self_attention_routing(g, torch.randn(12, 2, 0))
