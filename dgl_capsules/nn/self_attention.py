@@ -117,11 +117,17 @@ class SelfAttentionCaps(nn.Module):
         """
         return capsule_graph(self.in_caps, self.out_caps, device=device)
 
-    def votes(self, g, x):
-        """Votes :math:`u_i W_{ji}` in the edge order of ``g``: ``(|E|, B, out_dim)``."""
+    def _pairs(self, g):
+        """``(|E|,)`` int64: the row of each edge of ``g`` in the flattened ``(out_caps, in_caps)`` pairs."""
         src, dst = g.edges()
-        u = x.transpose(0, 1)[src]  # (E, B, in_dim)
-        return torch.bmm(u, self.weight[dst, src])  # (E, B, out_dim)
+        return dst.long() * self.in_caps + src.long()
+
+    def votes(self, g, x):
+        """Votes :math:`u_i W_{ji}` in the edge order of ``g`` (a complete graph): ``(|E|, B, out_dim)``."""
+        # NOTE: every (parent, child) pair votes, so all votes are computed at once and put in edge order.
+        every = torch.einsum("bik,jikd->jibd", x, self.weight)  # (out_caps, in_caps, B, out_dim)
+        flat = every.reshape(self.out_caps * self.in_caps, x.shape[0], self.out_dim)
+        return flat.index_select(0, self._pairs(g))  # (E, B, out_dim)
 
     def forward(self, x, return_routing=False, return_trace=False):
         """Route a batch of child capsules.
@@ -162,8 +168,8 @@ class SelfAttentionCaps(nn.Module):
         if x.dim() != 3 or x.shape[1:] != (self.in_caps, self.in_dim):
             raise ValueError(f"x must have shape {layout}; got {tuple(x.shape)}")
         g = self.graph(device=x.device)
-        src, dst = g.edges()
-        r = self_attention_routing(g, self.votes(g, x), self.bias[dst, src], uniform=self.uniform, eps=self.eps,
+        bias = self.bias.reshape(-1).index_select(0, self._pairs(g))  # (E,)
+        r = self_attention_routing(g, self.votes(g, x), bias, uniform=self.uniform, eps=self.eps,
                                    return_trace=return_trace)
         v = r.poses.transpose(0, 1)  # (B, out_caps, out_dim)
         return (v, r) if return_routing or return_trace else v
