@@ -25,13 +25,15 @@ import argparse
 import math
 import os
 import sys
-import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
 
 import dgl_capsules as dc  # noqa: E402
+from bench_dynamic import _time  # noqa: E402  (one timed call: forward, and sum().backward() if asked)
 from dgl_capsules.functional import efficient_squash  # noqa: E402
 
 N_IN, N_OUT, IN_DIM, DIM = 16, 10, 8, 16
@@ -73,15 +75,6 @@ def _layer_case(batch):
 
 
 CASES = {"routing": _routing_case, "layer": _layer_case}
-
-
-def _time(fn, x, backward):
-    x = x.detach().requires_grad_(backward)
-    t0 = time.perf_counter()
-    out = fn(x)
-    if backward:
-        out.sum().backward()
-    return (time.perf_counter() - t0) * 1e3
 
 
 def time_case(case, batch, repeats):

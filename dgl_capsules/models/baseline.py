@@ -34,6 +34,17 @@ class CNNOutput(NamedTuple):
     inputs: torch.Tensor
 
 
+def _closest_width(count, n_params):
+    """The width multiplier whose ``count(width)`` (parameters, growing with the width) is closest to ``n_params``."""
+    lo, hi = 1e-3, 1.0
+    while count(hi) < n_params:
+        hi *= 2
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if count(mid) < n_params else (lo, mid)
+    return min((lo, hi), key=lambda w: abs(count(w) - n_params))
+
+
 class BaselineCNN(nn.Module):
     r"""Three 5×5 convolutions, two fully connected layers, dropout, softmax (Sabour et al. 2017, sec. 5).
 
@@ -140,15 +151,7 @@ class BaselineCNN(nn.Module):
 
         if settings:
             return cls._matching_without_decoder(n_params, in_channels, image_size, n_classes, dropout, settings)
-
-        lo, hi = 1e-3, 1.0
-        while count(hi) < n_params:
-            hi *= 2
-        for _ in range(30):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if count(mid) < n_params else (lo, mid)
-        best = min((lo, hi), key=lambda w: abs(count(w) - n_params))
-        return cls(in_channels, image_size, n_classes, best, dropout)
+        return cls(in_channels, image_size, n_classes, _closest_width(count, n_params), dropout)
 
     @classmethod
     def _matching_without_decoder(cls, n_params, in_channels, image_size, n_classes, dropout, settings):
@@ -159,13 +162,7 @@ class BaselineCNN(nn.Module):
         def count(w, fc=None):
             return n_parameters_without_decoder(cls(width=w, fc=fc, **shape, **probe))
 
-        lo, hi = 1e-3, 1.0
-        while count(hi) < n_params:
-            hi *= 2
-        for _ in range(30):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if count(mid) < n_params else (lo, mid)
-        width = min((lo, hi), key=lambda w: abs(count(w) - n_params))
+        width = _closest_width(count, n_params)
         f1, f2 = cls(width=width, **shape, **probe).fc
         base, per_unit = count(width, (f1, f2)), count(width, (f1, f2 + 1)) - count(width, (f1, f2))
         f2 = max(1, f2 + round((n_params - base) / per_unit))  # the count is linear in f2

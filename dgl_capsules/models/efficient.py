@@ -3,11 +3,11 @@ import torch
 from torch import nn
 
 from .._checks import check_positive_int
-from ..functional import efficient_squash, margin_loss
+from ..functional import efficient_squash
 from ..nn import SelfAttentionCaps
 from ..nn.self_attention import keras_truncated_normal_
-from ._common import check_images, decode_masked, make_decoder, reconstruction_error
-from .capsnet import CapsNetOutput
+from ._common import check_images, make_decoder
+from .capsnet import CapsNet, CapsNetOutput
 from .registry import RoutedLayer, register_model
 
 __all__ = ["EfficientCapsNet", "keras_decoder_init", "n_parameters_without_decoder"]
@@ -226,25 +226,11 @@ class EfficientCapsNet(nn.Module):
         """Capsule lengths ``sqrt(|v|^2 + 1e-7)`` ``(B, K)``, as the published network measures them."""
         return torch.sqrt(v.pow(2).sum(-1) + LENGTH_EPS)
 
-    def _decode(self, v, lengths, y):
-        if self.decoder is None:
-            return None
-        return decode_masked(self.decoder, v, lengths, y, (self.in_channels, self.image_size, self.image_size))
-
-    def reconstruct(self, out, classes=None):
-        """Decoder images ``(B, C, H, W)`` of the capsules of ``out``: of ``classes`` ``(B,)``, or the longest."""
-        return self._decode(out.poses, out.lengths, classes)
-
-    def loss(self, out, y, step=None):
-        """Margin loss + ``recon_weight`` × summed squared reconstruction error (batch means)."""
-        loss = margin_loss(out.lengths, y)
-        if out.reconstruction is not None and self.recon_weight:
-            loss = loss + self.recon_weight * reconstruction_error(out.reconstruction, out.inputs)
-        return loss
-
-    def scores(self, out):
-        """Class scores ``(B, n_classes)``: the capsule lengths."""
-        return out.lengths
+    # The decoder, loss and scores are CapsNet's (margin loss + recon_weight x summed squared error).
+    _decode = CapsNet._decode
+    reconstruct = CapsNet.reconstruct
+    loss = CapsNet.loss
+    scores = CapsNet.scores
 
     def routing(self, x):
         """Routing of the class-capsule layer for images ``x``.
