@@ -240,15 +240,15 @@ _register(Experiment(
     rows=tuple(Row(label, dict(_EFFICIENT, **change), seeds=seeds, paper=paper)
                for label, change, seeds, paper in _EFFICIENT_ROWS),
     paper=_EFFICIENT_PAPER,
-    hours=64.6,
-    estimate="PYTHONPATH=. OMP_NUM_THREADS=1 python tools/estimate_times.py efficient-capsnet --threads 1 --steps 50 "
-             "--validation: CPU seconds of 50 training steps at batch 16 (augmentation, forward, loss, backward, "
-             "Adam) and of one validation pass per epoch, measured while the machine was loaded (load average 14 on "
-             "2 cores: a sabour-official training run, a benchmark and test suites of other sessions): "
-             "Efficient-CapsNet 0.094 s per step, 3,438 steps per epoch (55,000 digits): 5.4 min per epoch with "
-             "validation, 13.7 h per 150-epoch run; uniform couplings the same; CNN 0.066 s per step, 9.7 h; "
-             "5 runs 64.6 h at one thread, about 32 h as two runs side by side (a quiet machine is faster)",
-))
+    hours=73.0,
+    estimate="tools/estimate_times.py efficient-capsnet with one thread (OMP_NUM_THREADS=1, PYTHONPATH the checkout), "
+             "50 training steps per row at batch 16 (augmentation, forward, loss, backward, Adam) and one validation "
+             "pass per epoch, CPU time, while other sessions' training runs, benchmarks and test suites loaded the 2 "
+             "cores (load average 8 to 14): Efficient-CapsNet 0.094 to 0.128 s per step, uniform couplings 0.094 to "
+             "0.115, CNN 0.061 to 0.066; 3,438 steps per epoch (55,000 digits). The first seed-0 run (commit "
+             "ffeadab, one thread beside another training run) took 6.4 CPU min and 10 wall min per epoch: about "
+             "16 h of CPU per 150-epoch Efficient-CapsNet run, 9 h per CNN run; 4 x 16 + 9 = 73 h at one thread, "
+             "half that as two runs side by side on a quiet machine"))
 
 _register(Experiment(
     name="efficient-capsnet-tiny",
