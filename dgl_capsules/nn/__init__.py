@@ -3,5 +3,7 @@ from .dynamic import DynamicCaps
 from .em import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from .heinsen import HeinsenRouting
 from .primary import PrimaryCaps
+from .self_attention import SelfAttentionCaps
 
-__all__ = ["ClassCaps", "ConvCaps", "DynamicCaps", "HeinsenRouting", "PrimaryCaps", "PrimaryMatrixCaps"]
+__all__ = ["ClassCaps", "ConvCaps", "DynamicCaps", "HeinsenRouting", "PrimaryCaps", "PrimaryMatrixCaps",
+           "SelfAttentionCaps"]
