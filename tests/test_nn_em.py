@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-import dgl_capsules as dc
 from dgl_capsules.nn import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from dgl_capsules.testing import dense_em_routing, permuted
 

@@ -9,7 +9,6 @@ from dgl_capsules.testing import (
     dense_heinsen_routing,
     dense_mask,
     edge_to_dense,
-    permuted,
 )
 
 

@@ -170,12 +170,13 @@ class MatrixCapsNet(nn.Module):
         check_images(x, self.in_channels, self.image_size)
         poses, acts = self.primary(torch.relu(self.conv(x)))  # (B, H1, W1, B_t, 4, 4)
         for name, layer in (("convcaps1", self.caps1), ("convcaps2", self.caps2), ("classcaps", self.classes)):
-            in_hw = poses.shape[1:3]
             if routed is None:
                 poses, acts = layer(poses, acts)
-            else:
-                poses, acts, r = layer(poses, acts, return_routing=True, return_trace=True)
-                routed.append(RoutedLayer(name, layer.graph(in_hw, device=x.device), r, r.activations))
+                continue
+            g, a_in = layer.graph(poses.shape[1:3], device=x.device), acts.flatten(1).T  # (N_src, B)
+            poses, acts, r = layer(poses, acts, return_trace=True)
+            routed.append(RoutedLayer.of(name, g, r, layer.routing, a_in=a_in, child_types=layer.in_types,
+                                         parent_types=getattr(layer, "out_types", None)))
         return MatrixCapsOutput(poses, acts)  # (B, K, 4, 4), (B, K)
 
     def forward(self, x, y=None):
@@ -210,8 +211,9 @@ class MatrixCapsNet(nn.Module):
         return out.activations
 
     def routing(self, x):
-        """A :class:`~dgl_capsules.models.RoutedLayer` (name, graph, routing with its trace, parent
-        activations ``(N_dst, B)``) for every routed layer: ``convcaps1``, ``convcaps2`` and ``classcaps``."""
+        """A :class:`~dgl_capsules.models.RoutedLayer` for every routed layer, ``convcaps1``, ``convcaps2``
+        and ``classcaps``: the routing with its trace, the parent activations ``(N_dst, B)``, the child
+        activations ``(N_src, B)`` and the capsule types of the grids."""
         routed = []
         self._layers(x, routed)
         return routed
