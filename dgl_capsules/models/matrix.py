@@ -37,8 +37,7 @@ class MatrixCapsOutput(NamedTuple):
 PRESETS = {
     # Trains on two CPU cores: 14400, 5184 and 720 edges in the routed layers on 28x28 inputs.
     # A second convolution before the capsules (5x5 stem at stride 1, 3x3 primary capsules at
-    # stride 2: an 11x11 primary grid) reaches 98.5 % on mnist5k (README); until 2026-11-22 the
-    # preset used the paper's stem (stride 2, 1x1 primary capsules) with 32 channels.
+    # stride 2: an 11x11 primary grid) reaches 98.5 % on mnist5k (README).
     "small": dict(conv_channels=64, primary_types=8, caps1_types=8, caps2_types=8, n_iters=2,
                   step_scale=2000.0, stem_stride=1, primary_kernel=3, primary_stride=2),
     # For smoke tests and demos.
