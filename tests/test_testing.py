@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import dgl_capsules as dc
+from helpers import DoubleGradient
 from dgl_capsules.routing import dynamic_routing
 from dgl_capsules.contract import passed
 from dgl_capsules.testing import (
@@ -67,18 +68,8 @@ def no_empty_batch(g, votes):
                             coupling=torch.stack([r.coupling for r in rs], 1))
 
 
-class _DoubleGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return 2 * grad
-
-
 def wrong_gradient(g, votes):
-    return good(g, _DoubleGrad.apply(votes))
+    return good(g, DoubleGradient.apply(votes))
 
 
 def unchecked(g, votes):

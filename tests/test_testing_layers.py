@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import dgl_capsules as dc
+from helpers import DoubleGradient
 from dgl_capsules.nn import DynamicCaps
 from dgl_capsules.testing import Deviation, check_layer_contract, measure_layer_contract
 
@@ -51,19 +52,9 @@ class NamesNothing(DynamicCaps):
         return super().forward(x, return_routing, return_trace)
 
 
-class _Double(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return 2 * grad
-
-
 class WrongGradient(DynamicCaps):
     def forward(self, x, return_routing=False, return_trace=False):
-        return super().forward(_Double.apply(x), return_routing, return_trace)
+        return super().forward(DoubleGradient.apply(x), return_routing, return_trace)
 
 
 @pytest.mark.parametrize("cls, match", [

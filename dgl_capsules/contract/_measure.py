@@ -3,7 +3,11 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["Deviation", "ContractError", "deviation", "worst", "passed", "describe"]
+__all__ = ["Deviation", "ContractError", "deviation", "worst", "passed", "describe", "result_tensors", "on_edges",
+           "unnamed_errors", "FIELDS"]
+
+#: The tensor fields of a RoutingResult.
+FIELDS = ("poses", "activations", "sigma2", "coupling")
 
 
 class ContractError(AssertionError):
@@ -65,3 +69,34 @@ def describe(measured):
         return (f"{measured.where}: off by {measured.largest:.3g} "
                 f"({measured.in_tolerances:.3g} times the tolerance)")
     return "; ".join(measured)
+
+
+def result_tensors(r):
+    """The tensors of a RoutingResult as a dict (fields that are None left out), the trace as ``trace[t]``."""
+    out = {k: getattr(r, k) for k in FIELDS if getattr(r, k) is not None}
+    for t, c in enumerate(r.trace or []):
+        out[f"trace[{t}]"] = c
+    return out
+
+
+def on_edges(key):
+    """Whether output ``key`` of :func:`result_tensors` lives on the edges (couplings) rather than the parents."""
+    return key == "coupling" or key.startswith("trace")
+
+
+def unnamed_errors(call, cases, name):
+    """The bad inputs that do not get their error: ``call(*args)`` must raise the given exception type with
+    ``name`` in its message, for every ``(what, exception type, args)`` of ``cases``."""
+    problems = []
+    for what, exc, args in cases:
+        try:
+            call(*args)
+        except exc as e:
+            if name not in str(e):
+                problems.append(f"{what} raised {exc.__name__} without naming {name}: {e}")
+        except Exception as e:  # noqa: BLE001 - the wrong type of error is a finding here
+            problems.append(f"{what} raised {type(e).__name__}, expected {exc.__name__} naming {name}: "
+                            f"{str(e).splitlines()[0]}")
+        else:
+            problems.append(f"{what} raised nothing, expected {exc.__name__}")
+    return problems

@@ -16,29 +16,17 @@ from contextlib import contextmanager
 
 import torch
 
-from ._measure import ContractError, deviation, describe, passed, worst
+from ._measure import ContractError, deviation, describe, passed, unnamed_errors, worst
+from ._measure import on_edges as _on_edges, result_tensors as _result_tensors
 from .graphs import permuted
 
 __all__ = ["LayerSubject", "LAYER_CHECKS", "measure_layer_contract", "check_layer_contract"]
 
-_FIELDS = ("poses", "activations", "sigma2", "coupling")
 _ROUTING_FLAGS = ("return_routing", "return_trace")
 
 
 def _as_tuple(out):
     return out if isinstance(out, tuple) else (out,)
-
-
-def _result_tensors(r):
-    """The fields of a RoutingResult as a dict (``trace[t]`` for the trace)."""
-    out = {k: getattr(r, k) for k in _FIELDS if getattr(r, k) is not None}
-    for t, c in enumerate(r.trace or []):
-        out[f"trace[{t}]"] = c
-    return out
-
-
-def _on_edges(key):
-    return key == "coupling" or key.startswith("trace")
 
 
 class LayerSubject:
@@ -262,23 +250,11 @@ def bad_input(s):
     inputs = s.inputs(s.batch)
     first, rest, name = inputs[0], inputs[1:], s.input_names[0]
     bad = [
-        (f"numpy {name}", TypeError, first.numpy()),
-        (f"integer {name}", TypeError, first.long()),
-        (f"{name} without its last dimension", ValueError, first[..., 0]),
+        (f"numpy {name}", TypeError, (first.numpy(),) + rest),
+        (f"integer {name}", TypeError, (first.long(),) + rest),
+        (f"{name} without its last dimension", ValueError, (first[..., 0],) + rest),
     ]
-    problems = []
-    for what, exc, x in bad:
-        try:
-            s.layer(x, *rest)
-        except exc as e:
-            if name not in str(e):
-                problems.append(f"{what} raised {exc.__name__} without naming {name}: {e}")
-        except Exception as e:  # noqa: BLE001
-            problems.append(f"{what} raised {type(e).__name__}, expected {exc.__name__} naming {name}: "
-                            f"{str(e).splitlines()[0]}")
-        else:
-            problems.append(f"{what} raised nothing, expected {exc.__name__}")
-    return problems
+    return unnamed_errors(s.layer, bad, name)
 
 
 #: The checks in the order they run: name -> (title, function, applies(subject)).

@@ -12,26 +12,12 @@ import torch
 
 from ..graph import capsule_graph
 from ..routing.registry import KINDS, NORMALISATIONS, get_routing
-from ._measure import ContractError, deviation, describe, passed, worst
+from ._measure import FIELDS as _FIELDS, ContractError, deviation, describe, passed, unnamed_errors, worst
+from ._measure import on_edges as _on_edges, result_tensors as _outputs
 from .graphs import default_graphs, permuted, ragged_parts
 
 __all__ = ["RoutingSubject", "routing_subject", "ROUTING_CHECKS", "measure_routing_contract",
            "check_routing_contract"]
-
-_FIELDS = ("poses", "activations", "sigma2", "coupling")
-
-
-def _outputs(r):
-    """The tensors of a RoutingResult as a dict (fields that are None left out), traces as ``trace[t]``."""
-    out = {k: getattr(r, k) for k in _FIELDS if getattr(r, k) is not None}
-    for t, c in enumerate(r.trace or []):
-        out[f"trace[{t}]"] = c
-    return out
-
-
-def _on_edges(key):
-    return key == "coupling" or key.startswith("trace")
-
 
 class RoutingSubject:
     """A routing function under test and everything the checks need to call it.
@@ -226,40 +212,46 @@ def graph_untouched(s):
     return problems
 
 
-def edge_permutation(s):
-    """Relabelling the edges permutes the couplings and changes nothing else: the largest deviation."""
+def _rerouted(s, what, change):
+    """The largest deviation, over every graph, of routing again what ``change(g, inputs, outputs)`` returns:
+    ``(graph, inputs, the outputs it should give)``."""
     devs = []
     for name in s.graphs:
         g, inputs, _, base = s.case(name)
+        h, changed, want = change(g, inputs, base)
+        devs += s.compare(s.call(h, changed, f"{what} (graph {name!r})"), want, f"(graph {name!r})")
+    return worst(devs)
+
+
+def edge_permutation(s):
+    """Relabelling the edges permutes the couplings and changes nothing else: the largest deviation."""
+    def change(g, inputs, base):
         h, perm = permuted(g)
         take = (lambda x: x[perm])  # noqa: E731
-        got = s.call(h, s.map_inputs(inputs, edge=take, edge_value=take), f"edge permutation (graph {name!r})")
         want = {k: v[perm] if _on_edges(k) else v for k, v in base.items()}
-        devs += s.compare(got, want, f"(graph {name!r})")
-    return worst(devs)
+        return h, s.map_inputs(inputs, edge=take, edge_value=take), want
+
+    return _rerouted(s, "edge permutation", change)
+
+
+def _samples(s, what, pick):
+    """Routing the samples ``pick()`` of the batch gives those samples of every output: the largest deviation."""
+    def change(g, inputs, base):
+        index = pick()
+        take = (lambda x: x[:, index])  # noqa: E731
+        return g, s.map_inputs(inputs, edge=take, child=take), {k: v[:, index] for k, v in base.items()}
+
+    return _rerouted(s, what, change)
 
 
 def batch_order(s):
     """Shuffling the samples shuffles every output: the largest deviation."""
-    devs = []
-    for name in s.graphs:
-        g, inputs, _, base = s.case(name)
-        order = torch.randperm(s.batch, generator=s.generator)
-        take = (lambda x: x[:, order])  # noqa: E731
-        got = s.call(g, s.map_inputs(inputs, edge=take, child=take), f"batch order (graph {name!r})")
-        devs += s.compare(got, {k: v[:, order] for k, v in base.items()}, f"(graph {name!r})")
-    return worst(devs)
+    return _samples(s, "batch order", lambda: torch.randperm(s.batch, generator=s.generator))
 
 
 def one_sample(s):
     """One sample routed alone equals itself inside the batch: the largest deviation."""
-    devs = []
-    for name in s.graphs:
-        g, inputs, _, base = s.case(name)
-        take = (lambda x: x[:, 1:2])  # noqa: E731
-        got = s.call(g, s.map_inputs(inputs, edge=take, child=take), f"one sample alone (graph {name!r})")
-        devs += s.compare(got, {k: v[:, 1:2] for k, v in base.items()}, f"(graph {name!r})")
-    return worst(devs)
+    return _samples(s, "one sample alone", lambda: slice(1, 2))
 
 
 def normalisation(s):
@@ -279,12 +271,7 @@ def normalisation(s):
 
 def int32(s):
     """An int32 graph gives the int64 graph's results: the largest deviation."""
-    devs = []
-    for name in s.graphs:
-        g, inputs, _, base = s.case(name)
-        got = s.call(g.int(), inputs, f"int32 graph (graph {name!r})")
-        devs += s.compare(got, base, f"(graph {name!r})")
-    return worst(devs)
+    return _rerouted(s, "int32 graph", lambda g, inputs, base: (g.int(), inputs, base))
 
 
 def empty_batch(s):
@@ -364,19 +351,7 @@ def named_errors(s):
         ("integer votes", TypeError, (votes.long(),) + rest),
         ("numpy votes", TypeError, (votes.numpy(),) + rest),
     ]
-    problems = []
-    for what, exc, args in bad:
-        try:
-            s.route(g, *args)
-        except exc as e:
-            if "votes" not in str(e):
-                problems.append(f"{what} raised {exc.__name__} without naming votes: {e}")
-        except Exception as e:  # noqa: BLE001
-            problems.append(f"{what} raised {type(e).__name__}, expected {exc.__name__} naming votes: "
-                            f"{str(e).splitlines()[0]}")
-        else:
-            problems.append(f"{what} raised nothing, expected {exc.__name__}")
-    return problems
+    return unnamed_errors(lambda *args: s.route(g, *args), bad, "votes")
 
 
 #: The checks in the order they run: name -> (title, function). ``reference`` runs when the subject has

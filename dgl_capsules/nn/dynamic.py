@@ -17,10 +17,8 @@ class DynamicCaps(RoutedCaps):
 
     Parameters
     ----------
-    in_caps, out_caps : int
-        Number of child and parent capsules.
-    in_dim, out_dim : int
-        Their dimensions.
+    in_caps, out_caps, in_dim, out_dim : int
+        The numbers of child and parent capsules and their dimensions.
     n_iters : int
         Routing iterations.
 
