@@ -82,7 +82,7 @@ __all__ = [
 # ---------------------------------------------------------------------------
 
 
-def dense_dynamic_routing(u, mask=None, n_iters=3):
+def dense_dynamic_routing(u, mask=None, n_iters=3, return_trace=False):
     r"""Sabour et al. 2017, Procedure 1, written densely.
 
     .. math::
@@ -99,24 +99,29 @@ def dense_dynamic_routing(u, mask=None, n_iters=3):
         ``(I, J)`` boolean, which child votes for which parent (all if ``None``).
     n_iters : int
         Iterations.
+    return_trace : bool
+        Return the couplings of every iteration (a list) instead of the last.
 
     Returns
     -------
-    (torch.Tensor, torch.Tensor)
-        ``v`` ``(B, J, D)`` and ``c`` ``(B, I, J)`` of the last iteration.
+    (torch.Tensor, torch.Tensor or list of torch.Tensor)
+        ``v`` ``(B, J, D)`` and ``c`` ``(B, I, J)`` of the last iteration (every iteration's with
+        ``return_trace``).
     """
     b = u.new_zeros(u.shape[:3])  # (B, I, J)
+    trace = []
     for r in range(n_iters):
         if mask is None:
             c = torch.softmax(b, dim=2)
         else:
             c = torch.softmax(b.masked_fill(~mask, float("-inf")), dim=2).nan_to_num(0.0) * mask
+        trace.append(c)
         s = torch.einsum("bij,bijd->bjd", c, u)
         norm = torch.linalg.vector_norm(s, dim=-1, keepdim=True)
         v = norm**2 / (1 + norm**2) * s / norm
         if r + 1 < n_iters:
             b = b + torch.einsum("bijd,bjd->bij", u, v)
-    return v, c
+    return v, trace if return_trace else c
 
 
 def dense_em_routing(V, a, mask, beta_u, beta_a, lambdas, eps=1e-6):
@@ -148,7 +153,8 @@ def dense_em_routing(V, a, mask, beta_u, beta_a, lambdas, eps=1e-6):
     return mu, sigma2, act, Rs
 
 
-def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e-5, p_model="gaussian"):
+def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e-5, p_model="gaussian",
+                          return_trace=False):
     """Heinsen 2019, Algorithm 1, written densely from the paper's equations.
 
     Parameters
@@ -168,10 +174,12 @@ def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e
     -------
     tuple of torch.Tensor
         ``a_out`` ``(B, J)``, ``mu`` and ``sig2`` ``(B, J, C, H)`` and ``R``
-        ``(B, I, J)`` of the last iteration.
+        ``(B, I, J)`` of the last iteration (with ``return_trace``, the list of
+        every iteration's ``R`` instead).
     """
     m = V.new_ones(V.shape[1:3]) if mask is None else mask.to(V.dtype)
     f_a = torch.sigmoid(a)[..., None]  # (B, I, 1)
+    trace = []
     for it in range(n_iters):
         if it == 0:
             R = (m / m.sum(1, keepdim=True).clamp(min=1)).expand(V.shape[:3])
@@ -188,6 +196,7 @@ def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))
             R = torch.softmax(logits, dim=2).nan_to_num(0.0)
+        trace.append(R)
         D_use = f_a * R * m
         D_ign = (f_a - D_use) * m
         a_out = (beta_use * D_use).sum(1) - (beta_ign * D_ign).sum(1)
@@ -195,7 +204,7 @@ def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e
         mu = torch.einsum("bij,bijch->bjch", D_use, V) / denom[..., None, None]
         sq = (V - mu[:, None]) ** 2
         sig2 = torch.einsum("bij,bijch->bjch", D_use, sq) / denom[..., None, None] + eps
-    return a_out, mu, sig2, R
+    return a_out, mu, sig2, trace if return_trace else R
 
 
 # ---------------------------------------------------------------------------
@@ -245,9 +254,7 @@ def reference_dynamic(g, votes, n_iters=3, return_trace=False):
     (torch.Size([3, 2, 4]), torch.Size([15, 2]), 3)
     """
     u, batch = _dense_batch(g, votes, 1)  # (nb, I, J, D)
-    mask = dense_mask(g)
-    trace = [dense_dynamic_routing(u, mask, t)[1] for t in range(1, n_iters + 1)]
-    v, _ = dense_dynamic_routing(u, mask, n_iters)
+    v, trace = dense_dynamic_routing(u, dense_mask(g), n_iters, return_trace=True)
     return _result(g, batch, trace, return_trace, poses=v)
 
 
@@ -298,9 +305,7 @@ def reference_heinsen(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p
     V, batch = _dense_batch(g, votes, 2)  # (nb, I, J, C, H)
     a = _child_batch(a_in.to(votes.dtype))
     args = (V, a, _per_edge(g, beta_use, votes), _per_edge(g, beta_ign, votes), dense_mask(g))
-    kw = dict(eps=eps, p_model=p_model)
-    trace = [dense_heinsen_routing(*args, t, **kw)[3] for t in range(1, n_iters + 1)]
-    a_out, mu, sig2, _ = dense_heinsen_routing(*args, n_iters, **kw)
+    a_out, mu, sig2, trace = dense_heinsen_routing(*args, n_iters, eps=eps, p_model=p_model, return_trace=True)
     return _result(g, batch, trace, return_trace, poses=mu, activations=a_out, sigma2=sig2)
 
 
