@@ -107,7 +107,8 @@ def test_gradcheck_trace_inverse_temperatures_and_batch_dims(n_iters, path):
 
 
 def test_routing_contract_with_large_inverse_temperatures(path):
-    check_routing_contract("em", inverse_temperatures=LAMBDAS)
+    # (their gradients on both paths: test_gradcheck_trace_inverse_temperatures_and_batch_dims)
+    check_routing_contract("em", inverse_temperatures=LAMBDAS, gradcheck=False)
 
 
 def test_a_child_with_zero_activation_does_not_move_any_parent(path):
