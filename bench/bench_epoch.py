@@ -311,7 +311,7 @@ def measure(trainers, rounds, steps, eval_batches, warmup, log=print):
             + ", ".join(f"{k} {v[-1] * 1e3:.0f}" for k, v in step_s.items()), flush=True)
     med = statistics.median
     return ({k: med(v) for k, v in step_s.items()}, {k: med(v) for k, v in eval_s.items()},
-            {k: {p: med(ph.get(p, 0.0) for ph in v) for p in v[0]} for k, v in phases.items()}, med(rates))
+            {k: {p: med(ph.get(p, 0.0) for ph in v) for p in v[0]} for k, v in phases.items()}, med(rates), step_s)
 
 
 def _set_threads(n):
@@ -367,8 +367,10 @@ def run(quick=False, threads=None, steps=None, models=None, compare=None, rounds
     log(f"  {threads} thread(s), freed memory reused: {reuse}; steps {steps} x rounds {rounds}; "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     labelled = {f"{n}@{t}" if t != "this tree" else n: tr for (n, t), tr in trainers.items()}
-    step_s, eval_s, phase_s, rate = measure(labelled, rounds, steps, 1 if quick else eval_batches, 1 if quick else 2,
+    step_s, eval_s, phase_s, rate, per_round = measure(labelled, rounds, steps, 1 if quick else eval_batches, 1 if quick else 2,
                                             log)
+    if details is not None:
+        details["phases"] = {k: {p: v * 1e3 for p, v in ph.items()} for k, ph in phase_s.items()}
     flops = {name: work(trainers[(name, "this tree")]) for name in configs if (name, "this tree") in trainers}
     rows = []
     for (name, tag), trainer in trainers.items():
@@ -382,7 +384,9 @@ def run(quick=False, threads=None, steps=None, models=None, compare=None, rounds
                "GFLOP/s": gflop / epoch if gflop else None, "matmul GFLOP/s": rate,
                "x matmul": gflop / epoch / rate if gflop else None}
         if compare:
-            row["time x this tree"] = step_s[label] / step_s[name] if name in step_s else None
+            mine = per_round.get(name)  # the ratio of every round, then the median: the load moves both alike
+            row["time x this tree"] = (statistics.median(a / b for a, b in zip(per_round[label], mine))
+                                       if mine else None)
         rows.append(row)
     for name in missing:
         rows.append({"model": name, "tree": "this tree", "step ms": "not available"})
@@ -391,7 +395,8 @@ def run(quick=False, threads=None, steps=None, models=None, compare=None, rounds
             label = f"{name}@{tag}" if tag != "this tree" else name
             ms, wall = profile_steps(trainer, profile)
             if details is not None:
-                details[label] = dict(ms, **{"profiled step ms": wall, "step ms": step_s[label] * 1e3})
+                details.setdefault("profile", {})[label] = dict(
+                    ms, **{"profiled step ms": wall, "step ms": step_s[label] * 1e3})
             row = next(r for r in rows if r["model"] == name and r["tree"] == tag)
             total = sum(ms.values()) - ms["outside aten"]
             for group, keys in (("conv %", ("conv fwd", "conv bwd")), ("routing %", ("routing fwd", "routing bwd")),
@@ -430,11 +435,14 @@ def main(argv=None):
                details=details)
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     _print_table(rows)
-    if details:
+    print("\nms per step by phase (wall clock around each phase, no profiler; medians over the rounds):")
+    _print_table([dict(model=m, **v) for m, v in details["phases"].items()])
+    if details.get("profile"):
         print("\nms per profiled step (torch.profiler; see the module docstring):")
-        keys = ["profiled step ms", "step ms"] + [k for k in next(iter(details.values())) if k not in
+        profile = details["profile"]
+        keys = ["profiled step ms", "step ms"] + [k for k in next(iter(profile.values())) if k not in
                                                   ("profiled step ms", "step ms")]
-        _print_table([dict(model=m, **v) for m, v in details.items()], ["model"] + keys)
+        _print_table([dict(model=m, **v) for m, v in profile.items()], ["model"] + keys)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from torch import nn
 
 from .._checks import check_positive_int
+from ..nn.conv import ImageConv2d
 from ._common import check_images
 from .capsnet import PRESETS as CAPSNET_PRESETS
 from .registry import get_model, n_parameters, register_model
@@ -57,7 +58,7 @@ class BaselineCNN(nn.Module):
         f1, f2 = (max(1, round(f * width)) for f in self.PAPER_FC)
         side = image_size // 2 // 2
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            ImageConv2d(in_channels, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(c2, c3, 5, padding=2), nn.ReLU(inplace=True),
         )

@@ -1,7 +1,8 @@
 """Capsule layers, one per file."""
+from .conv import ImageConv2d
 from .dynamic import DynamicCaps
 from .em import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from .heinsen import HeinsenRouting
 from .primary import PrimaryCaps
 
-__all__ = ["ClassCaps", "ConvCaps", "DynamicCaps", "HeinsenRouting", "PrimaryCaps", "PrimaryMatrixCaps"]
+__all__ = ["ClassCaps", "ConvCaps", "DynamicCaps", "HeinsenRouting", "ImageConv2d", "PrimaryCaps", "PrimaryMatrixCaps"]
