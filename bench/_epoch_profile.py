@@ -79,24 +79,38 @@ class RoutingProbe:
         def wrapped(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            g, votes = bound.arguments["g"], bound.arguments["votes"]
-            if votes.dim() < 2:
-                batch = 1
-            else:
-                batch = math.prod(votes.shape[1:-1])
-            n_iters = bound.arguments.get("n_iters", 1)
-            self.calls.append((family, int(votes.shape[0]), int(g.num_dst_nodes()), batch, int(votes.shape[-1]),
-                               int(n_iters)))
+            g, n_iters = bound.arguments["g"], int(bound.arguments.get("n_iters", 1))
+            if "table" in bound.arguments:  # votes as a table (B, J, I, D)
+                table = bound.arguments["table"]
+                size = (table.shape[1] * table.shape[2], math.prod(table.shape[:1]), table.shape[-1])
+            else:  # votes in edge order (|E|, *, D)
+                votes = bound.arguments["votes"]
+                size = (votes.shape[0], math.prod(votes.shape[1:-1]), votes.shape[-1])
+            n_edges, batch, dim = (int(v) for v in size)
+            self.calls.append((family, n_edges, int(g.num_dst_nodes()), batch, dim, n_iters))
             with record_function("routing"):
                 return fn(*args, **kwargs)
 
         return wrapped
 
-    def __enter__(self):
+    def _functions(self):
+        """``(family, function)`` for every registered routing function and every public function of
+        its module that takes a graph ``g`` and votes (``votes`` or a ``table``)."""
         registry = sys.modules[f"{self.package.__name__}.routing"]
-        prefix = f"{self.package.__name__}."
         for family in registry.list_routings():
             fn = registry.get_routing(family).fn
+            yield family, fn
+            module = sys.modules[fn.__module__]
+            for name in getattr(module, "__all__", ()):
+                other = getattr(module, name)
+                if other is not fn and callable(other) and not isinstance(other, type):
+                    params = inspect.signature(other).parameters
+                    if "g" in params and ("votes" in params or "table" in params):
+                        yield family, other
+
+    def __enter__(self):
+        prefix = f"{self.package.__name__}."
+        for family, fn in list(self._functions()):
             wrapped = self._wrap(family, fn)
             for name, module in list(sys.modules.items()):
                 if not name.startswith(prefix) or ".routing" in name or module is None:

@@ -22,10 +22,13 @@ holds all but ``backward``), then the running loss and accuracy (``bookkeeping``
 the bundled mnist5k digits (real MNIST, 28x28), cycled.
 
 Timing: every round times ``--steps`` steps of every model (after warm-up steps), the forward
-pass over ``--eval-batches`` batches of 256 validation/test digits (eval mode, no gradients, as
+pass over 4 batches of 256 validation/test digits (1 in quick mode; eval mode, no gradients, as
 ``evaluate``), and one float32 4096 x 4096 @ 4096 x 4096 ``torch.mm``; the rounds alternate the
 models and the matmul, and every figure is the median over the rounds. An epoch is
 ``ceil(55000 / batch)`` steps plus the forward pass over 15,000 digits (validation and test).
+"step CPU ms" is the process CPU time of a step (all threads): on a loaded machine it moves less
+than the wall clock, which counts the time other processes hold the cores. With ``--compare``,
+"time x this tree" and "CPU x this tree" are the medians of the per-round ratios.
 
 Work: :class:`torch.utils.flop_counter.FlopCounterMode` over one training step (forward, loss and
 backward) and one evaluation batch, scaled to the epoch ("GFLOP/epoch"). It counts matrix
@@ -292,6 +295,7 @@ def measure(trainers, rounds, steps, eval_batches, warmup, log=print):
             t.step(_Clock())
         t.evaluate(1)
     step_s = {k: [] for k in trainers}
+    cpu_s = {k: [] for k in trainers}
     eval_s = {k: [] for k in trainers}
     phases = {k: [] for k in trainers}
     rates = []
@@ -299,10 +303,11 @@ def measure(trainers, rounds, steps, eval_batches, warmup, log=print):
         rates.append(matmul_rate())
         for label, t in trainers.items():
             clock = _Clock()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 t.step(clock)
             step_s[label].append((time.perf_counter() - t0) / steps)
+            cpu_s[label].append((time.process_time() - c0) / steps)
             phases[label].append({k: v / steps for k, v in clock.seconds.items()})
             t0 = time.perf_counter()
             t.evaluate(eval_batches)
@@ -311,7 +316,8 @@ def measure(trainers, rounds, steps, eval_batches, warmup, log=print):
             + ", ".join(f"{k} {v[-1] * 1e3:.0f}" for k, v in step_s.items()), flush=True)
     med = statistics.median
     return ({k: med(v) for k, v in step_s.items()}, {k: med(v) for k, v in eval_s.items()},
-            {k: {p: med(ph.get(p, 0.0) for ph in v) for p in v[0]} for k, v in phases.items()}, med(rates), step_s)
+            {k: {p: med(ph.get(p, 0.0) for ph in v) for p in v[0]} for k, v in phases.items()}, med(rates),
+            dict(wall=step_s, cpu=cpu_s))
 
 
 def _set_threads(n):
@@ -367,8 +373,7 @@ def run(quick=False, threads=None, steps=None, models=None, compare=None, rounds
     log(f"  {threads} thread(s), freed memory reused: {reuse}; steps {steps} x rounds {rounds}; "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     labelled = {f"{n}@{t}" if t != "this tree" else n: tr for (n, t), tr in trainers.items()}
-    step_s, eval_s, phase_s, rate, per_round = measure(labelled, rounds, steps, 1 if quick else eval_batches, 1 if quick else 2,
-                                            log)
+    step_s, eval_s, phase_s, rate, per_round = measure(labelled, rounds, steps, eval_batches, 1 if quick else 2, log)
     if details is not None:
         details["phases"] = {k: {p: v * 1e3 for p, v in ph.items()} for k, ph in phase_s.items()}
     flops = {name: work(trainers[(name, "this tree")]) for name in configs if (name, "this tree") in trainers}
@@ -383,10 +388,11 @@ def run(quick=False, threads=None, steps=None, models=None, compare=None, rounds
                "GFLOP/epoch": gflop, "routing GFLOP": routing if routing is not None else "n/a",
                "GFLOP/s": gflop / epoch if gflop else None, "matmul GFLOP/s": rate,
                "x matmul": gflop / epoch / rate if gflop else None}
-        if compare:
-            mine = per_round.get(name)  # the ratio of every round, then the median: the load moves both alike
-            row["time x this tree"] = (statistics.median(a / b for a, b in zip(per_round[label], mine))
-                                       if mine else None)
+        row["step CPU ms"] = statistics.median(per_round["cpu"][label]) * 1e3
+        if compare:  # the ratio of every round, then the median: the load moves both alike
+            for clock, key in (("wall", "time x this tree"), ("cpu", "CPU x this tree")):
+                mine = per_round[clock].get(name)
+                row[key] = statistics.median(a / b for a, b in zip(per_round[clock][label], mine)) if mine else None
         rows.append(row)
     for name in missing:
         rows.append({"model": name, "tree": "this tree", "step ms": "not available"})

@@ -5,7 +5,7 @@ from torch import nn
 
 from .._checks import check_float_tensor, check_n_iters, check_positive_int
 from ..graph import capsule_graph
-from ..routing import dynamic_routing
+from ..routing.dynamic import dynamic_routing_table
 
 __all__ = ["DynamicCaps"]
 
@@ -14,10 +14,12 @@ class DynamicCaps(nn.Module):
     r"""Fully connected capsule layer with dynamic routing (Sabour et al. 2017, "DigitCaps").
 
     Every child ``i`` votes for every parent ``j`` with its own transformation
-    matrix: :math:`\hat u_{j|i} = W_{ij} u_i`. The votes are computed straight
-    into the edge layout of :func:`~dgl_capsules.capsule_graph` and routed by
-    :func:`~dgl_capsules.routing.dynamic_routing`, the mini-batch in the
-    feature dimensions.
+    matrix: :math:`\hat u_{j|i} = W_{ij} u_i`. The votes come out of one
+    batched product per child (:meth:`vote_table`) and are routed on the
+    complete graph :func:`~dgl_capsules.capsule_graph` by
+    :func:`~dgl_capsules.routing.dynamic.dynamic_routing_table` (the result of
+    :func:`~dgl_capsules.routing.dynamic_routing` for the votes in the graph's
+    edge order, :meth:`votes`), the mini-batch in the feature dimensions.
 
     Parameters
     ----------
@@ -80,6 +82,18 @@ class DynamicCaps(nn.Module):
         w = self.weight[src, dst]  # (E, in_dim, out_dim)
         return torch.bmm(u, w)  # (E, B, out_dim)
 
+    def vote_table(self, x):
+        """Votes :math:`W_{ij} u_i` of every sample, parent and child: ``(B, out_caps, in_caps, out_dim)``.
+
+        One batched product per child (``(B, in_dim) @ (in_dim, out_caps * out_dim)``); the result is a
+        permuted view of its ``(in_caps, B, out_caps, out_dim)`` output, the layout
+        :func:`~dgl_capsules.routing.dynamic.dynamic_routing_table` takes.
+        """
+        n_in, n_out, d_in, d_out = self.weight.shape
+        w = self.weight.transpose(1, 2).reshape(n_in, d_in, n_out * d_out)  # (I, in_dim, J * D)
+        table = torch.bmm(x.transpose(0, 1), w)  # (I, B, J * D)
+        return table.view(n_in, x.shape[0], n_out, d_out).permute(1, 2, 0, 3)  # (B, J, I, D)
+
     def forward(self, x, return_routing=False, return_trace=False):
         """Route a batch of child capsules.
 
@@ -124,7 +138,7 @@ class DynamicCaps(nn.Module):
         if x.dim() != 3 or x.shape[1:] != (self.in_caps, self.in_dim):
             raise ValueError(f"x must have shape {layout}; got {tuple(x.shape)}")
         g = self.graph(device=x.device)
-        r = dynamic_routing(g, self.votes(g, x), self.n_iters, return_trace=return_trace)
+        r = dynamic_routing_table(g, self.vote_table(x), self.n_iters, return_trace=return_trace)
         v = r.poses.transpose(0, 1)  # (B, out_caps, out_dim)
         return (v, r) if return_routing or return_trace else v
 
