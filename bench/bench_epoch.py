@@ -28,13 +28,16 @@ models and the matmul, and every figure is the median over the rounds. An epoch 
 ``ceil(55000 / batch)`` steps plus the forward pass over 15,000 digits (validation and test).
 "step CPU ms" is the process CPU time of a step (all threads): on a loaded machine it moves less
 than the wall clock, which counts the time other processes hold the cores. With ``--compare``,
-"time x this tree" and "CPU x this tree" are the medians of the per-round ratios.
+"time x this tree" and "CPU x this tree" are the medians of the per-round ratios. "x matmul (CPU)" is
+the same ratio with CPU time on both sides (the evaluation's CPU time taken at the step's share).
 
 Work: :class:`torch.utils.flop_counter.FlopCounterMode` over one training step (forward, loss and
 backward) and one evaluation batch, scaled to the epoch ("GFLOP/epoch"). It counts matrix
 products and convolutions (and their backward) wherever they run, the routing's batched products
 included; not elementwise work, reductions, copies, the optimiser or DGL's sparse kernels (see
-``_epoch_profile.py``). "routing GFLOP" is the routing's own arithmetic counted from its
+``_epoch_profile.py``); each tree is counted on its own. It counts what runs: MatrixCapsNet's
+convolutional-capsule votes, computed as block-diagonal products, count 4x the arithmetic of their
+4x4 products (the zeros too). "routing GFLOP" is the routing's own arithmetic counted from its
 equations (dynamic and EM routing; backward counted as twice the forward), shown beside, not
 added. "x matmul" = (GFLOP/epoch / epoch seconds) / the matmul's GFLOP/s, same threads, same run.
 
@@ -45,7 +48,7 @@ profiled step (the profiler slows steps; the last column says by how much).
 
 ``--compare REV`` also runs every model with the package as it is at git revision ``REV``
 (exported with ``git archive`` and imported under another name, so both run in this process,
-alternating), with the same FLOP count, and adds the time ratio to this tree.
+alternating), and adds the time ratios to this tree.
 
 Run ``python bench/bench_epoch.py [--threads N] [--steps N] [--models capsnet ...] [--quick]
 [--compare REV]``; ``run(quick)`` returns the rows for ``bench/run_all.py``.
@@ -237,13 +240,15 @@ def _profile_clock(phase):
 
 
 def matmul_rate(n=4096):
-    """GFLOP/s of one float32 ``n x n @ n x n`` torch.mm (after the inputs exist)."""
+    """GFLOP/s of one float32 ``n x n @ n x n`` torch.mm (after the inputs exist), by wall clock and by
+    process CPU time."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     out = torch.empty(n, n)
     torch.mm(a[:256], b, out=out[:256])  # first touch of the output and library warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     torch.mm(a, b, out=out)
-    return 2 * n ** 3 / (time.perf_counter() - t0) / 1e9
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return 2 * n ** 3 / wall / 1e9, 2 * n ** 3 / cpu / 1e9
 
 
 def _mnist():
@@ -312,11 +317,12 @@ def measure(trainers, rounds, steps, eval_batches, warmup, log=print):
             t0 = time.perf_counter()
             t.evaluate(eval_batches)
             eval_s[label].append((time.perf_counter() - t0) / (eval_batches * EVAL_BATCH))
-        log(f"  round {r + 1}/{rounds}: matmul {rates[-1]:.1f} GFLOP/s; step ms "
+        log(f"  round {r + 1}/{rounds}: matmul {rates[-1][0]:.1f} GFLOP/s; step ms "
             + ", ".join(f"{k} {v[-1] * 1e3:.0f}" for k, v in step_s.items()), flush=True)
     med = statistics.median
     return ({k: med(v) for k, v in step_s.items()}, {k: med(v) for k, v in eval_s.items()},
-            {k: {p: med(ph.get(p, 0.0) for ph in v) for p in v[0]} for k, v in phases.items()}, med(rates),
+            {k: {p: med(ph.get(p, 0.0) for ph in v) for p in v[0]} for k, v in phases.items()},
+            (med(r[0] for r in rates), med(r[1] for r in rates)),
             dict(wall=step_s, cpu=cpu_s))
 
 
@@ -357,7 +363,7 @@ def run(quick=False, threads=None, steps=None, models=None, compare=None, rounds
         trees.append((pkg, sha))
     images, labels, eval_images = _mnist()
     wanted = list(models or MODELS)
-    trainers, configs, missing = {}, {}, []
+    trainers, missing = {}, []
     for pkg, tag in trees:
         have = recipes(pkg)
         for name in wanted:
@@ -365,7 +371,6 @@ def run(quick=False, threads=None, steps=None, models=None, compare=None, rounds
                 if pkg is dgl_capsules:
                     missing.append(name)
                 continue
-            configs[name] = have[name] if pkg is dgl_capsules else configs.get(name, have[name])
             trainers[(name, tag)] = Trainer(pkg, have[name], images, labels, eval_images)
     for name in missing:
         log(f"  {name}: not available (no model {EFFICIENT!r} registered in dgl_capsules.models)"
@@ -376,19 +381,22 @@ def run(quick=False, threads=None, steps=None, models=None, compare=None, rounds
     step_s, eval_s, phase_s, rate, per_round = measure(labelled, rounds, steps, eval_batches, 1 if quick else 2, log)
     if details is not None:
         details["phases"] = {k: {p: v * 1e3 for p, v in ph.items()} for k, ph in phase_s.items()}
-    flops = {name: work(trainers[(name, "this tree")]) for name in configs if (name, "this tree") in trainers}
+    flops = {key: work(trainer) for key, trainer in trainers.items()}
     rows = []
     for (name, tag), trainer in trainers.items():
         label = f"{name}@{tag}" if tag != "this tree" else name
         n_steps = math.ceil(TRAIN_DIGITS / trainer.config.batch_size)
         epoch = n_steps * step_s[label] + EVAL_DIGITS * eval_s[label]
-        gflop, routing = flops.get(name, (None, None))
+        gflop, routing = flops[(name, tag)]
         row = {"model": name, "tree": tag, "batch": trainer.config.batch_size, "step ms": step_s[label] * 1e3,
                "eval ms/256": eval_s[label] * EVAL_BATCH * 1e3, "epoch s": epoch,
                "GFLOP/epoch": gflop, "routing GFLOP": routing if routing is not None else "n/a",
-               "GFLOP/s": gflop / epoch if gflop else None, "matmul GFLOP/s": rate,
-               "x matmul": gflop / epoch / rate if gflop else None}
-        row["step CPU ms"] = statistics.median(per_round["cpu"][label]) * 1e3
+               "GFLOP/s": gflop / epoch if gflop else None, "matmul GFLOP/s": rate[0],
+               "x matmul": gflop / epoch / rate[0] if gflop else None}
+        cpu = statistics.median(per_round["cpu"][label])
+        row["step CPU ms"] = cpu * 1e3
+        cpu_epoch = n_steps * cpu + EVAL_DIGITS * eval_s[label] * cpu / step_s[label]  # evaluation at the step's CPU share
+        row["x matmul (CPU)"] = gflop / cpu_epoch / rate[1] if gflop else None
         if compare:  # the ratio of every round, then the median: the load moves both alike
             for clock, key in (("wall", "time x this tree"), ("cpu", "CPU x this tree")):
                 mine = per_round[clock].get(name)
