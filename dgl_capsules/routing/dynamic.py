@@ -45,8 +45,10 @@ def dynamic_routing(g, votes, n_iters=3, return_trace=False):
     On a complete bipartite graph (every child votes once for every parent,
     as in :func:`~dgl_capsules.capsule_graph`, in any edge order) the same
     equations run as batched matrix products over a block of samples at a
-    time, with a hand-written backward pass that recomputes the iterations
-    instead of storing them; every other graph routes by message passing.
+    time (:func:`dynamic_routing_table`), with a hand-written backward pass
+    that keeps every iteration's couplings (``(|E|, *)`` each, a 1/D of the
+    votes) instead of autograd's graph of the iterations; every other graph
+    routes by message passing.
     Tests check that both give the same poses, couplings and gradients.
 
     Parameters
