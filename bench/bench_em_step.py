@@ -32,7 +32,11 @@ Variants, each the same network with the same weights (seed 0):
 - ``dense``: this tree's network with its routed layers replaced by EM routed
   patch by patch (``bench/_em_dense.py``: unfold the receptive fields, route
   each on its own, no normalisation over overlapping fields), the way public
-  PyTorch implementations do it; what a user would run instead.
+  PyTorch implementations do it; what a user would run instead;
+- ``dense-reuse``: ``dense`` with freed memory kept for reuse, so that each of
+  ``after`` / ``after-reuse`` has a dense step under the same allocator setting:
+  "x dense (same allocator)" is ``after / dense`` and ``after-reuse / dense-reuse``
+  (of the fwd+bwd wall clock, and of the CPU time in "CPU x dense").
 
 "fwd" is the forward pass and the spread loss with autograd recording;
 "fwd+bwd" adds the backward pass (no optimiser step, so every repeat sees the
@@ -45,7 +49,8 @@ peak resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of that
 fresh subprocess during its first fwd+bwd step, over the resident set before
 it (network, batch and imports already there).
 
-Run ``python bench/bench_em_step.py [--quick] [--threads 2] [--before REV] [--after ROOT] [--others]``;
+Run ``python bench/bench_em_step.py [--quick] [--threads 2] [--before REV] [--after ROOT] [--others]
+[--variants after after-reuse dense dense-reuse]``;
 ``run(quick)`` returns the rows for ``bench/run_all.py``.
 """
 import argparse
@@ -69,7 +74,9 @@ NETS = {
     "small": None,  # the preset
 }
 OTHERS = {"capsnet-small": ("capsnet", 64), "heinsen-small": ("heinsen", 32)}  # model, batch
-VARIANTS = ("before", "after-4k", "after", "after-reuse", "after-4k-reuse", "dense")
+VARIANTS = ("before", "after-4k", "after", "after-reuse", "after-4k-reuse", "dense", "dense-reuse")
+# Each variant's dense step under the same allocator setting.
+SAME_ALLOCATOR = {"after": "dense", "after-reuse": "dense-reuse", "dense": "dense", "dense-reuse": "dense-reuse"}
 
 
 def before_tree(rev=BEFORE):
@@ -91,10 +98,8 @@ def _worker(net_name, variant, threads, repeats):
     torch.set_num_threads(threads)
     from dgl_capsules.models.matrix import MatrixCapsNet
 
-    if variant in ("after-reuse", "after-4k-reuse"):
-        from dgl_capsules.train import reuse_freed_memory
-
-        if not reuse_freed_memory():
+    if variant.endswith("-reuse"):
+        if not _reuse_freed_memory():
             raise RuntimeError("after-reuse needs glibc (reuse_freed_memory returned False)")
 
     torch.manual_seed(0)
@@ -107,7 +112,7 @@ def _worker(net_name, variant, threads, repeats):
     else:
         settings = NETS[net_name]
         net = MatrixCapsNet.from_preset("small") if settings is None else MatrixCapsNet(**settings)
-    if variant == "dense":
+    if variant.startswith("dense"):
         sys.path.insert(0, HERE)
         from _em_dense import make_dense
 
@@ -142,6 +147,20 @@ def _worker(net_name, variant, threads, repeats):
             "peak_mb": peak_mb, "loss": loss}
 
 
+def _reuse_freed_memory():
+    """``reuse_freed_memory()`` of whichever module of the package holds it."""
+    import importlib
+
+    for module in ("dgl_capsules.train", "dgl_capsules.runtime", "dgl_capsules._runtime"):
+        try:
+            fn = getattr(importlib.import_module(module), "reuse_freed_memory", None)
+        except ImportError:
+            continue
+        if fn is not None:
+            return fn()
+    raise RuntimeError("no reuse_freed_memory in dgl_capsules")
+
+
 def _spawn(net_name, variant, threads, repeats, rev, after=None):
     root = before_tree(rev) if variant == "before" else (after or ROOT)
     env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS=str(threads))
@@ -156,27 +175,30 @@ def _spawn(net_name, variant, threads, repeats, rev, after=None):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _variants(net_name):
+def _variants(net_name, only=None):
     """All variants for the EM networks; for the others (their routing code never changed, and
-    ``before`` predates some of them) the page-size and memory-reuse variants of this tree."""
-    return VARIANTS if net_name in NETS else ("after-4k", "after", "after-reuse", "after-4k-reuse")
+    ``before`` predates some of them) the page-size and memory-reuse variants of this tree; ``only``
+    keeps those it names."""
+    every = VARIANTS if net_name in NETS else ("after-4k", "after", "after-reuse", "after-4k-reuse")
+    return tuple(v for v in every if only is None or v in only)
 
 
-def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None, others=False):
-    """One row per (network, variant); ratios are before / after and dense / after.
+def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None, others=False, variants=None):
+    """One row per (network, variant); ratios are before / after and dense / after, and every
+    variant's step over the dense step under the same allocator setting (:data:`SAME_ALLOCATOR`).
 
     ``after`` is the root of the tree whose ``dgl_capsules`` is "after" (default: this one); ``others``
-    measures the networks of :data:`OTHERS` instead of the EM ones."""
+    measures the networks of :data:`OTHERS` instead of the EM ones; ``variants`` measures only those."""
     rounds = rounds or (1 if quick else 2)
     repeats = 2 if quick else 4
     nets = OTHERS if others else NETS
     best = {}
     for _ in range(rounds):
         for net_name in nets:
-            for variant in _variants(net_name):
+            for variant in _variants(net_name, variants):
                 r = _spawn(net_name, variant, threads, repeats, rev, after)
                 if log:
-                    log(f"  {net_name:14s} {variant:7s} fwd {r['fwd_s']:.3f} s  fwd+bwd {r['fwd_bwd_s']:.3f} s  "
+                    log(f"  {net_name:14s} {variant:11s} fwd {r['fwd_s']:.3f} s  fwd+bwd {r['fwd_bwd_s']:.3f} s  "
                         f"(CPU {r['fwd_cpu_s']:.3f} / {r['fwd_bwd_cpu_s']:.3f} s)  "
                         f"peak +{r['peak_mb']:.0f} MB  loss {r['loss']:.4f}", flush=True)
                 key = (net_name, variant)
@@ -187,22 +209,29 @@ def run(quick=False, threads=2, rev=BEFORE, rounds=None, log=None, after=None, o
                         best[key][k] = min(best[key][k], r[k])
     rows = []
     for net_name in nets:
-        after = best[(net_name, "after")]
+        after = best.get((net_name, "after"))
+        before = best.get((net_name, "before"))
         # Same network, same weights, same batch: before and after must give the same loss.
-        if net_name in NETS and abs(best[(net_name, "before")]["loss"] - after["loss"]) > 1e-4 * max(1.0, abs(after["loss"])):
-            raise RuntimeError(f"{net_name}: the loss before ({best[(net_name, 'before')]['loss']}) and "
-                               f"after ({after['loss']}) differ")
-        for variant in _variants(net_name):
+        if after and before and abs(before["loss"] - after["loss"]) > 1e-4 * max(1.0, abs(after["loss"])):
+            raise RuntimeError(f"{net_name}: the loss before ({before['loss']}) and after ({after['loss']}) differ")
+        for variant in _variants(net_name, variants):
             r = best[(net_name, variant)]
-            rows.append({
+            row = {
                 "network": net_name, "variant": variant if variant != "before" else f"before ({rev})",
                 "fwd s": r["fwd_s"], "fwd+bwd s": r["fwd_bwd_s"],
                 "fwd CPU s": r["fwd_cpu_s"], "fwd+bwd CPU s": r["fwd_bwd_cpu_s"], "peak MB": r["peak_mb"],
-                "fwd x after": r["fwd_s"] / after["fwd_s"],
-                "fwd+bwd x after": r["fwd_bwd_s"] / after["fwd_bwd_s"],
-                "f+b CPU x after": r["fwd_bwd_cpu_s"] / after["fwd_bwd_cpu_s"],
-                "peak x after": r["peak_mb"] / after["peak_mb"], "loss": r["loss"],
-            })
+            }
+            if after:
+                row.update({
+                    "fwd x after": r["fwd_s"] / after["fwd_s"],
+                    "fwd+bwd x after": r["fwd_bwd_s"] / after["fwd_bwd_s"],
+                    "f+b CPU x after": r["fwd_bwd_cpu_s"] / after["fwd_bwd_cpu_s"],
+                    "peak x after": r["peak_mb"] / after["peak_mb"]})
+            dense = best.get((net_name, SAME_ALLOCATOR.get(variant)))
+            row["x dense (same allocator)"] = r["fwd_bwd_s"] / dense["fwd_bwd_s"] if dense else ""
+            row["CPU x dense"] = r["fwd_bwd_cpu_s"] / dense["fwd_bwd_cpu_s"] if dense else ""
+            row["loss"] = r["loss"]
+            rows.append(row)
     return rows
 
 
@@ -214,6 +243,8 @@ def main(argv=None):
     p.add_argument("--after", default=None,
                    help="root of the tree imported for 'after' and 'dense' (default: this working tree)")
     p.add_argument("--rounds", type=int, default=None, help="rounds over all variants (default 2, quick 1)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None,
+                   help="measure only these (e.g. after after-reuse dense dense-reuse: the dense comparison)")
     p.add_argument("--others", action="store_true",
                    help="CapsNet and HeinsenImageNet small instead of the EM networks (default: off)")
     p.add_argument("--worker", nargs=2, metavar=("NET", "VARIANT"), help=argparse.SUPPRESS)
@@ -228,7 +259,8 @@ def main(argv=None):
     print(f"command: {cmd.strip()}")
     batch = ", ".join(f"{n} {b}" for n, (_, b) in OTHERS.items()) if args.others else BATCH
     print(f"load average at start: {load}; {args.threads} thread(s); batch {batch}; 28x28; float32")
-    rows = run(args.quick, args.threads, args.before, args.rounds, log=print, after=args.after, others=args.others)
+    rows = run(args.quick, args.threads, args.before, args.rounds, log=print, after=args.after, others=args.others,
+               variants=args.variants)
     with open("/proc/loadavg") as f:
         print(f"load average at end: {' '.join(f.read().split()[:3])}")
     keys = list(rows[0])

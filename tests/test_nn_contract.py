@@ -57,9 +57,10 @@ def test_every_layer_passes_the_contract(which):
     check_layer_contract(layer, make_input)
 
 
-def test_every_layer_of_nn_is_checked():
+def test_every_capsule_layer_of_nn_is_checked():
     checked = {type(LAYERS[k]()[0]).__name__ for k in LAYERS}
-    assert checked == set(dc.nn.__all__)
+    # ImageConv2d is an nn.Conv2d (its errors and dtypes are torch's): test_nn_conv.py checks it against nn.Conv2d
+    assert checked == set(dc.nn.__all__) - {"ImageConv2d"}
 
 
 def test_routed_layers_are_checked_on_their_graph_and_routing_result():

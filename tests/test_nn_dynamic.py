@@ -88,3 +88,15 @@ def test_votes_on_an_int32_graph_equal_int64():
     torch.testing.assert_close(layer.votes(g.int(), x), layer.votes(g, x), rtol=0, atol=0)
     a = dc.routing.dynamic_routing(g.int(), layer.votes(g.int(), x))
     torch.testing.assert_close(a.poses.transpose(0, 1), layer(x), rtol=0, atol=0)
+
+
+def test_vote_table_holds_the_votes_of_every_edge():
+    layer = DynamicCaps(in_caps=7, out_caps=3, in_dim=4, out_dim=5).double()
+    x = torch.randn(2, 7, 4, dtype=torch.float64)
+    g = layer.graph()
+    src, dst = g.edges()
+    table = layer.vote_table(x)  # (B, J, I, D)
+    assert table.shape == (2, 3, 7, 5)
+    torch.testing.assert_close(table[:, dst, src].transpose(0, 1), layer.votes(g, x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer(x), dc.routing.dynamic_routing(g, layer.votes(g, x)).poses.transpose(0, 1),
+                               rtol=1e-10, atol=1e-12)

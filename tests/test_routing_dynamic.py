@@ -187,6 +187,42 @@ def test_complete_fast_path_gradcheck_and_float32():
     torch.testing.assert_close(dynamic_routing(g, x).poses, _route_message_passing(g, x, 3, False).poses)
 
 
+@pytest.mark.parametrize("name", ["canonical", "parent_major", "shuffled"])
+def test_vote_table_routes_as_the_votes_in_edge_order(name):
+    from dgl_capsules.routing.dynamic import dynamic_routing_table
+
+    g, _ = complete_graphs()[name]
+    src, dst = g.edges()
+    table = torch.randn(3, 4, 7, 5, dtype=torch.float64)  # (B, J, I, D)
+    table = table.transpose(0, 2).contiguous().transpose(0, 2).requires_grad_(True)  # strided, as layers give it
+    votes = table[:, dst, src].transpose(0, 1)  # (E, B, D) in the edge order of g
+    fast = dynamic_routing_table(g, table, n_iters=3, return_trace=True)
+    slow = _route_message_passing(g, votes, 3, True)
+    torch.testing.assert_close(fast.poses, slow.poses, rtol=1e-10, atol=1e-12)
+    for a, b in zip(fast.trace, slow.trace):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    weight = torch.randn_like(slow.poses)
+    (grad_fast,) = torch.autograd.grad((fast.poses * weight).sum() + fast.trace[0].pow(2).sum(), table)
+    (grad_slow,) = torch.autograd.grad((slow.poses * weight).sum() + slow.trace[0].pow(2).sum(), table)
+    torch.testing.assert_close(grad_fast, grad_slow, rtol=1e-9, atol=1e-11)
+    empty = dynamic_routing_table(g, torch.zeros(0, 4, 7, 5))
+    assert empty.poses.shape == (4, 0, 5) and empty.coupling.shape == (g.num_edges(), 0)
+
+
+def test_vote_table_names_what_it_refuses():
+    from dgl_capsules.routing.dynamic import dynamic_routing_table
+
+    g = dc.capsule_graph(7, 4)
+    with pytest.raises(ValueError, match=r"table must have shape \(B, J, I, D\) = \(B, 4, 7, D\) with D >= 1; "
+                                         r"got \(2, 7, 4, 5\)"):
+        dynamic_routing_table(g, torch.randn(2, 7, 4, 5))
+    with pytest.raises(TypeError, match=r"table must be a floating-point tensor"):
+        dynamic_routing_table(g, torch.zeros(2, 4, 7, 5, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"g must be a complete capsule graph .*; got 50 children, 18 parents and "
+                                         r"324 edges"):
+        dynamic_routing_table(graphs()["conv"], torch.randn(2, 18, 25, 5))
+
+
 def test_only_complete_graphs_take_the_fast_path():
     from dgl_capsules.routing.dynamic import complete_pairs
 

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from .._checks import check_positive_int
+from ..nn.conv import ImageConv2d
 from ._common import check_images, decode_masked, make_decoder, reconstruction_error
 from .capsnet import PRESETS as CAPSNET_PRESETS
 from .efficient import PRESETS as EFFICIENT_PRESETS, keras_decoder_init, n_parameters_without_decoder
@@ -119,7 +120,7 @@ class BaselineCNN(nn.Module):
         self.fc = (f1, f2)
         side = image_size // 2 // 2
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            ImageConv2d(in_channels, c1, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(c2, c3, 5, padding=2), nn.ReLU(inplace=True),
         )

@@ -6,7 +6,7 @@ from torch import nn
 
 from ..functional import margin_loss
 from .._checks import check_positive_int
-from ..nn import DynamicCaps, PrimaryCaps
+from ..nn import DynamicCaps, ImageConv2d, PrimaryCaps
 from ._common import check_images, decode_masked, make_decoder, reconstruction_error
 from .registry import RoutedLayer, get_model, register_model
 
@@ -126,7 +126,7 @@ class CapsNet(nn.Module):
                 f"{conv_out}x{conv_out}, less than primary_kernel={primary_kernel}"
             )
 
-        self.conv = nn.Conv2d(in_channels, conv_channels, conv_kernel)
+        self.conv = ImageConv2d(in_channels, conv_channels, conv_kernel)
         self.primary = PrimaryCaps(conv_channels, primary_types, primary_dim, primary_kernel, primary_stride)
         ho, wo = self.primary.out_hw((conv_out, conv_out))
         self.n_primary = ho * wo * primary_types

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..functional import spread_loss, spread_margin
 from .._checks import check_positive_int
+from ..nn.conv import ImageConv2d
 from ..nn.em import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from ._common import check_images, decode_masked, make_decoder, reconstruction_error
 from .registry import RoutedLayer, get_model, register_model
@@ -134,7 +135,7 @@ class MatrixCapsNet(nn.Module):
         if image_size < smallest:
             raise ValueError(f"image_size must be at least {smallest} for MatrixCapsNet; got {image_size}")
         self.step_scale = float(step_scale)
-        self.conv = nn.Conv2d(in_channels, conv_channels, 5, stride=stem_stride)
+        self.conv = ImageConv2d(in_channels, conv_channels, 5, stride=stem_stride)
         self.primary = PrimaryMatrixCaps(conv_channels, primary_types, primary_kernel, primary_stride)
         opts = dict(n_iters=n_iters, inverse_temperatures=inverse_temperatures)
         self.caps1 = ConvCaps(primary_types, caps1_types, kernel=3, stride=2, **opts)

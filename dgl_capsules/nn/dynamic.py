@@ -1,5 +1,8 @@
 """Fully connected capsule layer routed by agreement."""
+import torch
+
 from .._checks import check_n_iters
+from ..routing.dynamic import dynamic_routing_table
 from .routed import RoutedCaps
 
 __all__ = ["DynamicCaps"]
@@ -9,11 +12,13 @@ class DynamicCaps(RoutedCaps):
     r"""Fully connected capsule layer with dynamic routing (Sabour et al. 2017, "DigitCaps").
 
     Every child ``i`` votes for every parent ``j`` with its own transformation
-    matrix: :math:`\hat u_{j|i} = W_{ij} u_i`. The votes are computed straight
-    into the edge layout of :func:`~dgl_capsules.capsule_graph` and routed by
-    :func:`~dgl_capsules.routing.dynamic_routing`, the mini-batch in the
-    feature dimensions. It is :class:`~dgl_capsules.nn.RoutedCaps` with
-    ``routing="dynamic"``.
+    matrix: :math:`\hat u_{j|i} = W_{ij} u_i`. It is
+    :class:`~dgl_capsules.nn.RoutedCaps` with ``routing="dynamic"``; the votes
+    come out of one batched product per child (:meth:`vote_table`) and are
+    routed on the complete graph :func:`~dgl_capsules.capsule_graph` by
+    :func:`~dgl_capsules.routing.dynamic.dynamic_routing_table` (the result of
+    :func:`~dgl_capsules.routing.dynamic_routing` for the votes in the graph's
+    edge order, :meth:`votes`), the mini-batch in the feature dimensions.
 
     Parameters
     ----------
@@ -45,6 +50,18 @@ class DynamicCaps(RoutedCaps):
         """Routing iterations."""
         return self.routing_kwargs["n_iters"]
 
+    def vote_table(self, x):
+        """Votes :math:`W_{ij} u_i` of every sample, parent and child: ``(B, out_caps, in_caps, out_dim)``.
+
+        One batched product per child (``(B, in_dim) @ (in_dim, out_caps * out_dim)``); the result is a
+        permuted view of its ``(in_caps, B, out_caps, out_dim)`` output, the layout
+        :func:`~dgl_capsules.routing.dynamic.dynamic_routing_table` takes.
+        """
+        n_in, n_out, d_in, d_out = self.weight.shape
+        w = self.weight.transpose(1, 2).reshape(n_in, d_in, n_out * d_out)  # (I, in_dim, J * D)
+        table = torch.bmm(x.transpose(0, 1), w)  # (I, B, J * D)
+        return table.view(n_in, x.shape[0], n_out, d_out).permute(1, 2, 0, 3)  # (B, J, I, D)
+
     def forward(self, x, return_routing=False, return_trace=False):
         """Route a batch of child capsules ``x`` ``(B, in_caps, in_dim)``; see :meth:`RoutedCaps.forward`.
 
@@ -54,7 +71,11 @@ class DynamicCaps(RoutedCaps):
             Parent capsules ``(B, out_caps, out_dim)`` and, with
             ``return_routing`` or ``return_trace``, the routing result.
         """
-        return super().forward(x, None, return_routing=return_routing, return_trace=return_trace)
+        x, _ = self._check(x, None)
+        g = self.graph(device=x.device)
+        r = dynamic_routing_table(g, self.vote_table(x), self.n_iters, return_trace=return_trace)
+        v = r.poses.transpose(0, 1)  # (B, out_caps, out_dim)
+        return (v, r) if return_routing or return_trace else v
 
     def extra_repr(self):
         return (

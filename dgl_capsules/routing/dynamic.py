@@ -3,12 +3,12 @@ import dgl.function as fn
 import torch
 from dgl.ops import edge_softmax
 
-from .._checks import check_edge_tensor, check_n_iters
+from .._checks import check_edge_tensor, check_float_tensor, check_n_iters
 from ..functional import _squash_parts, squash
 from ._common import RoutingResult, check_graph, empty_result
 from .registry import register_routing
 
-__all__ = ["dynamic_routing"]
+__all__ = ["dynamic_routing", "dynamic_routing_table"]
 
 # The complete-graph kernel routes about this many bytes of votes at a time:
 # a block stays in cache for all the iterations and few ops are launched
@@ -45,8 +45,10 @@ def dynamic_routing(g, votes, n_iters=3, return_trace=False):
     On a complete bipartite graph (every child votes once for every parent,
     as in :func:`~dgl_capsules.capsule_graph`, in any edge order) the same
     equations run as batched matrix products over a block of samples at a
-    time, with a hand-written backward pass that recomputes the iterations
-    instead of storing them; every other graph routes by message passing.
+    time (:func:`dynamic_routing_table`), with a hand-written backward pass
+    that keeps every iteration's couplings (``(|E|, *)`` each, a 1/D of the
+    votes) instead of autograd's graph of the iterations; every other graph
+    routes by message passing.
     Tests check that both give the same poses, couplings and gradients.
 
     Parameters
@@ -131,14 +133,32 @@ def _route_message_passing(g, votes, n_iters, return_trace):
 class CompletePairs:
     """Where each (parent j, child i) pair of a complete graph lives in its edge order.
 
-    ``order[j * I + i]`` is the id (int64) of the edge ``i -> j``.
+    ``order[j * I + i]`` is the id (int64) of the edge ``i -> j``; ``position[e]`` is the
+    pair index ``j * I + i`` of edge ``e`` (the inverse permutation).
     """
 
-    def __init__(self, n_src, n_dst, order):
+    def __init__(self, n_src, n_dst, order, position):
         self.n_src, self.n_dst = n_src, n_dst
-        self.order = order
-        # capsule_graph's own order, edge i * J + j: blocks are strided views
+        self.order, self.position = order, position
+        # capsule_graph's own order, edge i * J + j: the table is a strided view, no index needed
         self.canonical = bool((order.view(n_dst, n_src).t().reshape(-1) == torch.arange(len(order))).all())
+
+    def table(self, x):
+        """An edge tensor ``(|E|, B, *)`` as the table ``(B, J, I, *)`` (a view in the canonical order)."""
+        rest = tuple(range(3, x.dim() + 1))
+        if self.canonical:
+            return x.view((self.n_src, self.n_dst) + x.shape[1:]).permute(2, 1, 0, *rest)
+        by_pair = x.index_select(0, self.order)  # (J * I, B, *)
+        return by_pair.view((self.n_dst, self.n_src) + x.shape[1:]).permute(2, 0, 1, *rest)
+
+    def edges(self, t):
+        """The inverse of :meth:`table`: a table ``(B, J, I, *)`` as an edge tensor ``(|E|, B, *)``."""
+        rest = tuple(range(3, t.dim()))
+        shape = (self.n_src * self.n_dst, t.shape[0]) + t.shape[3:]
+        if self.canonical:
+            return t.permute(2, 1, 0, *rest).reshape(shape)
+        by_pair = t.permute(1, 2, 0, *rest).reshape(shape)  # (J * I, B, *)
+        return by_pair.index_select(0, self.position)
 
 
 def complete_pairs(g):
@@ -151,42 +171,87 @@ def complete_pairs(g):
     order = torch.full_like(position, -1).scatter_(0, position, torch.arange(n_edges, device=position.device))
     if bool((order < 0).any()):  # a repeated pair leaves another one out
         return None
-    return CompletePairs(n_src, n_dst, order)
+    return CompletePairs(n_src, n_dst, order, position)
+
+
+def dynamic_routing_table(g, table, n_iters=3, return_trace=False):
+    r""":func:`dynamic_routing` on a complete capsule graph with the votes given as a table.
+
+    The votes :math:`\hat u_{j|i}` of every sample, parent and child, laid
+    out ``(B, J, I, D)`` (any strides: a permuted view of how a layer
+    computes them is fine), instead of in the edge order of ``g``; the result
+    is the one :func:`dynamic_routing` gives for those votes in the edge
+    order of ``g`` (couplings and trace in that order). A layer whose votes
+    come out of one batched product per child (:class:`~dgl_capsules.nn.DynamicCaps`)
+    routes them without gathering them edge by edge.
+
+    Parameters
+    ----------
+    g : dgl.DGLGraph
+        A complete capsule graph (every child votes once for every parent, in
+        any edge order), such as :func:`~dgl_capsules.capsule_graph`.
+    table : torch.Tensor
+        ``(B, J, I, D)``: ``table[b, j, i]`` is the vote of child ``i`` for
+        parent ``j`` in sample ``b``; float32 or float64.
+    n_iters, return_trace
+        As :func:`dynamic_routing`.
+
+    Returns
+    -------
+    RoutingResult
+        ``poses`` ``(J, B, D)``, ``coupling`` ``(|E|, B)`` and the trace, as
+        :func:`dynamic_routing`.
+
+    Raises
+    ------
+    TypeError
+        If ``table`` is not a float32 / float64 tensor.
+    ValueError
+        If ``g`` is not complete, or ``table`` not ``(B, J, I, D)`` for its ``J`` parents and ``I`` children.
+
+    Examples
+    --------
+    >>> import torch, dgl_capsules as dc
+    >>> g = dc.capsule_graph(1152, 10)
+    >>> r = dynamic_routing_table(g, torch.randn(4, 10, 1152, 16))
+    >>> r.poses.shape, r.coupling.shape
+    (torch.Size([10, 4, 16]), torch.Size([11520, 4]))
+    """
+    check_graph(g, "dynamic_routing_table")
+    n_iters = check_n_iters(n_iters)
+    pairs = complete_pairs(g)
+    if pairs is None:
+        raise ValueError(f"g must be a complete capsule graph (every child votes once for every parent, as "
+                         f"capsule_graph(n_in, n_out) builds); got {g.num_src_nodes()} children, "
+                         f"{g.num_dst_nodes()} parents and {g.num_edges()} edges")
+    layout = f"(B, J, I, D) = (B, {pairs.n_dst}, {pairs.n_src}, D)"
+    table = check_float_tensor("table", table, layout)
+    if table.dim() != 4 or table.shape[1:3] != (pairs.n_dst, pairs.n_src) or table.shape[-1] == 0:
+        raise ValueError(f"table must have shape {layout} with D >= 1; got {tuple(table.shape)}")
+    if table.numel() == 0:  # a batch of no samples
+        return dynamic_routing(g, pairs.edges(table), n_iters, return_trace)
+    return _route_table(pairs, table, n_iters, return_trace, table.shape[:1])
 
 
 def _route_complete(pairs, votes, n_iters, return_trace):
     batch_shape, d = votes.shape[1:-1], votes.shape[-1]
     flat = votes.reshape(votes.shape[0], -1, d)  # (E, B, D)
+    return _route_table(pairs, pairs.table(flat), n_iters, return_trace, batch_shape)
+
+
+def _route_table(pairs, table, n_iters, return_trace, batch_shape):
+    """Route the table ``(B, J, I, D)``; outputs in the edge order of ``pairs`` with the batch dims ``batch_shape``."""
     n_out = n_iters if return_trace else 1
-    poses, *couplings = _CompleteRouting.apply(flat, pairs, n_iters, n_out)
-    poses = poses.reshape((pairs.n_dst,) + batch_shape + (d,))  # (N_dst, *, D)
-    couplings = [c.reshape((-1,) + batch_shape) for c in couplings]  # (E, *) each
+    poses, *couplings = _CompleteRouting.apply(table, n_iters, n_out)  # (B, J, D), (B, J, I) each
+    poses = poses.transpose(0, 1).reshape((pairs.n_dst,) + tuple(batch_shape) + poses.shape[-1:])  # (N_dst, *, D)
+    couplings = [pairs.edges(c).reshape((-1,) + tuple(batch_shape)) for c in couplings]  # (E, *) each
     return RoutingResult(poses=poses, coupling=couplings[-1], trace=couplings if return_trace else None)
 
 
-def _block_size(pairs, flat):
-    per_sample = pairs.n_src * pairs.n_dst * flat.shape[-1] * flat.element_size()
-    return max(1, min(flat.shape[1], _BLOCK_BYTES // per_sample))
-
-
-def _gather_block(x, pairs, b0, b1):
-    """Samples ``b0:b1`` of an edge tensor ``(E, B, *)`` as a contiguous block ``(nb, J, I, *)``."""
-    nb, rest = b1 - b0, x.shape[2:]
-    if pairs.canonical:  # edge i * J + j: a strided view, no index needed
-        block = x.view((pairs.n_src, pairs.n_dst) + x.shape[1:])[:, :, b0:b1]
-        return block.movedim(2, 0).transpose(1, 2).contiguous()
-    block = x[:, b0:b1].index_select(0, pairs.order)  # (J * I, nb, *)
-    return block.view((pairs.n_dst, pairs.n_src, nb) + rest).movedim(2, 0).contiguous()
-
-
-def _scatter_block(out, pairs, b0, b1, block):
-    """Inverse of :func:`_gather_block`: write ``block`` (nb, J, I, *) into samples ``b0:b1`` of ``out``."""
-    if pairs.canonical:
-        view = out.view((pairs.n_src, pairs.n_dst) + out.shape[1:])[:, :, b0:b1]
-        view.copy_(block.transpose(1, 2).movedim(0, 2))
-    else:
-        flat = block.movedim(0, 2).reshape((out.shape[0], b1 - b0) + out.shape[2:])
-        out[:, b0:b1].index_copy_(0, pairs.order, flat)
+def _block_size(x):
+    """Samples per block of the table ``x`` (B, J, I, D): about ``_BLOCK_BYTES`` of votes."""
+    per_sample = x[0].numel() * x.element_size()
+    return max(1, min(x.shape[0], _BLOCK_BYTES // max(1, per_sample)))
 
 
 def _forward_block(x, n_iters):
@@ -223,17 +288,17 @@ def _squash_backward(s, grad_v):
     return h * (grad_v + u * ((grad_v * u).sum(-1, keepdim=True) * r))
 
 
-def _backward_block(x, n_iters, grad_v, grad_cs):
-    """Gradient of the block's outputs w.r.t. its votes ``x`` (nb, J, I, D).
+def _backward_block(x, cs, ss, grad_v, grad_cs, out):
+    """Write into ``out`` the gradient of the block's outputs w.r.t. its votes ``x`` (nb, J, I, D).
 
-    Recomputes the forward pass, then walks the iterations backwards. The
-    gradient of ``x`` is a sum of rank-one terms (``c_t (x) grad s_t`` and
-    ``grad b_{t+1} (x) v_t``), written once as one batched matrix product.
+    ``cs`` and ``ss`` are the forward pass's couplings and sums of every iteration. Walks the
+    iterations backwards; the gradient of ``x`` is a sum of rank-one terms (``c_t (x) grad s_t``
+    and ``grad b_{t+1} (x) v_t``), written once as one batched matrix product.
     """
     nb, n_dst, n_src, d = x.shape
     k = nb * n_dst
     xk = x.view(k, n_src, d)
-    cs, ss, vs = _forward_block(x, n_iters)
+    n_iters = len(cs)
     grad_b = None  # gradient w.r.t. the logits of the iteration after ``it``
     left, right = [], []
     for it in reversed(range(n_iters)):
@@ -241,7 +306,7 @@ def _backward_block(x, n_iters, grad_v, grad_cs):
         if grad_b is not None:  # b_{it+1} = b_it + x . v_it
             back = torch.bmm(grad_b.view(k, 1, n_src), xk).view(nb, n_dst, d)
             g_v = back if g_v is None else g_v + back
-            left.append(grad_b), right.append(vs[it])
+            left.append(grad_b), right.append(squash(ss[it]))
         g_c = grad_cs[it]
         if g_v is not None:
             g_s = _squash_backward(ss[it], g_v)  # (nb, J, D)
@@ -254,56 +319,54 @@ def _backward_block(x, n_iters, grad_v, grad_cs):
         g_logits = c * (g_c - (c * g_c).sum(1, keepdim=True))  # softmax backward over parents
         grad_b = g_logits if grad_b is None else grad_b + g_logits
     if not left:
-        return torch.zeros_like(x)
-    lhs = torch.stack(left, -1).view(k, n_src, len(left))  # (k, I, M)
-    rhs = torch.stack(right, -2).view(k, len(right), d)  # (k, M, D)
-    return torch.bmm(lhs, rhs).view(nb, n_dst, n_src, d)
+        out.zero_()
+        return
+    # NOTE: the terms stacked along a new first dim and viewed (k, I, M) / (k, M, D) with strides are
+    # what bmm takes without a copy; stacking along the last dim costs more than the product.
+    lhs = torch.stack(left).view(len(left), k, n_src).permute(1, 2, 0)  # (k, I, M)
+    rhs = torch.stack(right).view(len(right), k, d).transpose(0, 1)  # (k, M, D)
+    out.view(k, n_src, d).baddbmm_(lhs, rhs, beta=0)  # beta = 0: out's old values are ignored
 
 
 class _CompleteRouting(torch.autograd.Function):
-    """Dynamic routing on a complete graph, block by block; returns poses and couplings.
+    """Dynamic routing of a vote table ``(B, J, I, D)``, block by block; returns poses and couplings.
 
-    Inputs: votes ``(E, B, D)`` in the graph's edge order. Outputs: poses
-    ``(J, B, D)`` and the couplings ``(E, B)`` of the last ``n_out`` iterations.
-    Only the votes are kept for the backward pass.
+    Outputs: poses ``(B, J, D)`` and the couplings ``(B, J, I)`` of the last ``n_out``
+    iterations. Keeps the table (contiguous) and every iteration's couplings and sums for the
+    backward pass.
     """
 
     @staticmethod
-    def forward(ctx, votes, pairs, n_iters, n_out):
-        n_edges, n_batch, d = votes.shape
-        poses = votes.new_empty(n_batch, pairs.n_dst, d)
-        couplings = [votes.new_empty(n_edges, n_batch) for _ in range(n_out)]
-        step = _block_size(pairs, votes)
+    def forward(ctx, table, n_iters, n_out):
+        x = table.contiguous()  # (B, J, I, D); blocks of samples are slices of it
+        n_batch, n_dst, n_src, d = x.shape
+        poses = x.new_empty(n_batch, n_dst, d)
+        cs = x.new_empty(n_iters, n_batch, n_dst, n_src)
+        ss = x.new_empty(n_iters, n_batch, n_dst, d)
+        step = _block_size(x)
         for b0 in range(0, n_batch, step):
             b1 = min(b0 + step, n_batch)
-            x = _gather_block(votes, pairs, b0, b1)  # (nb, J, I, D)
-            cs, _, vs = _forward_block(x, n_iters)
-            poses[b0:b1] = vs[-1]
-            for out, c in zip(couplings, cs[-n_out:]):
-                _scatter_block(out, pairs, b0, b1, c)
-        ctx.save_for_backward(votes)
-        ctx.pairs, ctx.n_iters = pairs, n_iters
+            c_blk, s_blk, v_blk = _forward_block(x[b0:b1], n_iters)
+            poses[b0:b1] = v_blk[-1]
+            cs[:, b0:b1] = torch.stack(c_blk)
+            ss[:, b0:b1] = torch.stack(s_blk)
+        ctx.save_for_backward(x, cs, ss)
         ctx.set_materialize_grads(False)
-        return (poses.transpose(0, 1),) + tuple(couplings)
+        return (poses,) + tuple(cs[n_iters - n_out:].clone().unbind(0))
 
     @staticmethod
     def backward(ctx, grad_poses, *grad_couplings):
-        (votes,) = ctx.saved_tensors
-        pairs, n_iters = ctx.pairs, ctx.n_iters
-        n_batch = votes.shape[1]
-        grad = torch.empty_like(votes)  # (E, B, D)
+        x, cs, ss = ctx.saved_tensors
+        n_iters, n_batch = cs.shape[0], x.shape[0]
+        grad = torch.empty_like(x)  # (B, J, I, D)
         grad_cs = [None] * (n_iters - len(grad_couplings)) + list(grad_couplings)
-        step = _block_size(pairs, votes)
+        step = _block_size(x)
         for b0 in range(0, n_batch, step):
             b1 = min(b0 + step, n_batch)
-            x = _gather_block(votes, pairs, b0, b1)  # (nb, J, I, D)
-            g_v = None if grad_poses is None else grad_poses[:, b0:b1].transpose(0, 1).contiguous()
-            g_cs = [
-                None if gc is None else _gather_block(gc, pairs, b0, b1)  # (nb, J, I)
-                for gc in grad_cs
-            ]
-            _scatter_block(grad, pairs, b0, b1, _backward_block(x, n_iters, g_v, g_cs))
-        return grad, None, None, None
+            g_v = None if grad_poses is None else grad_poses[b0:b1]
+            g_cs = [None if gc is None else gc[b0:b1] for gc in grad_cs]
+            _backward_block(x[b0:b1], cs[:, b0:b1], ss[:, b0:b1], g_v, g_cs, grad[b0:b1])
+        return grad, None, None
 
 
 register_routing(

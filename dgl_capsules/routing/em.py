@@ -461,7 +461,8 @@ class _RegularOps:
 
     def d_votes(self, x, alphas, parents):
         n_pose = x.shape[-1] // 2
-        alpha = torch.stack(alphas, -1).view(self.nb * self.n_dst, self.d, -1)  # (nb N_dst, d, K)
+        # NOTE: stacked along a new first dim and permuted, alpha is a strided bmm operand: no interleaving copy
+        alpha = torch.stack(alphas).view(len(alphas), self.nb * self.n_dst, self.d).permute(1, 2, 0)  # (nb N_dst, d, K)
         parent = torch.stack(parents, -1).transpose(0, 1).reshape(self.nb * self.n_dst, 2 * n_pose, -1)
         d_x = torch.bmm(alpha, parent.transpose(1, 2)).view(x.shape)  # (nb, E, 2P)
         return torch.addcmul(d_x[..., :n_pose], x[..., :n_pose], d_x[..., n_pose:], value=2)  # (nb, E, P)
