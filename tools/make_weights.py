@@ -6,7 +6,9 @@ reads ``results/EXPERIMENT/runs/ROW-seedK/model.pt`` (the validation-selected mo
 ``results/EXPERIMENT/ROW-seedK.json``, stores the model's tensors (floating-point ones as float16) in
 ``dgl_capsules/models/weights/MODEL-PRESET-NAME.pt``, scores the stored weights on the full test split (they must
 score what the float32 model scores, within ``--tolerance`` digits), and writes the entry into ``manifest.json``
-and the logits of 8 fixed test digits into ``tests/data/weights_golden.json``.
+and the logits of 8 fixed test digits into ``tests/data/weights_golden.json``. With ``--results ROOT`` the run is
+read from ``ROOT/EXPERIMENT`` (a re-run of a committed seed that saved its model); the entry's mean and std over
+seeds always come from ``--experiment-results`` (default: the committed ``results/``).
 """
 import argparse
 import hashlib
@@ -64,7 +66,9 @@ def main(argv=None):
     p.add_argument("--row", required=True, help="row label or slug")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="mnist", help="the weights' name in get_model(..., weights=NAME)")
-    p.add_argument("--results", default=os.path.join(ROOT, "results"), help="results root")
+    p.add_argument("--results", default=os.path.join(ROOT, "results"), help="results root of the run to ship")
+    p.add_argument("--experiment-results", default=os.path.join(ROOT, "results"),
+                   help="results root whose runs give the experiment's mean and std (the committed results)")
     p.add_argument("--tolerance", type=int, default=0, help="test digits the float16 file may score differently")
     args = p.parse_args(argv)
 
@@ -92,13 +96,14 @@ def main(argv=None):
     if changed > args.tolerance:
         raise SystemExit(f"the float16 file scores {changed} digits differently (> --tolerance {args.tolerance})")
 
-    recs = load_results(args.experiment, out)[row.label]
+    recs = load_results(args.experiment, os.path.join(args.experiment_results, args.experiment))[row.label]
     accs = [recs[s]["test_accuracy"] for s in sorted(recs)]
     mean = sum(accs) / len(accs)
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else None
-    command = (f"dgl-capsules reproduce {args.experiment} --rows {row.slug} --seeds {args.seed}; "
+    rerun = "" if args.results == os.path.join(ROOT, "results") else f" --out {out}"
+    command = (f"dgl-capsules reproduce {args.experiment} --rows {row.slug} --seeds {args.seed}{rerun}; "
                f"python tools/make_weights.py --experiment {args.experiment} --row {row.slug} --seed {args.seed} "
-               f"--name {args.name}")
+               f"--name {args.name}" + (f" --results {args.results}" if rerun else ""))
     entry = dict(model=config["model"], preset=config["preset"], name=args.name, file=fname, sha256=sha,
                  settings=dict(config["settings"]), shape=dict(shape), data=config["data"],
                  parameters=n_parameters(shipped), accuracy=round(half.float().mean().item(), 6),
