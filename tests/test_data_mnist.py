@@ -40,11 +40,56 @@ def test_read_idx_round_trip_and_errors(tmp_path):
         read_idx(tmp_path / "bad")
     data = (tmp_path / "a.idx").read_bytes()
     (tmp_path / "short").write_bytes(data[:-5])
-    with pytest.raises(ValueError, match=r"is truncated: header says \(2, 3, 4\)"):
+    with pytest.raises(ValueError, match=r"is cut short: its header says \(2, 3, 4\) values of uint8 \(24 data bytes\); the file has 23"):
         read_idx(tmp_path / "short")
     with gzip.open(tmp_path / "a.idx.gz", "wb") as f:
         f.write(data)
     assert np.array_equal(read_idx(tmp_path / "a.idx.gz"), a)
+
+
+def test_damaged_idx_files_are_named_with_what_was_expected(tmp_path):
+    """A file cut inside its header, gzip data cut short, a wrong magic number: one ValueError naming the file
+    and what it should have been (not struct.error, EOFError or BadGzipFile)."""
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.idx", a)
+    data = (tmp_path / "a.idx").read_bytes()
+    (tmp_path / "header").write_bytes(data[:9])  # 3 dimensions: 16 header bytes
+    with pytest.raises(ValueError, match=r"header is cut short inside its IDX header: 3 dimensions need 16 header "
+                                         r"bytes; the file has 9$"):
+        read_idx(tmp_path / "header")
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(data)[:15])
+    with pytest.raises(ValueError, match=r"cut.gz: gzip data cut short or damaged \(.*\); expected an IDX file, "
+                                         r"gzip-compressed or not$"):
+        read_idx(tmp_path / "cut.gz")
+    (tmp_path / "png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ValueError, match=r"png is not an IDX file: it starts with 89 50 4e 47; expected 00 00, a type "
+                                         r"code \(08, 09, 0b, 0c, 0d, 0e\) and the number of dimensions$"):
+        read_idx(tmp_path / "png")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty is not an IDX file: it starts with nothing"):
+        read_idx(tmp_path / "empty")
+    with pytest.raises(ValueError, match=r"is a directory; expected an IDX file"):
+        read_idx(tmp_path)
+
+
+def test_a_gz_name_on_uncompressed_data_and_gzip_data_without_the_name_both_read(tmp_path):
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "plain.idx", a)
+    os.replace(tmp_path / "plain.idx", tmp_path / "named.idx.gz")  # uncompressed bytes under a .gz name
+    assert np.array_equal(read_idx(tmp_path / "named.idx.gz"), a)
+    write_idx(tmp_path / "packed.idx.gz", a)
+    os.replace(tmp_path / "packed.idx.gz", tmp_path / "packed.idx")  # gzip bytes without the name
+    assert np.array_equal(read_idx(tmp_path / "packed.idx"), a)
+
+
+def test_a_damaged_mnist_folder_names_the_data_spec_and_the_file(tmp_path):
+    from dgl_capsules.data import get_dataset
+
+    write_mnist(tmp_path, n_train=20, n_test=10)
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:6])
+    with pytest.raises(ValueError, match=rf"^data: 'mnist:{tmp_path}': {path} is cut short inside its IDX header"):
+        get_dataset(f"mnist:{tmp_path}")
 
 
 def test_mnist_missing_files(tmp_path):
