@@ -11,6 +11,7 @@ from .registry import (
     ImageModel, RoutedLayer, check_model, get_model, list_models, model_presets, model_settings, n_parameters,
     register_model, unregister_model,
 )
+from .weights import Weights, get_weights, list_weights
 from .capsnet import CapsNet, CapsNetOutput  # noqa: E402  (registers "capsnet")
 from .baseline import BaselineCNN  # noqa: E402  (registers "cnn")
 from .matrix import MatrixCapsNet, MatrixCapsOutput  # noqa: E402  (registers "matrixcaps")
@@ -21,4 +22,5 @@ __all__ = [
     "BaselineCNN", "CapsNet", "CapsNetOutput", "HeinsenImageNet", "HeinsenImageOutput", "ImageModel", "MatrixCapsNet",
     "MatrixCapsOutput", "RoutedLayer", "SequenceCapsClassifier", "SequenceCapsOutput", "check_model", "get_model",
     "list_models", "model_presets", "model_settings", "n_parameters", "register_model", "unregister_model",
+    "Weights", "get_weights", "list_weights",
 ]
