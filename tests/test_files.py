@@ -59,6 +59,7 @@ def test_writes_are_atomic_a_failed_write_leaves_the_previous_file(tmp_path, mon
             write_json(path, {"x": object()})  # the text fails before any file is opened
     assert path.read_text() == "old table\n"
     assert os.listdir(tmp_path) == ["table.md"]  # no temporary file left
+    monkeypatch.undo()
     write_json(tmp_path / "m.json", {"a": 1})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": 1}
 
@@ -70,8 +71,9 @@ def test_a_lock_names_its_owner_and_is_freed_on_release(tmp_path):
     with pytest.raises(FolderInUseError, match=rf"^out '{folder}' is in use by another run \(PID {os.getpid()}, "
                                                rf"lock file {folder}/.lock\); wait for it to end or stop it$"):
         FolderLock(folder, "out").acquire()  # a second holder, even in the same process
+    assert os.listdir(folder) == [".lock"]  # the refused second lock changed nothing
     lock.release()
-    assert os.listdir(folder) == []
+    assert not folder.exists()  # the lock made the folder, and nothing else was put in it
     with FolderLock(folder):
         pass
 
@@ -121,3 +123,24 @@ def test_a_lock_held_by_another_process_is_refused_until_that_process_ends(tmp_p
     with FolderLock(tmp_path, log=lines.append):
         pass
     assert lines and f"taking over the lock of PID {holder.pid}, which has ended" in lines[0]
+
+
+def test_shipped_weights_that_would_run_code_are_refused_and_run_nothing(tmp_path, monkeypatch):
+    """The manifest's SHA-256 matches (the file was made that way), and still nothing in it is unpickled."""
+    import hashlib
+
+    from dgl_capsules.models import get_model
+    from dgl_capsules.models import weights as weights_module
+
+    monkeypatch.setattr(weights_module, "_DIR", str(tmp_path))
+    marker = tmp_path / "ran"
+    net = get_model("capsnet", "tiny")
+    torch.save(dict(net.state_dict(), extra=Payload(marker)), tmp_path / "evil.pt")
+    entry = dict(model="capsnet", preset="tiny", name="evil", file="evil.pt",
+                 sha256=hashlib.sha256((tmp_path / "evil.pt").read_bytes()).hexdigest(), settings={},
+                 shape=dict(in_channels=1, image_size=28, n_classes=10), data="mnist5k", parameters=0, accuracy=0.0,
+                 experiment={}, command="", commit="", routing={}, dtype="float32")
+    (tmp_path / "manifest.json").write_text(json.dumps([entry]))
+    with pytest.raises(ValueError, match=r"^weights '.*evil.pt': not loaded: it holds Python objects beyond tensors"):
+        get_model("capsnet", "tiny", weights="evil")
+    assert not marker.exists()

@@ -479,7 +479,7 @@ def test_gradcheck_with_a_sample_without_active_children(path):
     """gradcheck on that case: the dead sample's activations stay 0 (a mask on a_in, so the numerical
     derivative never leaves [0, 1]); every other input, and the live sample's activations, are checked."""
     g = dc.conv_capsule_graph((3, 3), kernel=2, stride=1, in_types=1, out_types=1)
-    votes = (0.5 * torch.randn(g.num_edges(), 2, 3, dtype=torch.float64)).requires_grad_(True)
+    votes = (3 * torch.randn(g.num_edges(), 2, 3, dtype=torch.float64)).requires_grad_(True)  # |U|^2 / tiny: inf
     a_live = (0.1 + 0.8 * torch.rand(g.num_src_nodes(), 2, dtype=torch.float64)).requires_grad_(True)
     mask = torch.tensor([1.0, 0.0], dtype=torch.float64)  # sample 1: every child at 0
     beta_u = torch.randn(g.num_dst_nodes(), dtype=torch.float64, requires_grad=True)
