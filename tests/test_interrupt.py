@@ -58,12 +58,12 @@ def signal_at_step(monkeypatch, model_class, step, signum):
     monkeypatch.setattr(model_class, "loss", loss)
 
 
-def same_run(a, b, tmp_path, names):
+def same_run(a, b, folders):
     """Two finished runs: the same curve (but for the clock), test accuracy and weights."""
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert drop(a["curve"]) == drop(b["curve"])
     assert a["test_accuracy"] == b["test_accuracy"] and a["test_correct"] == b["test_correct"]
-    wa, wb = (torch.load(tmp_path / n / "model.pt", weights_only=True)["model"] for n in names)
+    wa, wb = (torch.load(os.path.join(f, "model.pt"), weights_only=True)["model"] for f in folders)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -80,18 +80,36 @@ def test_stop_requests_record_the_signal_and_restore_the_handlers():
     assert isinstance(e, KeyboardInterrupt) and e.exit_code == 143 and e.signal_name == "SIGTERM"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-@pytest.mark.parametrize("model_class,kw", [
-    (CapsNet, dict(shift=1)),
-    (BaselineCNN, dict(model="cnn", settings=dict(width=0.05), shift=2, rotate=10, scale=0.1, ema=0.9)),
-])
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference runs, trained once: ``{name: (metrics, folder)}``."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("uninterrupted")
+    out = {name: (run(root, name, **kw), root) for name, kw in CONFIGS.items()}
+    torch.set_num_threads(saved)
+    return out
+
+
+CONFIGS = {  # every step is 16 of 48 images: 3 steps per epoch
+    "capsnet": dict(shift=1),
+    "cnn": dict(model="cnn", settings=dict(width=0.05), shift=2, rotate=10, scale=0.1, ema=0.9),  # dropout too
+}
+
+
+def same_as(name, metrics, uninterrupted, tmp_path, folder):
+    full, root = uninterrupted[name]
+    same_run(full, metrics, (root / name, tmp_path / folder))
+
+
+@pytest.mark.parametrize("signum,name,model_class", [(signal.SIGINT, "capsnet", CapsNet),
+                                                     (signal.SIGTERM, "cnn", BaselineCNN)])
 def test_a_signal_stops_after_the_step_and_the_resumed_run_equals_an_uninterrupted_one(
-        tmp_path, monkeypatch, signum, model_class, kw):
-    full = run(tmp_path, "full", **kw)
+        tmp_path, monkeypatch, uninterrupted, signum, name, model_class):
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    signal_at_step(monkeypatch, model_class, 4, signum)  # 3 steps per epoch: the second step of epoch 2
+    signal_at_step(monkeypatch, model_class, 4, signum)  # the second step of epoch 2
     with pytest.raises(TrainingInterrupted) as stopped:
-        run(tmp_path, "split", **kw)
+        run(tmp_path, "split", **CONFIGS[name])
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
     e = stopped.value
     assert e.signum == signum and e.exit_code == 128 + signum
@@ -102,12 +120,10 @@ def test_a_signal_stops_after_the_step_and_the_resumed_run_equals_an_uninterrupt
     assert sorted(os.listdir(tmp_path / "split")) == ["checkpoint.pt"]  # no lock left, no metrics
     monkeypatch.undo()
     torch.manual_seed(123)  # the global random state of the stopped step comes back from the checkpoint
-    resumed = run(tmp_path, "split", resume=True, **kw)
-    same_run(full, resumed, tmp_path, ("full", "split"))
+    same_as(name, run(tmp_path, "split", resume=True, **CONFIGS[name]), uninterrupted, tmp_path, "split")
 
 
-def test_a_signal_during_validation_stops_before_the_next_epoch(tmp_path, monkeypatch):
-    full = run(tmp_path, "full")
+def test_a_signal_during_validation_stops_before_the_next_epoch(tmp_path, monkeypatch, uninterrupted):
     real, calls = train_module.evaluate, []
 
     def evaluate(*a, **k):
@@ -118,21 +134,20 @@ def test_a_signal_during_validation_stops_before_the_next_epoch(tmp_path, monkey
 
     monkeypatch.setattr(train_module, "evaluate", evaluate)
     with pytest.raises(TrainingInterrupted, match="SIGTERM after epoch 1"):
-        run(tmp_path, "split")
+        run(tmp_path, "split", **CONFIGS["capsnet"])
     ckpt = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
     assert ckpt["state"]["epoch"] == 1 and "partial" not in ckpt  # the epoch was whole and saved
     monkeypatch.undo()
-    same_run(full, run(tmp_path, "split", resume=True), tmp_path, ("full", "split"))
+    same_as("capsnet", run(tmp_path, "split", resume=True, **CONFIGS["capsnet"]), uninterrupted, tmp_path, "split")
 
 
-def test_a_run_stopped_twice_in_one_epoch_still_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    full = run(tmp_path, "full", epochs=1, batch_size=8)  # 6 steps
-    for step in (1, 3):
+def test_a_run_stopped_twice_still_equals_an_uninterrupted_one(tmp_path, monkeypatch, uninterrupted):
+    for step, where in ((1, "epoch 1, batch 2 of 3"), (3, "epoch 2, batch 1 of 3")):
         with monkeypatch.context() as m:
             signal_at_step(m, CapsNet, step, signal.SIGINT)
-            with pytest.raises(TrainingInterrupted, match=f"after step {step + 1} "):
-                run(tmp_path, "split", epochs=1, batch_size=8, resume=step > 1)
-    same_run(full, run(tmp_path, "split", epochs=1, batch_size=8, resume=True), tmp_path, ("full", "split"))
+            with pytest.raises(TrainingInterrupted, match=rf"after step {step + 1} \({where}\)"):
+                run(tmp_path, "split", resume=step > 1, **CONFIGS["capsnet"])
+    same_as("capsnet", run(tmp_path, "split", resume=True, **CONFIGS["capsnet"]), uninterrupted, tmp_path, "split")
 
 
 @pytest.fixture(scope="module")
@@ -143,13 +158,24 @@ def digits(tmp_path_factory):
     return f"mnist:{root}"
 
 
+def _argv(digits):
+    return ["--threads", "1", "train", "--data", digits, *TINY_CLI, "--epochs", "4"]
+
+
+@pytest.fixture(scope="module")
+def command_run(tmp_path_factory, digits):
+    """The uninterrupted run of the command: ``(metrics, folder, seconds)``."""
+    out = tmp_path_factory.mktemp("command") / "full"
+    t0 = time.time()
+    assert main(_argv(digits) + ["--out", str(out)]) == 0
+    return json.loads((out / "metrics.json").read_text()), out, time.time() - t0
+
+
 def test_the_command_stopped_by_ctrl_c_says_how_to_resume_and_that_command_finishes_the_run(
-        tmp_path, monkeypatch, capsys, digits):
-    argv = ["--threads", "1", "train", "--data", digits, *TINY_CLI, "--epochs", "2"]
-    assert main(argv + ["--out", str(tmp_path / "full")]) == 0
+        tmp_path, monkeypatch, capsys, digits, command_run):
     signal_at_step(monkeypatch, CapsNet, 6, signal.SIGINT)
     capsys.readouterr()
-    stopped = argv + ["--out", str(tmp_path / "split"), "--overwrite"]
+    stopped = _argv(digits) + ["--out", str(tmp_path / "split"), "--overwrite"]
     assert main(stopped) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -159,8 +185,8 @@ def test_the_command_stopped_by_ctrl_c_says_how_to_resume_and_that_command_finis
                    f"resume with: {command}\n")
     monkeypatch.undo()
     assert main(shlex.split(command)[1:]) == 0
-    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("full", "split"))
-    same_run(a, b, tmp_path, ("full", "split"))
+    full, folder, _ = command_run
+    same_run(full, json.loads((tmp_path / "split" / "metrics.json").read_text()), (folder, tmp_path / "split"))
 
 
 def _command(*args):
@@ -173,7 +199,7 @@ def _env():
 
 def test_sigterm_to_the_command_exits_143_with_one_line_and_a_resumable_checkpoint(tmp_path, digits):
     out = tmp_path / "run"
-    argv = ["--threads", "1", "train", "--data", digits, *TINY_CLI, "--epochs", "6", "--out", str(out)]
+    argv = _argv(digits) + ["--epochs", "50", "--out", str(out)]  # (the last --epochs counts)
     proc = subprocess.Popen(_command(*argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     for line in proc.stdout:  # training has started when the first epoch is logged
         if line.startswith("epoch   1 "):
@@ -188,18 +214,16 @@ def test_sigterm_to_the_command_exits_143_with_one_line_and_a_resumable_checkpoi
     assert torch.load(out / "checkpoint.pt", weights_only=True)["state"]["epoch"] >= 1
 
 
-def test_a_training_process_killed_at_a_random_point_resumes_to_the_same_result(tmp_path, capsys, digits):
+def test_a_training_process_killed_at_a_random_point_resumes_to_the_same_result(tmp_path, capsys, digits,
+                                                                                command_run):
     """Fault injection: SIGKILL at a random moment of training (nothing runs on the way out: the lock file
     stays, the last checkpoint is that of the last whole epoch), then the same command with --resume, or
     again from the start if no epoch was saved; the final metrics and weights equal an uninterrupted run's."""
-    argv = ["--threads", "1", "train", "--data", digits, *TINY_CLI, "--epochs", "4"]
-    t0 = time.time()
-    assert main(argv + ["--out", str(tmp_path / "full")]) == 0  # in this process: the same code, one thread
-    seconds = time.time() - t0
-    delay = random.Random().uniform(0.05, 0.95) * seconds
+    full, folder, seconds = command_run
+    delay = random.Random().uniform(0.05, 0.8) * seconds
     out = tmp_path / "killed"
-    victim = subprocess.Popen(_command(*argv, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True, env=_env())
+    victim = subprocess.Popen(_command(*_argv(digits), "--out", str(out)), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env=_env())
     for line in victim.stdout:  # data and model are ready: training starts now
         if " parameters) on " in line:
             break
@@ -209,8 +233,6 @@ def test_a_training_process_killed_at_a_random_point_resumes_to_the_same_result(
     assert victim.returncode == -signal.SIGKILL, f"the run ended before the kill after {delay:.2f} s"
     resume = ["--resume"] if (out / "checkpoint.pt").exists() else []
     capsys.readouterr()
-    assert main(argv + ["--out", str(out), *resume]) == 0, capsys.readouterr().err
-    printed = capsys.readouterr().out
-    assert f"taking over the lock of PID {victim.pid}, which has ended" in printed
-    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("full", "killed"))
-    same_run(a, b, tmp_path, ("full", "killed"))
+    assert main(_argv(digits) + ["--out", str(out), *resume]) == 0, capsys.readouterr().err
+    assert f"taking over the lock of PID {victim.pid}, which has ended" in capsys.readouterr().out
+    same_run(full, json.loads((out / "metrics.json").read_text()), (folder, out))

@@ -23,7 +23,7 @@ def test_mnist5k_and_padding_to_image_size():
     assert torch.equal(padded.val.images[:, :, 6:34, 6:34], plain.val.images)
     assert get_dataset("mnist5k", image_size=28).train.image_shape == (1, 28, 28)
     with pytest.raises(ValueError, match=r"image_size: the images of 'mnist5k' are 28x28, larger than the requested "
-                                         r"image_size \(20x20\)"):
+                                         r"size \(20x20\)"):
         get_dataset("mnist5k", image_size=20)
     with pytest.raises(ValueError, match="image_size must be a positive integer or None; got '40'"):
         get_dataset("mnist5k", image_size="40")

@@ -15,7 +15,7 @@ torch.Size([2, 1, 40, 40])
 >>> fit_images(ds, 20, source="'blank'")
 Traceback (most recent call last):
 ...
-ValueError: image_size: the images of 'blank' are 28x28, larger than the requested image_size (20x20)
+ValueError: image_size: the images of 'blank' are 28x28, larger than the requested size (20x20)
 """
 import torch.nn.functional as F
 
@@ -42,7 +42,7 @@ def pad_to(images, size):
     return F.pad(images, (left, size - w - left, top, size - h - top))
 
 
-def fit_images(data, image_size, name="image_size", source="the data", into="the requested image_size", hint=""):
+def fit_images(data, image_size, name="image_size", source="the data", into="the requested size", hint=""):
     """``data`` with its images centred on a black canvas of side ``image_size``.
 
     Parameters

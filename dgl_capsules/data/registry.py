@@ -179,7 +179,7 @@ def get_dataset(spec, image_size=None):
         if message.startswith("data: "):  # a nested spec (multi:SPEC) already named the data
             message = message[len("data: "):]
         raise ValueError(f"data: {spec!r}: {message}") from e
-    return fit_images(splits, image_size, name="image_size", source=repr(spec))
+    return fit_images(splits, image_size, name="image_size", source=repr(spec), into="the requested size")
 
 
 # ---------------------------------------------------------------------------- test sets derived from splits

@@ -319,7 +319,7 @@ def _read_cache(path, text, classes):
     """The :class:`RenderedViews` cached at ``path`` for the settings ``text``; ``None`` (and a
     :class:`CacheWarning` if the file is damaged) when it must be rendered again."""
     try:
-        with np.load(path, allow_pickle=False) as f:  # no pickled objects: nothing in the file runs
+        with open(path, "rb") as raw, np.load(raw, allow_pickle=False) as f:  # no pickles: nothing in it runs
             if str(f["settings"]) != text:
                 return None  # another setting with the same hash prefix
             images, labels = f["images"], f["labels"]

@@ -11,10 +11,12 @@ import os
 
 from ..files import write_json
 
-__all__ = ["CorruptResultError", "read_result", "write_result", "result_path", "REQUIRED"]
+__all__ = ["CorruptResultError", "read_result", "read_record", "check_record", "write_result", "result_path",
+           "REQUIRED"]
 
 #: What every result JSON holds (with these types).
 REQUIRED = {"experiment": str, "row": str, "seed": int, "test_accuracy": numbers.Real}
+_KINDS = {str: "a string", int: "an integer", numbers.Real: "a number"}
 
 
 class CorruptResultError(ValueError):
@@ -26,6 +28,34 @@ def result_path(out, row, seed):
     return os.path.join(out, f"{row.slug}-seed{seed}.json")
 
 
+def read_record(path):
+    """The JSON object in ``path``, unchecked.
+
+    Raises
+    ------
+    CorruptResultError
+        If the file is not JSON or not a JSON object.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            rec = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise CorruptResultError(f"{path}: not a readable result JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(rec, dict):
+        raise CorruptResultError(f"{path}: not a readable result JSON (a {type(rec).__name__}, not an object)")
+    return rec
+
+
+def check_record(rec, path):
+    """``rec`` if it holds every key of :data:`REQUIRED` with its type, else :class:`CorruptResultError`."""
+    for key, kind in REQUIRED.items():
+        value = rec.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CorruptResultError(f"{path}: not a readable result JSON ({key} is {value!r}; expected "
+                                     f"{_KINDS[kind]})")
+    return rec
+
+
 def read_result(path):
     """The record in the result JSON at ``path``.
 
@@ -35,19 +65,7 @@ def read_result(path):
         If the file is not JSON, not an object, or lacks one of :data:`REQUIRED`
         (or holds it with another type).
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            rec = json.load(f)
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise CorruptResultError(f"{path}: not a readable result JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(rec, dict):
-        raise CorruptResultError(f"{path}: not a readable result JSON (a {type(rec).__name__}, not an object)")
-    for key, kind in REQUIRED.items():
-        value = rec.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise CorruptResultError(f"{path}: not a readable result JSON ({key} is {value!r}; expected "
-                                     f"{getattr(kind, '__name__', 'a number')})")
-    return rec
+    return check_record(read_record(path), path)
 
 
 def write_result(path, record):

@@ -12,7 +12,7 @@ import warnings
 
 from ..files import write_text
 from .catalogue import experiment
-from .results import CorruptResultError, read_result
+from .results import CorruptResultError, check_record, read_record
 
 __all__ = ["DEFAULT_ROOT", "load_results", "render_table", "write_table", "matched_errors"]
 
@@ -39,14 +39,16 @@ def load_results(name, out=None):
     for fname in sorted(os.listdir(out)):
         if not fname.endswith(".json"):
             continue
+        path = os.path.join(out, fname)
         try:
-            rec = read_result(os.path.join(out, fname))
+            rec = read_record(path)
+            if isinstance(rec.get("experiment"), str) and (rec["experiment"] != name or rec.get("row") not in labels):
+                raise ValueError(f"out: {path} is not a result of experiment {name!r} "
+                                 f"(experiment {rec.get('experiment')!r}, row {rec.get('row')!r})")
+            check_record(rec, path)
         except CorruptResultError as e:
             warnings.warn(f"{e}; left out of the table", stacklevel=2)
             continue
-        if rec.get("experiment") != name or rec.get("row") not in labels:
-            raise ValueError(f"out: {os.path.join(out, fname)} is not a result of experiment {name!r} "
-                             f"(experiment {rec.get('experiment')!r}, row {rec.get('row')!r})")
         results.setdefault(rec["row"], {})[rec["seed"]] = rec
     return results
 
