@@ -78,18 +78,11 @@ def test_the_cycle_finder_sees_cycles_through_deferred_imports(tmp_path):
     assert import_cycles.main([str(pkg)]) == 1
 
 
-#: Functions with more than 80 lines of code, each with the reason it stays for now.
-LONG_FUNCTIONS = {
-    # the routing contract as one function: being split into named checks (issue 28, item 3)
-    ("testing.py", "check_routing_contract"),
-    # 18 parameters and one drawing loop: being split (issue 28, item 5)
-    ("viz/bipartite.py", "animate_bipartite"),
-}
+#: Functions with more than 80 lines of code, each with the reason it stays (none stays).
+LONG_FUNCTIONS = set()
 
-#: Modules with more than 600 lines, each with the reason it stays for now.
-LONG_MODULES = {
-    "viz/trained.py",  # the pictures of trained models: being split along the routing contract (issue 28, item 2)
-}
+#: Modules with more than 600 lines, each with the reason it stays (none stays).
+LONG_MODULES = set()
 
 
 def _code_lines(lines, node):

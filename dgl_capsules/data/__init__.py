@@ -8,7 +8,9 @@ test set derived from a data set's splits (``evaluate --on``) is one
 """
 from .datasets import ImageDataset, Splits
 from .canvas import fit_images, pad_to
-from .augment import get_augmentation, list_augmentations, register_augmentation, unregister_augmentation
+from .augment import (
+    efficient_capsnet_augment, get_augmentation, list_augmentations, register_augmentation, unregister_augmentation,
+)
 from .registry import (
     get_dataset, get_test_set, list_datasets, list_test_sets, register_dataset, register_test_set, unregister_dataset,
     unregister_test_set,
@@ -24,8 +26,8 @@ from .synthetic import PlantedClusters, planted_clusters
 from .viewpoints import render_views, viewpoints  # registers "viewpoints"
 
 __all__ = [
-    "ImageDataset", "MNIST", "get_augmentation", "list_augmentations", "register_augmentation",
-    "unregister_augmentation", "MotifSequences", "MultiPairs", "PlantedClusters", "SmallNORB", "Splits",
+    "ImageDataset", "MNIST", "efficient_capsnet_augment", "get_augmentation", "list_augmentations",
+    "register_augmentation", "unregister_augmentation", "MotifSequences", "MultiPairs", "PlantedClusters", "SmallNORB", "Splits",
     "affine_mnist", "fit_images", "get_dataset", "get_test_set", "list_datasets", "list_test_sets", "mnist",
     "mnist5k", "motif_sequences", "multi_mnist", "multi_splits", "pad_to", "planted_clusters", "random_affine",
     "random_shift", "read_idx", "read_norb_matrix", "register_dataset", "register_test_set", "stratified_split",

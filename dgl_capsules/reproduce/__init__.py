@@ -14,7 +14,7 @@ Three parts, one module each:
   familiar error (:func:`matched_errors`).
 
 >>> sorted(list_experiments())[:3]
-['affnist-style', 'em-mnist', 'em-mnist5k']
+['affnist-style', 'efficient-capsnet', 'efficient-capsnet-tiny']
 >>> [row.label for row in experiment("tiny").rows]
 ['1 iteration', '3 iterations', 'uniform coupling']
 """
