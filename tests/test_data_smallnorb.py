@@ -46,8 +46,29 @@ def test_smallnorb_errors(tmp_path):
         read_norb_matrix(tmp_path / "x.mat")
     write_norb_matrix(tmp_path / "y.mat", np.zeros((4, 3, 3), np.uint8), 0x1E3D4C55)
     (tmp_path / "y.mat").write_bytes((tmp_path / "y.mat").read_bytes()[:-4])
-    with pytest.raises(ValueError, match="is truncated"):
+    with pytest.raises(ValueError, match="is cut short: its header says"):
         read_norb_matrix(tmp_path / "y.mat")
+
+
+def test_damaged_matrix_files_are_named_with_what_was_expected(tmp_path):
+    import gzip
+
+    write_norb_matrix(tmp_path / "y.mat", np.zeros((4, 3, 3), np.uint8), 0x1E3D4C55)
+    data = (tmp_path / "y.mat").read_bytes()
+    (tmp_path / "head.mat").write_bytes(data[:14])  # 3 dimensions: 8 + 12 header bytes
+    with pytest.raises(ValueError, match=r"head.mat is cut short inside its header: 3 dimensions need 20 header "
+                                         r"bytes; the file has 14$"):
+        read_norb_matrix(tmp_path / "head.mat")
+    (tmp_path / "cut.mat.gz").write_bytes(gzip.compress(data)[:12])
+    with pytest.raises(ValueError, match=r"cut.mat.gz: gzip data cut short or damaged .*; expected a smallNORB binary "
+                                         r"matrix file, gzip-compressed or not$"):
+        read_norb_matrix(tmp_path / "cut.mat.gz")
+    (tmp_path / "x.mat").write_bytes(b"\x00" * 20)
+    with pytest.raises(ValueError, match=r"x.mat is not a smallNORB matrix file \(magic 0x0, ndim 0\); expected a "
+                                         r"magic number among 0x1e3d4c55, "):
+        read_norb_matrix(tmp_path / "x.mat")
+    (tmp_path / "renamed.mat.gz").write_bytes(data)  # uncompressed under a .gz name: read as it is
+    assert read_norb_matrix(tmp_path / "renamed.mat.gz").shape == (4, 3, 3)
 
 
 # ---------------------------------------------------------------- viewpoints: the -info.mat files and the splits

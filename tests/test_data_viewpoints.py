@@ -1,18 +1,15 @@
 import importlib
 import os
-import pickle
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("pybullet", reason="the viewpoints extra is not installed")
+from dgl_capsules.data import Splits, ViewpointSplits
+from dgl_capsules.data.viewpoints import FAMILIAR_AZIMUTHS, render_views, viewpoint_objects, viewpoints
 
-from dgl_capsules.data import Splits  # noqa: E402
-from dgl_capsules.data.viewpoints import (  # noqa: E402
-    FAMILIAR_AZIMUTHS, ViewpointSplits, render_views, viewpoint_objects, viewpoint_split, viewpoints,
-)
+pytestmark = pytest.mark.needs("pybullet")  # every test renders (the split logic is in test_data_viewsplit.py)
 
 vp = importlib.import_module("dgl_capsules.data.viewpoints")  # the module (dc.data.viewpoints is the function)
 
@@ -134,6 +131,43 @@ def test_stale_cache_file_is_rendered_again(tmp_path, views, monkeypatch):
     assert got.images.tobytes() == views.images.tobytes()
 
 
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("damage", ["cut short", "not a zip", "a member missing", "pickled objects"])
+def test_a_damaged_cache_file_is_rendered_again_with_one_warning_naming_it(tmp_path, views, monkeypatch, damage):
+    monkeypatch.setattr(vp, "_render", lambda s, progress: views)
+    render_views(**TINY, cache_dir=str(tmp_path), progress=False)
+    (path,) = tmp_path.iterdir()
+    marker = tmp_path.parent / f"ran-{tmp_path.name}"
+    with np.load(path) as f:
+        data = dict(f)
+    if damage == "cut short":
+        path.write_bytes(path.read_bytes()[:300])
+    elif damage == "not a zip":
+        path.write_bytes(b"\x00" * 64)
+    elif damage == "a member missing":
+        del data["labels"]
+        with open(path, "wb") as f:
+            np.savez(f, **data)
+    else:  # an object array: loading it with pickles allowed would run the payload
+        data["images"] = np.array([_Payload(marker)], dtype=object)
+        with open(path, "wb") as f:
+            np.savez(f, **data)
+    with pytest.warns(vp.CacheWarning, match=rf"^the viewpoints cache {path} is damaged \(.+\); rendering it "
+                                             rf"again$") as caught:
+        got = render_views(**TINY, cache_dir=str(tmp_path), progress=False)
+    assert len([w for w in caught if w.category is vp.CacheWarning]) == 1
+    assert got.images.tobytes() == views.images.tobytes() and not marker.exists()
+    with np.load(path) as f:  # rewritten whole
+        assert f["images"].tobytes() == views.images.tobytes()
+
+
 def test_instances_stretch_the_object(tmp_path):
     v = render_views(classes=2, size=16, lightings=1, instances=2, azimuths=[0], elevations=[30], supersample=1,
                      cache_dir=str(tmp_path), progress=False)
@@ -184,66 +218,6 @@ def test_heldout_instance(tmp_path):
     assert set(s.metadata["train"]["instance"]) == {0} and set(s.metadata["test"]["instance"]) == {1}
     assert set(s.metadata["novel"]["instance"]) == {1} and set(s.metadata["novel"]["azimuth"]) == {100}
     assert [len(p) for p in (*s, s.novel)] == [4, 0, 4, 2]
-
-
-def test_viewpoint_splits_object():
-    from dgl_capsules.data import ImageDataset
-
-    ds = [ImageDataset(torch.zeros(k, 1, 2, 2), torch.zeros(k, dtype=torch.long), 2) for k in (3, 1, 2, 4)]
-    s = ViewpointSplits(*ds, metadata={"novel": {"azimuth": np.arange(4)}}, class_names=("a", "b"))
-    assert len(tuple(s)) == 3 and s.test is ds[2] and s.novel is ds[3]
-    assert repr(s) == "ViewpointSplits(train=3, val=1, test=2, novel=4)"
-    back = pickle.loads(pickle.dumps(s))
-    assert len(back.novel) == 4 and back.class_names == ("a", "b") and len(back.train) == 3
-    r = s._replace(val=ds[0])
-    assert r.val is ds[0] and r.novel is ds[3]
-    assert Splits(*s).test is ds[2]  # rebuilding Splits from it takes the first three
-
-
-def test_viewpoint_split_on_arrays():
-    az = np.tile(np.arange(0, 360, 20), 4)  # 18 azimuths x 4 lightings
-    light = np.repeat(np.arange(4), 18)
-    y = np.arange(72) % 2
-    idx = viewpoint_split(y, {"azimuth": az}, "azimuth", test_mask=light == 3, val_fraction=1 / 3, seed=0)
-    assert sorted(np.concatenate(idx).tolist()) == sorted(set(np.concatenate(idx).tolist()))  # disjoint
-    assert len(idx.train) == 12 and len(idx.val) == 6 and len(idx.test) == 6 and len(idx.novel) == 12
-    assert set(az[idx.novel]).isdisjoint(FAMILIAR_AZIMUTHS) and set(az[idx.test]) == set(FAMILIAR_AZIMUTHS)
-    assert np.bincount(y[idx.val]).tolist() == [3, 3]  # class-stratified validation
-    # azimuths are read modulo 360
-    assert len(viewpoint_split(y[:2], {"azimuth": np.array([360, -20])}, test_mask=None).train) == 2
-    # no test mask: only training images
-    none = viewpoint_split(y, {"azimuth": az}, val_fraction=0.0)
-    assert len(none.train) == 24 and len(none.test) == len(none.novel) == 0
-
-
-def test_viewpoint_split_elevation_takes_the_three_lowest():
-    el = np.repeat([0, 1, 2, 3, 4, 5, 6, 7, 8], 2)  # smallNORB's indices work as well as degrees
-    mask = np.tile([False, True], 9)
-    idx = viewpoint_split(np.zeros(18, int), {"elevation": el}, "elevation", mask, val_fraction=0.0)
-    assert el[idx.train].tolist() == [0, 1, 2] and el[idx.test].tolist() == [0, 1, 2]
-    assert el[idx.novel].tolist() == [3, 4, 5, 6, 7, 8]
-
-
-def test_viewpoint_split_errors():
-    y, az = np.zeros(4, int), np.array([0, 20, 100, 120])
-    with pytest.raises(ValueError, match="split must be 'azimuth' or 'elevation'; got 'roll'"):
-        viewpoint_split(y, {"azimuth": az}, "roll")
-    with pytest.raises(ValueError, match=r"labels must have shape \(N,\)"):
-        viewpoint_split(y[:, None], {"azimuth": az})
-    with pytest.raises(ValueError, match=r"metadata must be a dict with an 'elevation' array .*; got \['azimuth'\]"):
-        viewpoint_split(y, {"azimuth": az}, "elevation")
-    with pytest.raises(ValueError, match=r"metadata\['azimuth'\] must have shape \(4,\) like labels; got \(3,\)"):
-        viewpoint_split(y, {"azimuth": az[:3]})
-    with pytest.raises(ValueError, match=r"test_mask must be a bool array of shape \(4,\); got int64"):
-        viewpoint_split(y, {"azimuth": az}, test_mask=np.zeros(4, np.int64))
-    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\); got 1"):
-        viewpoint_split(y, {"azimuth": az}, val_fraction=1)
-    with pytest.raises(ValueError, match="must hold at least 4 elevations"):
-        viewpoint_split(y, {"elevation": np.array([30, 35, 40, 40])}, "elevation")
-    with pytest.raises(ValueError, match="no training images: none at the familiar azimuths outside test_mask"):
-        viewpoint_split(y, {"azimuth": az}, test_mask=np.array([True, True, False, False]))
-    with pytest.raises(ValueError, match="test_mask holds no images at the novel azimuths"):
-        viewpoint_split(y, {"azimuth": az}, test_mask=np.array([False, True, False, False]))
 
 
 def test_viewpoints_errors(tmp_path):

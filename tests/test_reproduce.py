@@ -249,7 +249,7 @@ def test_readme_tables_regenerates_only_between_markers(tmp_path, capsys):
 
 
 def test_em_recipe_is_bitwise_deterministic_on_one_thread(tmp_path):
-    """Issue 21: the README MatrixCapsNet recipe (shift, rotation, scaling, weight average) run twice with
+    """The README MatrixCapsNet recipe (shift, rotation, scaling, weight average) run twice with
     one seed on one thread gives the same curve and the same weights, bit for bit."""
     from dgl_capsules.train import TrainConfig, train
 
@@ -267,7 +267,7 @@ def test_em_recipe_is_bitwise_deterministic_on_one_thread(tmp_path):
     assert other["curve"][0]["train_loss"] != m0["curve"][0]["train_loss"]
 
 
-# ---------------------------------------------------------------------------- novel viewpoints (issue 20)
+# ---------------------------------------------------------------------------- novel viewpoints
 
 
 def test_viewpoints_experiments_are_listed_with_their_rows_and_published_figures():
@@ -350,9 +350,9 @@ def test_matched_errors_by_hand(tmp_path):
     assert "| CNN (width-matched) | not run yet |" in text and "T is over the rows run so far" in text
 
 
+@pytest.mark.needs("pybullet")
 def test_viewpoints_tiny_end_to_end(tmp_path):
     """The four models of the viewpoints experiment train on a tiny rendered set and fill the matched table."""
-    pytest.importorskip("pybullet", reason="the viewpoints extra is not installed")
     splits = dc.data.viewpoints(classes=2, size=32, lightings=3, azimuths=[0, 20, 100, 200], elevations=[30, 40],
                                 supersample=1, val_fraction=0.25, cache_dir=str(tmp_path / "cache"), progress=False)
     assert len(splits.novel) > 0
@@ -393,6 +393,91 @@ def test_sabour_official_follows_the_published_schedule_and_records_it(tmp_path)
     right = unpack_correct(rec["test_correct"], len(splits.test))
     assert right.float().mean().item() == pytest.approx(rec["test_accuracy"])
     assert 0 <= rec["last_test_accuracy"] <= 1
+
+
+# ---------------------------------------------------------------------------- damaged results, interruptions
+
+
+def test_a_damaged_result_json_is_reported_by_name_and_trained_again(tmp_path):
+    out = str(tmp_path / "tiny")
+    rp.reproduce("tiny", seeds=[0], rows=["1 iteration"], out=out, splits=small_splits(), progress=False,
+                 log=quiet([]))
+    path = os.path.join(out, "1-iteration-seed0.json")
+    good = json.load(open(path))
+    with open(path, "w") as f:
+        f.write(json.dumps(good)[:40])  # cut short, as by a full disk
+    with pytest.warns(UserWarning, match=rf"{path}: not a readable result JSON \(.*\); left out of the table"):
+        assert "| 1 iteration | not run yet |" in rp.render_table("tiny", out)
+    lines = []
+    rp.reproduce("tiny", seeds=[0], rows=["1 iteration"], out=out, splits=small_splits(), progress=False,
+                 log=quiet(lines))
+    assert any(f"{path}: not a readable result JSON (" in line and line.endswith("training it again")
+               for line in lines)
+    again = json.load(open(path))
+    assert again["test_accuracy"] == good["test_accuracy"] and again["curve"] == good["curve"]
+    for bad, why in ((dict(good, test_accuracy="0.9"), "test_accuracy is '0.9'"), ([1, 2], "a list, not an object")):
+        with open(path, "w") as f:
+            json.dump(bad, f)
+        with pytest.raises(rp.CorruptResultError, match=f"^{path}: not a readable result JSON \\({why}"):
+            rp.read_result(path)
+
+
+def test_a_failed_table_leaves_the_previous_table_not_an_empty_one(tmp_path, monkeypatch):
+    fake_results(tmp_path / "tiny")
+    path = rp.write_table("tiny", str(tmp_path / "tiny"))
+    before = open(path).read()
+    assert "| 3 iterations |" in before
+
+    def broken(name, out=None):
+        raise RuntimeError("rendering failed")
+
+    monkeypatch.setattr(rp.tables, "render_table", broken)
+    with pytest.raises(RuntimeError, match="rendering failed"):
+        rp.write_table("tiny", str(tmp_path / "tiny"))
+    assert open(path).read() == before
+    assert not [f for f in os.listdir(tmp_path / "tiny") if ".tmp" in f]
+
+
+def test_a_results_folder_belongs_to_one_reproduce(tmp_path):
+    from dgl_capsules.files import FolderInUseError, FolderLock
+
+    out = tmp_path / "tiny"
+    with FolderLock(out):
+        with pytest.raises(FolderInUseError, match=rf"^out '{out}' is in use by another run"):
+            rp.reproduce("tiny", out=str(out), splits=small_splits(), progress=False, log=quiet([]))
+
+
+def test_reproduce_stopped_by_a_signal_continues_to_the_same_results(tmp_path, monkeypatch):
+    """SIGTERM inside the second run: the first run's result is kept, the second run's checkpoint says where
+    it stopped, and calling reproduce again ends with the results of a run never stopped."""
+    import signal
+
+    from dgl_capsules.interrupt import TrainingInterrupted
+    from dgl_capsules.models import CapsNet
+
+    torch.set_num_threads(1)
+    kw = dict(seeds=[0], splits=small_splits(), progress=False, log=quiet([]))
+    rp.reproduce("tiny", out=str(tmp_path / "straight"), **kw)
+    real, calls = CapsNet.loss, []
+
+    def loss(self, out, y, step=None):
+        calls.append(step)
+        if len(calls) == 3:  # the first run has 2 steps (32 images, batch 16): the first step of the second run
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(self, out, y, step)
+
+    monkeypatch.setattr(CapsNet, "loss", loss)
+    out = str(tmp_path / "stopped")
+    with pytest.raises(TrainingInterrupted, match=r"SIGTERM after step 1 \(epoch 1, batch 1 of 2\)"):
+        rp.reproduce("tiny", out=out, **kw)
+    assert sorted(f for f in os.listdir(out) if f.endswith(".json")) == ["1-iteration-seed0.json"]
+    assert not os.path.exists(os.path.join(out, ".lock"))
+    monkeypatch.undo()
+    rp.reproduce("tiny", out=out, **kw)
+    for f in ("1-iteration-seed0.json", "3-iterations-seed0.json"):
+        a, b = (json.load(open(os.path.join(d, f))) for d in (str(tmp_path / "straight"), out))
+        assert [r["train_loss"] for r in a["curve"]] == [r["train_loss"] for r in b["curve"]]
+        assert a["test_correct"] == b["test_correct"]
 
 
 def test_efficient_capsnet_follows_the_published_recipe_and_records_it(tmp_path, monkeypatch):

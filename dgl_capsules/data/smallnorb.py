@@ -1,5 +1,4 @@
 """smallNORB (LeCun et al. 2004) from its binary matrix files, with the viewpoint of every image."""
-import gzip
 import os
 import struct
 
@@ -8,7 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from .datasets import ImageDataset, Splits
+from .fileio import read_bytes
 from .registry import register_dataset
+from .viewsplit import viewpoint_splits
 
 __all__ = ["SmallNORB", "read_norb_matrix", "smallnorb_metadata"]
 
@@ -23,28 +24,40 @@ _FILES = {
 
 
 def read_norb_matrix(path):
-    """Read one smallNORB binary matrix file (raw or ``.gz``) into a numpy array.
+    """Read one smallNORB binary matrix file (raw or gzip-compressed) into a numpy array.
 
     The header is little-endian int32: a magic number naming the element type
     (``0x1E3D4C55`` uint8, ``0x1E3D4C54`` int32, ...), the number of
     dimensions ``ndim`` and ``max(ndim, 3)`` sizes (unused ones are 1); the
-    data follow in C order.
+    data follow in C order. Gzip data are recognised by their content.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        Naming the file and what was expected, if the magic number is not
+        one of the format's, the file is cut short or its gzip data are damaged.
     """
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    data = read_bytes(path, "a smallNORB binary matrix file")
     if len(data) < 8:
-        raise ValueError(f"{path} is not a smallNORB matrix file (only {len(data)} bytes)")
+        raise ValueError(f"{path} is not a smallNORB matrix file: {len(data)} bytes, fewer than the 8 of a "
+                         f"magic number and a dimension count")
     magic, ndim = struct.unpack("<ii", data[:8])
     if magic not in _NORB_DTYPES or not 0 < ndim < 16:
-        raise ValueError(f"{path} is not a smallNORB matrix file (magic {magic:#x}, ndim {ndim})")
+        raise ValueError(f"{path} is not a smallNORB matrix file (magic {magic:#x}, ndim {ndim}); expected a magic "
+                         f"number among {', '.join(f'{m:#x}' for m in _NORB_DTYPES)} and 1 to 15 dimensions")
     n_sizes = max(ndim, 3)
+    if len(data) < 8 + 4 * n_sizes:
+        raise ValueError(f"{path} is cut short inside its header: {ndim} dimensions need {8 + 4 * n_sizes} "
+                         f"header bytes; the file has {len(data)}")
     shape = struct.unpack(f"<{n_sizes}i", data[8:8 + 4 * n_sizes])[:ndim]
     dtype = np.dtype(_NORB_DTYPES[magic])
     count = int(np.prod(shape))
     body = data[8 + 4 * n_sizes:]
     if len(body) < count * dtype.itemsize:
-        raise ValueError(f"{path} is truncated: header says {shape}, file has {len(body)} data bytes")
+        raise ValueError(f"{path} is cut short: its header says {shape} values of {dtype} "
+                         f"({count * dtype.itemsize} data bytes); the file has {len(body)} data bytes")
     return np.frombuffer(body, dtype=dtype, count=count).reshape(shape)
 
 
@@ -166,8 +179,6 @@ def SmallNORB(root, image_size=48, val_fraction=0.1, seed=0, split=None, stereo=
                               antialias=True)
         sets[part] = (x, torch.from_numpy(cat.astype(np.int64)))
     if split is not None:
-        from .viewpoints import viewpoint_splits
-
         x = torch.cat([sets["train"][0], sets["test"][0]])
         y = torch.cat([sets["train"][1], sets["test"][1]])
         meta = {k: np.concatenate([metas["train"][k], metas["test"][k]]) for k in metas["train"]}
@@ -181,6 +192,12 @@ def SmallNORB(root, image_size=48, val_fraction=0.1, seed=0, split=None, stereo=
                   ImageDataset(*sets["test"], 5))
 
 
+def _load_smallnorb(path):
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path!r} is not a directory")
+    return SmallNORB(path)
+
+
 def _viewpoint_loader(split):
     def load(path, image_size=None):
         if not os.path.isdir(path):
@@ -190,6 +207,8 @@ def _viewpoint_loader(split):
     return load
 
 
+register_dataset("smallnorb", _load_smallnorb, path="required",
+                 help="smallNORB (5 categories, 48x48 left-camera images) from its -dat.mat / -cat.mat files in PATH")
 for _split in ("azimuth", "elevation"):
     register_dataset(f"smallnorb-{_split}", _viewpoint_loader(_split), path="required",
                      help=f"smallNORB's {_split} split (Hinton et al. 2018): 2x32x32 stereo pairs from the -dat / -cat "

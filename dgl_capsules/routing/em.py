@@ -339,11 +339,16 @@ def _parent_step(s, mass, beta_u, beta_a, lam_t, c, last):
     Returns ``m = mu - c``, ``sigma2``, the activations and, unless ``last``, the parent vector ``y``
     and constant ``k`` of the E-step: ``log a_j + log p_ij = X_ij . y_j + k_j``."""
     n_pose = c.n_pose
-    # NOTE: a parent whose children all have a_i = 0 would divide 0 by 0; clamping the mass at
-    # the smallest normal number leaves every other case as in the paper.
-    mass = mass.clamp_min(c.tiny)  # (N_dst, *, 1)
-    m = s[..., :n_pose] / mass  # (N_dst, *, P) = mu - c
-    sigma2 = (s[..., n_pose:2 * n_pose] / mass - m.square()).clamp_min(0) + c.eps  # (N_dst, *, P)
+    # NOTE: a parent whose children all have a_i = 0 has no mass: it is empty, mu = c and
+    # sigma^2 = eps, and the gradients into s are 0 there (a plain s / max(mass, tiny) would send
+    # 1 / tiny into them, and inf * 0 = NaN into the votes); its cost, (beta_u + log sigma / 2)
+    # times the mass, keeps its gradient in the mass. Dividing by the mass clamped at the smallest
+    # normal number leaves every other case as in the paper.
+    live = mass > 0  # (N_dst, *, 1)
+    held = mass.clamp_min(c.tiny)  # (N_dst, *, 1)
+    m = torch.where(live, s[..., :n_pose] / held, 0.0)  # (N_dst, *, P) = mu - c
+    second = torch.where(live, s[..., n_pose:2 * n_pose] / held, 0.0)  # (N_dst, *, P) = E[U^2]
+    sigma2 = (second - m.square()).clamp_min(0) + c.eps  # (N_dst, *, P)
     log_sigma2 = sigma2.log()
     cost = mass.squeeze(-1) * (n_pose * beta_u + 0.5 * log_sigma2.sum(-1))  # (N_dst, *) = sum_h cost_jh
     logit = lam_t * (beta_a - cost)  # (N_dst, *)
