@@ -35,7 +35,7 @@ NORMALISATIONS = ("parents", "children", "none")
 STRENGTHS = ("length", "activation")
 
 #: What each input of a routing function is: ``"edge"`` ``(|E|, B, ...)`` (the votes first), ``"child"``
-#: ``(N_src, B, ...)``, ``"edge_value"`` ``(|E|,)`` or a scalar, ``"parent_value"`` ``(N_dst,)`` or a scalar,
+#: ``(N_src, B, ...)``, ``"edge_value"`` ``(|E|,)`` or a scalar, ``"parent_value"`` ``(N_dst, ...)`` or a scalar,
 #: ``"const"`` anything passed through unchanged.
 KINDS = ("edge", "child", "edge_value", "parent_value", "const")
 
@@ -74,7 +74,9 @@ class RoutingSpec:
     inputs : tuple of str
         What ``fn`` takes after the graph, in order, each one of
         :data:`KINDS` (``("edge",)`` for votes only;
-        ``("edge", "child", "edge_value", "edge_value")`` for Heinsen 2019).
+        ``("edge", "child", "edge_value", "edge_value")`` for Heinsen 2019). The
+        first is the votes (``"edge"``) or, for a family that never forms
+        votes, the child vectors (``"child"``, as for vector routing).
     iterative : bool
         Whether ``fn`` takes ``n_iters``.
     reference : callable or str or None
@@ -156,8 +158,9 @@ def register_routing(name, fn, *, label, citation="", normalise="parents", outpu
     if unknown or "coupling" not in outputs:
         raise ValueError(f"outputs must name RoutingResult fields {_OUTPUTS}, coupling among them; got {outputs}")
     inputs = tuple(inputs)
-    if not inputs or inputs[0] != "edge" or any(k not in KINDS for k in inputs):
-        raise ValueError(f"inputs must start with 'edge' (the votes) and use only {KINDS}; got {inputs}")
+    if not inputs or inputs[0] not in ("edge", "child") or any(k not in KINDS for k in inputs):
+        raise ValueError(f"inputs must start with 'edge' (the votes) or 'child' (child vectors, for a family "
+                         f"whose votes are never formed) and use only {KINDS}; got {inputs}")
     _ROUTINGS[name] = RoutingSpec(name, fn, label, citation, normalise, outputs, strength, inputs, bool(iterative),
                                   reference, example, dict(defaults or {}))
     return fn
