@@ -2,6 +2,9 @@
 from .dynamic import DynamicCaps
 from .em import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from .heinsen import HeinsenRouting
+from .inverted import InvertedCaps, InvertedConvCaps
 from .primary import PrimaryCaps
+from .vector import EfficientVectorRouting
 
-__all__ = ["ClassCaps", "ConvCaps", "DynamicCaps", "HeinsenRouting", "PrimaryCaps", "PrimaryMatrixCaps"]
+__all__ = ["ClassCaps", "ConvCaps", "DynamicCaps", "EfficientVectorRouting", "HeinsenRouting", "InvertedCaps",
+           "InvertedConvCaps", "PrimaryCaps", "PrimaryMatrixCaps"]

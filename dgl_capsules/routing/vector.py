@@ -200,11 +200,13 @@ def _matrix(name, value, shape, layout, like):
 def _edge_scalars(name, value, g, batch, like, per_sample):
     """A number or a tensor of shape (), ``(|E|,)`` or (if ``per_sample``) ``(|E|, *)``, broadcastable over ``*``."""
     n_edges = g.num_edges()
-    layout = f"(), (|E|,) = ({n_edges},)" + (f" or (|E|, *) = {(n_edges,) + batch}" if per_sample else "")
+    layout = (f"(), (|E|,) = ({n_edges},) or (|E|, *) = {(n_edges,) + batch}" if per_sample
+              else f"() or (|E|,) = ({n_edges},)")
     if isinstance(value, Real) and not isinstance(value, bool):
         return torch.tensor(float(value), dtype=like.dtype, device=like.device)
     if not isinstance(value, torch.Tensor):
-        check_tensor(name, value, layout)  # numpy arrays are told how to convert
+        if type(value).__module__ == "numpy":
+            check_tensor(name, value, layout)  # tells how to convert
         raise TypeError(f"{name} must be a number or a floating-point tensor of shape {layout}; got "
                         f"{type(value).__name__}")
     value = check_float_tensor(name, value, layout, dtype=like.dtype).to(like.device)
