@@ -213,8 +213,9 @@ def test_gradcheck_through_the_layer():
     layer, _ = pair(n_inp=-1, n_out=2, d_inp=3, d_out=3)
     x = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: layer(t), (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
+    # NOTE: fast_mode (a random projection of the Jacobian): the full one takes a minute through DGL.
     assert torch.autograd.gradcheck(lambda t: layer.forward_ragged([t[0, :2], t[1]]), (x,), eps=1e-6, atol=1e-6,
-                                    rtol=1e-4)
+                                    rtol=1e-4, fast_mode=True)
 
 
 def test_gradients_of_parameters_equal_published_algorithm():

@@ -96,9 +96,9 @@ class _InvertedLayer(nn.Module):
 
     def _check_poses(self, poses, layout, shape):
         poses = check_float_tensor("poses", poses, layout)
-        ok = poses.dim() == len(shape) and all(s is None or s == n for s, n in zip(shape, poses.shape))
+        ok = poses.dim() == len(shape) and all(isinstance(s, str) or s == n for s, n in zip(shape, poses.shape))
         if not ok:
-            want = "(" + ", ".join("B" if s is None else str(s) for s in shape) + ")"
+            want = "(" + ", ".join(str(s) for s in shape) + ")"
             raise ValueError(f"poses must have shape {layout} = {want}; got {tuple(poses.shape)}")
         return poses
 
@@ -194,7 +194,7 @@ class InvertedCaps(_InvertedLayer):
 
     def forward(self, poses, return_routing=False, return_trace=False):
         """Route child poses ``(B, n_in, d_in)`` to parent poses ``(B, n_out, d_out)``."""
-        poses = self._check_poses(poses, "(B, n_in, d_in)", (None, self.n_in, self.d_in))
+        poses = self._check_poses(poses, "(B, n_in, d_in)", ("B", self.n_in, self.d_in))
         g = self.graph(device=poses.device)
         r = self._route(g, self.votes(g, poses), return_trace)
         out = r.poses.transpose(0, 1)  # (B, n_out, d_out)
@@ -287,10 +287,10 @@ class InvertedConvCaps(_InvertedLayer):
         if self.pose == "matrix":
             side = self.side
             patches = patches.unflatten(4, (side, side))  # (B, Ho, Wo, A, s, s, ky, kx)
-            table = torch.einsum("bhwnaxkl,klnxdc->hwcklnbad", patches, w)
+            table = torch.einsum("bhwnaxkl,klnxdc->hwcklnbad", patches, w).flatten(-2)
         else:
             table = torch.einsum("bhwnakl,klnacd->hwcklnbd", patches, w)
-        table = table.reshape(-1, b, self.d_out)  # (E, B, d_out) in the order (y', x', c, ky, kx, a)
+        table = table.flatten(0, 5)  # (E, B, d_out) in the order (y', x', c, ky, kx, a)
         _, dst = g.edges()
         index = (dst.long() * (k * k) + g.edata["offset"].long()) * n_a + g.edata["child_type"].long()
         return table.index_select(0, index)
@@ -298,7 +298,7 @@ class InvertedConvCaps(_InvertedLayer):
     def forward(self, poses, return_routing=False, return_trace=False):
         """Route child poses ``(B, H, W, in_types, d_in)`` to ``(B, Ho, Wo, out_types, d_out)``."""
         layout = "(B, H, W, in_types, d_in)"
-        poses = self._check_poses(poses, layout, (None, None, None, self.in_types, self.d_in))
+        poses = self._check_poses(poses, layout, ("B", "H", "W", self.in_types, self.d_in))
         b, h, w = poses.shape[:3]
         if self.kernel > min(h, w):
             raise ValueError(f"poses must have a grid (H, W) of at least kernel = {self.kernel}; got {(h, w)}")
