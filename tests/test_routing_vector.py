@@ -86,7 +86,13 @@ def test_complete_graph_path_equals_message_passing_with_gradients():
     """The batched-matrix path of complete graphs gives the message-passing path's values and gradients."""
     g, _ = dc.testing.permuted(dc.capsule_graph(6, 4), seed=2)  # complete, in a shuffled edge order
     x = [t.requires_grad_(True) for t in inputs(g)]
-    assert vector_module.complete_pairs(g) is not None
+    assert vector_module.complete_layout(g).rows is not None
+    assert vector_module.complete_layout(dc.capsule_graph(6, 4)).rows is None  # views in the library's order
+    assert vector_module.complete_layout(graphs()["conv"]) is None
+    assert vector_module.complete_layout(dgl.batch([dc.capsule_graph(3, 2), dc.capsule_graph(2, 2)])) is None
+    repeated = dgl.heterograph({("child", "vote", "parent"): ([0, 0, 1, 1], [0, 0, 1, 1])},
+                               num_nodes_dict={"child": 2, "parent": 2})
+    assert vector_module.complete_layout(repeated) is None
     fast = vector_module.vector_routing_state(g, *x, n_iters=3, return_trace=True)
     plain = vector_module.vector_routing_state(g.int(), *x, n_iters=3, return_trace=True)  # int32 ids
     slow = _message_passing(g, x, n_iters=3)

@@ -9,7 +9,6 @@ from dgl.ops import edge_softmax
 
 from .._checks import check_float_tensor, check_n_iters, check_node_tensor, check_tensor
 from ._common import RoutingResult, check_graph, empty_result, uniform_coupling
-from .dynamic import complete_pairs
 from .registry import register_routing
 
 __all__ = ["vector_routing", "sequence_lengths"]
@@ -167,9 +166,9 @@ def vector_routing_state(g, x, a, beta_use, beta_ign, w_f1, w_f2, b_f2, w_g1, w_
         r = empty_result(x, n_iters, return_trace, poses=(n_dst,) + batch + (d_out,), coupling=(g.num_edges(),) + batch)
         return VectorState(r.poses, r.coupling, None, None, r.trace)
     x_scaled = x * sequence_lengths(g).to(x).rsqrt().view((-1,) + (1,) * (x.dim() - 1))  # (N_src, *, D_in)
-    pairs = complete_pairs(g)
-    route = _route_message_passing if pairs is None else _route_complete
-    return route(g if pairs is None else pairs, x, x_scaled, torch.sigmoid(a), p, edge, n_iters, normalize,
+    layout = complete_layout(g)
+    route = _route_message_passing if layout is None else _route_complete
+    return route(g if layout is None else layout, x, x_scaled, torch.sigmoid(a), p, edge, n_iters, normalize,
                  return_trace)
 
 
@@ -263,59 +262,97 @@ def _route_message_passing(g, x, x_scaled, f_a, p, edge, n_iters, normalize, ret
     return VectorState(poses, coupling, logits, predicted, trace)
 
 
-def _route_complete(pairs, x, x_scaled, f_a, p, edge, n_iters, normalize, return_trace):
-    """Algorithm 1 on a complete graph as batched matrix products over ``(S, N_dst, N_src)`` scalars.
+class CompleteLayout(NamedTuple):
+    """Where the pairs of a complete graph live in its edge order.
 
-    ``S`` is the flattened batch; every per-edge input is read into that layout once and every coupling
-    written back in the graph's edge order.
+    ``rows`` is ``None`` when edge ``i * N_dst + j`` is the pair ``(i, j)`` (the
+    order of :func:`~dgl_capsules.capsule_graph`): then an edge tensor is a view
+    of an ``(N_src, N_dst)`` array. Otherwise ``rows[i * N_dst + j]`` is the
+    edge id (int64) of the pair.
     """
-    n_src, n_dst = pairs.n_src, pairs.n_dst
+
+    n_src: int
+    n_dst: int
+    rows: Optional[torch.Tensor]
+
+
+_CHUNK = 1 << 24  # edges compared at a time, to keep the check's temporaries small
+
+
+def complete_layout(g):
+    """:class:`CompleteLayout` if every child of ``g`` has exactly one edge to every parent, else ``None``."""
+    n_src, n_dst, n_edges = g.num_src_nodes(), g.num_dst_nodes(), g.num_edges()
+    if n_edges != n_src * n_dst or n_edges == 0:
+        return None
+    src, dst = g.edges()
+    canonical = True
+    for k in range(0, n_edges, _CHUNK):
+        position = src[k:k + _CHUNK].long() * n_dst + dst[k:k + _CHUNK].long()
+        if not torch.equal(position, torch.arange(k, k + len(position), device=position.device)):
+            canonical = False
+            break
+    if canonical:
+        return CompleteLayout(n_src, n_dst, None)
+    position = src.long() * n_dst + dst.long()  # (E,)
+    rows = torch.full_like(position, -1).scatter_(0, position, torch.arange(n_edges, device=position.device))
+    if bool((rows < 0).any()):  # a repeated pair leaves another one out
+        return None
+    return CompleteLayout(n_src, n_dst, rows)
+
+
+def _to_dense(layout, v):
+    """A per-edge scalar ``()``, ``(E, 1...)`` or ``(E, *)`` as ``()`` or ``(1 | S, I, J)`` (a view if it can)."""
+    if v.dim() == 0:
+        return v
+    v = v.reshape(v.shape[0], -1)  # (E, 1 | S)
+    if layout.rows is not None:
+        v = v.index_select(0, layout.rows)
+    return v.view(layout.n_src, layout.n_dst, -1).permute(2, 0, 1)
+
+
+def _to_edges(layout, c, batch):
+    """``(S, I, J)`` -> an edge tensor ``(E, *batch)`` in the graph's order."""
+    e = c.permute(1, 2, 0).reshape(layout.n_src * layout.n_dst, -1)  # (I * J, S), a view when S = 1
+    if layout.rows is not None:
+        e = torch.empty_like(e).index_copy_(0, layout.rows, e)
+    return e.reshape((-1,) + tuple(batch))
+
+
+def _route_complete(layout, x, x_scaled, f_a, p, edge, n_iters, normalize, return_trace):
+    """Algorithm 1 on a complete graph as batched matrix products over ``(S, N_src, N_dst)`` scalars.
+
+    ``S`` is the flattened batch. In the order of :func:`~dgl_capsules.capsule_graph` the per-edge inputs
+    and the couplings are views of these arrays; in any other order they are gathered once.
+    """
+    n_src, n_dst = layout.n_src, layout.n_dst
     batch, d_in = x.shape[1:-1], x.shape[-1]
     xs = x.reshape(n_src, -1, d_in).transpose(0, 1)  # (S, I, D_in)
     x1 = torch.cat([x_scaled, x_scaled.new_ones(x_scaled.shape[:-1] + (1,))], -1)
     x1 = x1.reshape(n_src, -1, d_in + 1).transpose(0, 1)  # (S, I, D_in + 1)
-    f_a = f_a.reshape(n_src, -1).T.unsqueeze(1)  # (S, 1, I)
-    dense = {k: _to_dense(pairs, v) for k, v in edge.items()}  # () or (1 | S, J, I)
-    position = None  # (E,) where each edge lives in a (J, I) block, made on first use
-
-    def to_edges(c):  # (S, J, I) -> (E, *)
-        nonlocal position
-        if position is None:
-            position = torch.empty_like(pairs.order).scatter_(0, pairs.order, torch.arange(len(pairs.order)))
-        return c.reshape(c.shape[0], -1).T.index_select(0, position).reshape((-1,) + tuple(batch))
-
-    def to_nodes(y):  # (S, J, F) -> (J, *, F)
-        return y.transpose(0, 1).reshape((n_dst,) + tuple(batch) + y.shape[-1:])
-
+    f_a = f_a.reshape(n_src, -1).T.unsqueeze(-1)  # (S, I, 1)
+    dense = {k: _to_dense(layout, v) for k, v in edge.items()}  # () or (1 | S, I, J)
     trace = [] if return_trace else None
     logits = predicted = None
     for it in range(n_iters):
         if it == 0:
-            coupling = xs.new_full((1, n_dst, n_src), 1.0 / n_dst)  # (1, J, I)
+            coupling = xs.new_full((1, n_src, n_dst), 1.0 / n_dst)  # (1, I, J)
         else:
             predicted = _predictions(x_out, p)  # (J, *, D_in)
-            p_s = predicted.reshape(n_dst, -1, d_in).transpose(0, 1)  # (S, J, D_in)
-            logits = F.logsigmoid(torch.bmm(p_s, xs.transpose(1, 2)) * dense["w_s"] + dense["b_s"])  # (S, J, I)
-            # NOTE: the softmax over the outputs j of each input i is over dim 1 of (S, J, I).
-            coupling = torch.softmax(logits, dim=1)  # (S, J, I)
+            p_s = predicted.reshape(n_dst, -1, d_in).permute(1, 2, 0)  # (S, D_in, J)
+            logits = F.logsigmoid(torch.bmm(xs, p_s) * dense["w_s"] + dense["b_s"])  # (S, I, J)
+            # NOTE: the softmax over the outputs j of each input i is over the last dim of (S, I, J).
+            coupling = torch.softmax(logits, dim=-1)  # (S, I, J)
         if trace is not None:
             trace.append(coupling)
-        d_use = f_a * coupling  # (S, J, I)
-        phi = dense["beta_use"] * d_use - dense["beta_ign"] * (f_a - d_use)  # (S, J, I)
-        x_out = _outputs(to_nodes(torch.bmm(phi, x1)), p)  # (J, *, D_out)
+        d_use = f_a * coupling  # (S, I, J)
+        phi = dense["beta_use"] * d_use - dense["beta_ign"] * (f_a - d_use)  # (S, I, J)
+        sums = torch.bmm(phi.transpose(1, 2), x1)  # (S, J, D_in + 1)
+        x_out = _outputs(sums.transpose(0, 1).reshape((n_dst,) + tuple(batch) + (d_in + 1,)), p)  # (J, *, D_out)
     s = xs.shape[0]
-    edges = [to_edges(c.expand(s, -1, -1)) for c in (trace if trace is not None else [coupling])]
+    edges = [_to_edges(layout, c.expand(s, -1, -1), batch) for c in (trace if trace is not None else [coupling])]
     poses = _norm(x_out) if normalize else x_out
-    return VectorState(poses, edges[-1], None if logits is None else to_edges(logits),
+    return VectorState(poses, edges[-1], None if logits is None else _to_edges(layout, logits, batch),
                        predicted, edges if trace is not None else None)
-
-
-def _to_dense(pairs, v):
-    """A per-edge scalar ``()``, ``(E, 1...)`` or ``(E, *)`` as ``()`` or ``(1 | S, J, I)``."""
-    if v.dim() == 0:
-        return v
-    block = v.reshape(v.shape[0], -1).index_select(0, pairs.order)  # (J * I, 1 | S)
-    return block.T.reshape(-1, pairs.n_dst, pairs.n_src)
 
 
 register_routing(
