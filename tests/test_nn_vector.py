@@ -177,7 +177,9 @@ def test_mask_anywhere_and_with_fixed_positions_equals_the_masked_re_statement()
 
 
 @pytest.mark.parametrize("n_inp", [-1, 9])
-def test_forward_ragged_equals_each_sequence_alone(n_inp):
+@pytest.mark.parametrize("min_edges", [0, 10 ** 9])  # routed part by part / by message passing
+def test_forward_ragged_equals_each_sequence_alone(n_inp, min_edges, monkeypatch):
+    monkeypatch.setattr(dc.routing.vector, "BLOCK_MIN_EDGES", min_edges)
     layer, ref = pair(n_inp=n_inp)
     xs = [torch.randn(n, 5, dtype=torch.float64) for n in (3, 9, 1, 6)]
     out = layer.forward_ragged(xs)

@@ -238,11 +238,13 @@ class EfficientVectorRouting(nn.Module):
         a = (x_scaled * p["W_A"][pos_w].view(lead + (self.d_inp,))).sum(-1) + p["B_A"][pos_w].view(lead)
         src, dst = (e.long() for e in g.edges())
         j = dst % self.n_out  # (E,) output index within its sequence
-        beta_use, beta_ign = self._betas(x, pos[src], j, src)
+        pos_src = pos[src] if self.n_inp > 0 else None  # (E,) position of the edge's input
+        beta_use, beta_ign = self._betas(x, pos_src, j, src)
+        w_s, b_s = (t[pos_src, j] if self.n_inp > 0 else t[0][j] for t in (p["W_S"], p["B_S"]))  # (E,) each
         state = vector_routing_state(
             g, x, a, beta_use, beta_ign, p["W_F1"].repeat(n_parts, 1), p["W_F2"], p["B_F2"].repeat(n_parts, 1),
-            p["W_G1"], p["W_G2"].repeat(n_parts, 1), p["B_G2"].repeat(n_parts, 1), p["W_S"][pos_w[src], j],
-            p["B_S"][pos_w[src], j], n_iters=self.n_iters, normalize=self.normalize, return_trace=return_trace)
+            p["W_G1"], p["W_G2"].repeat(n_parts, 1), p["B_G2"].repeat(n_parts, 1), w_s, b_s,
+            n_iters=self.n_iters, normalize=self.normalize, return_trace=return_trace)
         return state, a, beta_use, beta_ign, x_scaled, p
 
     def _as_dict(self, g, state, a, beta_use, beta_ign, x_scaled, p, dense, node_out):

@@ -2,6 +2,7 @@
 from numbers import Real
 from typing import NamedTuple, Optional
 
+import dgl
 import torch
 import torch.nn.functional as F
 from dgl import ops
@@ -11,7 +12,7 @@ from .._checks import check_float_tensor, check_n_iters, check_node_tensor, chec
 from ._common import RoutingResult, check_graph, empty_result, uniform_coupling
 from .registry import register_routing
 
-__all__ = ["vector_routing", "sequence_lengths"]
+__all__ = ["vector_routing", "sequence_lengths", "BLOCK_MIN_EDGES"]
 
 #: The LayerNorm (no affine) of the outputs, as torch.nn.LayerNorm's default.
 LN_EPS = 1e-5
@@ -67,9 +68,12 @@ def vector_routing(g, x, a, beta_use, beta_ign, w_f1, w_f2, b_f2, w_g1, w_g2, b_
     Every per-edge quantity is a scalar (:math:`S, R, D^{use}, D^{ign}, \phi`):
     the M-step is one sparse product ``u_mul_e`` + sum of :math:`[\tilde x_i, 1]`
     with :math:`\phi` and the E-step one ``u_dot_v``, so memory grows linearly
-    with the number of edges. On a complete graph (any edge order) the same
-    equations run as batched matrix products over ``(*, N_dst, N_src)``
-    arrays of those scalars; tests check that both paths agree.
+    with the number of edges. On a complete graph (any edge order), and on
+    every part of a :func:`dgl.batch` of complete graphs in
+    :func:`~dgl_capsules.capsule_graph`'s order (a ragged batch of sequences,
+    parts of at least :data:`BLOCK_MIN_EDGES` edges on average), the same
+    equations run as matrix products over ``(*, N_src, N_dst)`` arrays of those
+    scalars, views of the edge tensors; tests check that the paths agree.
 
     **Scaling.** :math:`n_i` is the number of children of the graph that holds
     child :math:`i`: ``N_src`` for one graph, and each part's own count in a
@@ -143,7 +147,7 @@ def vector_routing(g, x, a, beta_use, beta_ign, w_f1, w_f2, b_f2, w_g1, w_g2, b_
 def vector_routing_state(g, x, a, beta_use, beta_ign, w_f1, w_f2, b_f2, w_g1, w_g2, b_g2, w_s=1.0, b_s=0.0,
                          n_iters=2, normalize=True, return_trace=False):
     """:func:`vector_routing`, returning a :class:`VectorState` (also the last E-step's logits and predictions)."""
-    check_graph(g, "vector_routing")
+    layout, parts = _structure(g)
     x = check_float_tensor("x", x, "(N_src, *, D_in)")
     if x.dim() < 2 or x.shape[0] != g.num_src_nodes() or x.shape[-1] == 0:
         raise ValueError(f"x must have shape (N_src, *, D_in) with N_src = {g.num_src_nodes()} children of the "
@@ -166,10 +170,27 @@ def vector_routing_state(g, x, a, beta_use, beta_ign, w_f1, w_f2, b_f2, w_g1, w_
         r = empty_result(x, n_iters, return_trace, poses=(n_dst,) + batch + (d_out,), coupling=(g.num_edges(),) + batch)
         return VectorState(r.poses, r.coupling, None, None, r.trace)
     x_scaled = x * sequence_lengths(g).to(x).rsqrt().view((-1,) + (1,) * (x.dim() - 1))  # (N_src, *, D_in)
-    layout = complete_layout(g)
-    route = _route_message_passing if layout is None else _route_complete
-    return route(g if layout is None else layout, x, x_scaled, torch.sigmoid(a), p, edge, n_iters, normalize,
-                 return_trace)
+    args = (x, x_scaled, torch.sigmoid(a), p, edge, n_iters, normalize, return_trace)
+    if layout is not None:
+        return _route_complete(layout, *args)
+    if parts is not None:
+        return _route_parts(parts, *args)
+    return _route_message_passing(g, *args)
+
+
+def _structure(g):
+    """``(complete layout, complete parts)`` of ``g``, at most one not ``None``; raises as ``check_graph``.
+
+    A complete graph, or a batch of them, has no parent without children: only other graphs need the
+    in-degree check (which builds the graph's CSC format on a fresh :func:`dgl.batch`).
+    """
+    if isinstance(g, dgl.DGLGraph) and g.is_unibipartite and len(g.canonical_etypes) == 1:
+        layout = complete_layout(g)
+        parts = None if layout is not None else complete_parts(g)
+        if layout is not None or parts is not None:
+            return layout, parts
+    check_graph(g, "vector_routing")
+    return None, None
 
 
 def sequence_lengths(g):
@@ -298,6 +319,55 @@ def complete_layout(g):
     if bool((rows < 0).any()):  # a repeated pair leaves another one out
         return None
     return CompleteLayout(n_src, n_dst, rows)
+
+
+#: A dgl.batch of complete graphs is routed part by part with matrix products when its parts have at least
+#: this many edges on average (fewer: one message-passing call for all of them is faster).
+BLOCK_MIN_EDGES = 1024
+
+
+def complete_parts(g):
+    """``[(src offset, N_src, dst offset, N_dst, edge offset), ...]`` if ``g`` is a :func:`dgl.batch` of complete
+    graphs, each in :func:`~dgl_capsules.capsule_graph`'s edge order, with at least :data:`BLOCK_MIN_EDGES` edges
+    per part on average; else ``None``."""
+    if g.batch_size < 2:
+        return None
+    n_src = g.batch_num_nodes(g.srctypes[0]).tolist()
+    n_dst = g.batch_num_nodes(g.dsttypes[0]).tolist()
+    n_edges = g.batch_num_edges().tolist()
+    if any(e != i * j for e, i, j in zip(n_edges, n_src, n_dst)) or sum(n_edges) < BLOCK_MIN_EDGES * len(n_edges):
+        return None
+    src, dst = g.edges()
+    parts, so, do, eo = [], 0, 0, 0
+    for i, j, e in zip(n_src, n_dst, n_edges):
+        for k in range(eo, eo + e, _CHUNK):
+            end = min(k + _CHUNK, eo + e)
+            position = (src[k:end].long() - so) * j + (dst[k:end].long() - do)
+            if not torch.equal(position, torch.arange(k - eo, end - eo, device=position.device)):
+                return None
+        parts.append((so, i, do, j, eo))
+        so, do, eo = so + i, do + j, eo + e
+    return parts
+
+
+def _route_parts(parts, x, x_scaled, f_a, p, edge, n_iters, normalize, return_trace):
+    """Every part of a batch of complete graphs by :func:`_route_complete`; the results concatenated."""
+    per_parent = ("w_f1", "b_f2", "w_g2", "b_g2")
+    states = []
+    for so, n_src, do, n_dst, eo in parts:
+        pp = {k: v[do:do + n_dst] if k in per_parent else v for k, v in p.items()}
+        ee = {k: v if v.dim() == 0 else v[eo:eo + n_src * n_dst] for k, v in edge.items()}
+        rows = slice(so, so + n_src)
+        states.append(_route_complete(CompleteLayout(n_src, n_dst, None), x[rows], x_scaled[rows], f_a[rows], pp, ee,
+                                      n_iters, normalize, return_trace))
+
+    def cat(get):
+        xs = [get(s) for s in states]
+        return None if xs[0] is None else torch.cat(xs)
+
+    trace = None if not return_trace else [cat(lambda s, t=t: s.trace[t]) for t in range(n_iters)]
+    return VectorState(cat(lambda s: s.poses), cat(lambda s: s.coupling), cat(lambda s: s.logits),
+                       cat(lambda s: s.predicted), trace)
 
 
 def _to_dense(layout, v):
