@@ -6,8 +6,8 @@ import torch
 
 import dgl_capsules as dc
 from dgl_capsules.nn.inverted import window_capsule_graph
-from dgl_capsules.routing import get_routing, inverted_routing
-from dgl_capsules.testing import check_routing_contract, example_inverted, random_bipartite, reference_inverted
+from dgl_capsules.routing import inverted_routing
+from dgl_capsules.testing import example_inverted, random_bipartite, reference_inverted
 
 
 def graphs():
@@ -27,21 +27,6 @@ def inputs(g, batch=3, seed=0):
 
 def close(got, want, rtol=1e-10, atol=1e-12):
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
-
-
-def test_registered_with_everything_the_contract_needs():
-    spec = get_routing("inverted-dot-product")
-    assert spec.fn is inverted_routing
-    assert spec.label == "inverted dot-product attention routing"
-    assert (spec.normalise, spec.outputs, spec.strength) == ("parents", ("poses", "coupling"), "length")
-    assert spec.inputs == ("edge", "const", "const") and spec.defaults == {"n_iters": 2}
-    assert spec.get_reference() is reference_inverted and spec.get_example() is example_inverted
-
-
-def test_routing_contract():
-    spec = get_routing("inverted-dot-product")
-    check_routing_contract(lambda g, *x: spec.fn(g, *x, return_trace=True, **spec.defaults), spec.get_example(),
-                           spec.inputs)
 
 
 @pytest.mark.parametrize("name", list(graphs()))
@@ -131,22 +116,3 @@ def test_bad_graphs_are_named():
     lonely = dgl.heterograph({("child", "vote", "parent"): ([0, 1], [0, 0])}, num_nodes_dict={"child": 2, "parent": 2})
     with pytest.raises(dgl.DGLError, match="inverted_routing: 1 parent capsule"):
         inverted_routing(lonely, torch.zeros(2, 4))
-
-
-def test_pictures_draw_without_family_specific_code(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dgl_capsules import viz
-
-    g = window_capsule_graph((4, 4), kernel=2, stride=2, in_types=2, out_types=3)
-    r = inverted_routing(g, *inputs(g, batch=2), n_iters=3, return_trace=True)
-    ax = viz.plot_entropy(g, r, label=get_routing("inverted-dot-product").label)
-    ax.figure.savefig(tmp_path / "entropy.png")
-    hist = viz.save_animation(viz.animate_histogram(r, g=g), tmp_path / "hist.gif", dpi=30)
-    graph = viz.save_animation(viz.animate_bipartite(g, r, sample=1), tmp_path / "graph.gif", dpi=30)
-    plt.close("all")
-    for path in (tmp_path / "entropy.png", hist, graph):
-        assert (tmp_path / path).stat().st_size > 1000

@@ -5,14 +5,9 @@ import pytest
 import torch
 
 import dgl_capsules as dc
-from dgl_capsules.routing import get_routing, vector_routing
+from dgl_capsules.routing import vector_routing
 from dgl_capsules.routing import vector as vector_module
-from dgl_capsules.testing import (
-    check_routing_contract,
-    example_vector,
-    random_bipartite,
-    reference_vector,
-)
+from dgl_capsules.testing import example_vector, random_bipartite, reference_vector
 
 
 def graphs():
@@ -31,22 +26,6 @@ def inputs(g, batch=3, seed=0):
 
 def close(got, want, rtol=1e-10, atol=1e-12):
     torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
-
-
-def test_registered_with_everything_the_contract_needs():
-    spec = get_routing("vector")
-    assert spec.fn is vector_routing
-    assert spec.label == "vector routing (Heinsen 2022)"
-    assert (spec.normalise, spec.outputs, spec.strength) == ("parents", ("poses", "coupling"), "activation")
-    assert spec.inputs[0] == "child" and len(spec.inputs) == 12
-    assert spec.defaults == {"n_iters": 2}
-    assert spec.get_reference() is reference_vector and spec.get_example() is example_vector
-
-
-def test_routing_contract():
-    spec = get_routing("vector")
-    check_routing_contract(lambda g, *x: spec.fn(g, *x, return_trace=True, **spec.defaults), spec.get_example(),
-                           spec.inputs, first="x")
 
 
 @pytest.mark.parametrize("name", list(graphs()))
@@ -204,25 +183,6 @@ def test_bad_graphs_are_named():
     lonely = dgl.heterograph({("child", "vote", "parent"): ([0, 1], [0, 0])}, num_nodes_dict={"child": 6, "parent": 4})
     with pytest.raises(dgl.DGLError, match="vector_routing: 3 parent capsule"):
         vector_routing(lonely, *inputs(lonely))
-
-
-def test_pictures_draw_without_family_specific_code(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dgl_capsules import viz
-
-    g = random_bipartite(12, 4, p=0.6, seed=0)
-    r = vector_routing(g, *inputs(g, batch=2), n_iters=3, return_trace=True)
-    ax = viz.plot_entropy(g, r, label=get_routing("vector").label)
-    ax.figure.savefig(tmp_path / "entropy.png")
-    hist = viz.save_animation(viz.animate_histogram(r, g=g), tmp_path / "hist.gif", dpi=30)
-    graph = viz.save_animation(viz.animate_bipartite(g, r, sample=1), tmp_path / "graph.gif", dpi=30)
-    plt.close("all")
-    for path in (tmp_path / "entropy.png", hist, graph):
-        assert (tmp_path / path).stat().st_size > 1000
 
 
 def test_batch_of_complete_graphs_routes_part_by_part(monkeypatch):

@@ -1,7 +1,6 @@
 """Inverted dot-product attention routing (Tsai, Srivastava, Goh & Salakhutdinov, ICLR 2020)."""
 import math
 
-import torch
 import torch.nn.functional as F
 from dgl import ops
 from dgl.ops import edge_softmax
