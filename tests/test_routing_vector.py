@@ -69,6 +69,10 @@ def test_complete_graph_path_equals_message_passing_with_gradients():
     assert vector_module.complete_layout(dc.capsule_graph(6, 4)).rows is None  # views in the library's order
     assert vector_module.complete_layout(graphs()["conv"]) is None
     assert vector_module.complete_layout(dgl.batch([dc.capsule_graph(3, 2), dc.capsule_graph(2, 2)])) is None
+    h = dc.capsule_graph(5, 3)
+    layout = vector_module.complete_layout(h)
+    assert vector_module.complete_layout(dc.capsule_graph(5, 3)) is layout  # remembered on the shared structure
+    assert vector_module.complete_layout(dgl.add_edges(h, [0], [0])) is None  # a changed graph is checked anew
     repeated = dgl.heterograph({("child", "vote", "parent"): ([0, 0, 1, 1], [0, 0, 1, 1])},
                                num_nodes_dict={"child": 2, "parent": 2})
     assert vector_module.complete_layout(repeated) is None

@@ -301,24 +301,47 @@ _CHUNK = 1 << 24  # edges compared at a time, to keep the check's temporaries sm
 
 
 def complete_layout(g):
-    """:class:`CompleteLayout` if every child of ``g`` has exactly one edge to every parent, else ``None``."""
+    """:class:`CompleteLayout` if every child of ``g`` has exactly one edge to every parent, else ``None``.
+
+    Computed once per graph structure: the answer is remembered on it, so every view of a cached
+    :func:`~dgl_capsules.capsule_graph` shares it.
+    """
+    index = g._graph
+    memo = getattr(index, "_dgl_capsules_complete_layout", None)
+    if memo is not None:
+        return memo[0]
+    layout = _complete_layout(g)
+    try:
+        index._dgl_capsules_complete_layout = (layout,)  # the structure is immutable: a mutated graph has a new one
+    except AttributeError:  # a DGL whose graph index takes no attributes: computed on every call
+        pass
+    return layout
+
+
+def _complete_layout(g):
     n_src, n_dst, n_edges = g.num_src_nodes(), g.num_dst_nodes(), g.num_edges()
     if n_edges != n_src * n_dst or n_edges == 0:
         return None
     src, dst = g.edges()
-    canonical = True
-    for k in range(0, n_edges, _CHUNK):
-        position = src[k:k + _CHUNK].long() * n_dst + dst[k:k + _CHUNK].long()
-        if not torch.equal(position, torch.arange(k, k + len(position), device=position.device)):
-            canonical = False
-            break
-    if canonical:
+    if _in_order(src, dst, 0, 0, n_dst):
         return CompleteLayout(n_src, n_dst, None)
     position = src.long() * n_dst + dst.long()  # (E,)
     rows = torch.full_like(position, -1).scatter_(0, position, torch.arange(n_edges, device=position.device))
     if bool((rows < 0).any()):  # a repeated pair leaves another one out
         return None
     return CompleteLayout(n_src, n_dst, rows)
+
+
+def _in_order(src, dst, src_offset, dst_offset, n_dst):
+    """Whether edge ``k`` of ``src, dst`` (ids minus the offsets) is the pair ``(k // n_dst, k % n_dst)``."""
+    n = len(src)
+    dtype = src.dtype if n * n_dst < 2 ** 31 and src.dtype == dst.dtype else torch.int64  # no overflow
+    for k in range(0, n, _CHUNK):
+        end = min(k + _CHUNK, n)
+        position = (src[k:end].to(dtype) - src_offset) * n_dst + (dst[k:end].to(dtype) - dst_offset)
+        if not torch.equal(position, torch.arange(k, end, dtype=dtype, device=src.device)):
+            return False
+    return True
 
 
 #: A dgl.batch of complete graphs is routed part by part with matrix products when its parts have at least
@@ -340,11 +363,8 @@ def complete_parts(g):
     src, dst = g.edges()
     parts, so, do, eo = [], 0, 0, 0
     for i, j, e in zip(n_src, n_dst, n_edges):
-        for k in range(eo, eo + e, _CHUNK):
-            end = min(k + _CHUNK, eo + e)
-            position = (src[k:end].long() - so) * j + (dst[k:end].long() - do)
-            if not torch.equal(position, torch.arange(k - eo, end - eo, device=position.device)):
-                return None
+        if not _in_order(src[eo:eo + e], dst[eo:eo + e], so, do, j):
+            return None
         parts.append((so, i, do, j, eo))
         so, do, eo = so + i, do + j, eo + e
     return parts
@@ -377,6 +397,8 @@ def _to_dense(layout, v):
     v = v.reshape(v.shape[0], -1)  # (E, 1 | S)
     if layout.rows is not None:
         v = v.index_select(0, layout.rows)
+    if v.shape[1] == 1:  # plain strides: elementwise kernels and their backward run fastest on them
+        return v.view(1, layout.n_src, layout.n_dst)
     return v.view(layout.n_src, layout.n_dst, -1).permute(2, 0, 1)
 
 
@@ -399,13 +421,13 @@ def _route_complete(layout, x, x_scaled, f_a, p, edge, n_iters, normalize, retur
     xs = x.reshape(n_src, -1, d_in).transpose(0, 1)  # (S, I, D_in)
     x1 = torch.cat([x_scaled, x_scaled.new_ones(x_scaled.shape[:-1] + (1,))], -1)
     x1 = x1.reshape(n_src, -1, d_in + 1).transpose(0, 1)  # (S, I, D_in + 1)
-    f_a = f_a.reshape(n_src, -1).T.unsqueeze(-1)  # (S, I, 1)
+    f_a = f_a.reshape(n_src, -1).T.contiguous().unsqueeze(-1)  # (S, I, 1)
     dense = {k: _to_dense(layout, v) for k, v in edge.items()}  # () or (1 | S, I, J)
     trace = [] if return_trace else None
     logits = predicted = None
     for it in range(n_iters):
         if it == 0:
-            coupling = xs.new_full((1, n_src, n_dst), 1.0 / n_dst)  # (1, I, J)
+            coupling = xs.new_tensor(1.0 / n_dst)  # (): uniform, broadcast (made per edge only if returned)
         else:
             predicted = _predictions(x_out, p)  # (J, *, D_in)
             p_s = predicted.reshape(n_dst, -1, d_in).permute(1, 2, 0)  # (S, D_in, J)
@@ -416,10 +438,12 @@ def _route_complete(layout, x, x_scaled, f_a, p, edge, n_iters, normalize, retur
             trace.append(coupling)
         d_use = f_a * coupling  # (S, I, J)
         phi = dense["beta_use"] * d_use - dense["beta_ign"] * (f_a - d_use)  # (S, I, J)
-        sums = torch.bmm(phi.transpose(1, 2), x1)  # (S, J, D_in + 1)
+        # NOTE: x1^T phi rather than phi^T x1: the gradient of phi then comes out row-major, like phi,
+        # and the elementwise backward of phi's terms runs on plain strides (several times faster).
+        sums = torch.bmm(x1.transpose(1, 2), phi).transpose(1, 2)  # (S, J, D_in + 1)
         x_out = _outputs(sums.transpose(0, 1).reshape((n_dst,) + tuple(batch) + (d_in + 1,)), p)  # (J, *, D_out)
     s = xs.shape[0]
-    edges = [_to_edges(layout, c.expand(s, -1, -1), batch) for c in (trace if trace is not None else [coupling])]
+    edges = [_to_edges(layout, c.expand(s, n_src, n_dst), batch) for c in (trace if trace is not None else [coupling])]
     poses = _norm(x_out) if normalize else x_out
     return VectorState(poses, edges[-1], None if logits is None else _to_edges(layout, logits, batch),
                        predicted, edges if trace is not None else None)
