@@ -19,8 +19,9 @@ Cases (float32, one process, ``torch`` threads as set by ``OMP_NUM_THREADS``):
 - ``ragged``: the largest ragged batch :class:`dgl_capsules.nn.EfficientVectorRouting`
   (``n_inp=-1``, 100 outputs, ``d = 64``) routes forward in float32 within the
   budget, through ``forward_ragged`` (a :func:`dgl.batch` of per-sequence graphs,
-  message passing). Sequences of 1,000 to 10,000 inputs; the bytes per edge are
-  measured on a probe batch, the largest batch is extrapolated from them and
+  routed part by part). Sequences of 1,000 to 10,000 inputs; the bytes per edge
+  are measured on a probe batch, the largest batch is extrapolated from them
+  (for the budget, or what the machine has free less 4 GB if that is less) and
   then run once to check that it fits.
 
 Time: the minimum over the repeats (1 for the largest sizes), forward under
@@ -54,6 +55,12 @@ D_VEC = 64
 def _status_kb(field):
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _available():
+    """Bytes the machine has available now (``MemAvailable``)."""
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:")) * 1024
 
 
 def _call(fn, leaves, backward):
@@ -220,14 +227,17 @@ def ragged_probe(budget, n_seq_probe, n_out=100, d=D_VEC, lo=1000, hi=10000, ver
         xs = [torch.randn(n, d, generator=gen) for n in lengths]
         n_edges = sum(lengths) * n_out
         ms, peak = measure(lambda: layer.forward_ragged(xs), [], False, 1)
-        rows.append({"case": f"ragged {what}", "path": "graph (message passing)", "edges": n_edges, "pass": "fwd",
-                     "ms": ms, "peak_MB": peak / 2 ** 20, "B_per_edge": peak / n_edges,
-                     "note": f"{n_seq} sequences, {sum(lengths)} inputs -> {n_out} outputs, d = {d}"})
+        note = f"{n_seq} sequences, {sum(lengths)} inputs -> {n_out} outputs, d = {d}"
+        if what == "largest":
+            note += f"; aimed at {0.9 * target / GB:.1f} GB ({budget / GB:.0f} GB budget, {_available() / GB:.0f} GB free)"
+        rows.append({"case": f"ragged {what}", "path": "graph (per part)", "edges": n_edges, "pass": "fwd",
+                     "ms": ms, "peak_MB": peak / 2 ** 20, "B_per_edge": peak / n_edges, "note": note})
         del xs
         if what == "largest" or not verify:
             break
         per_seq = peak / n_seq
-        n_seq = max(n_seq, int(0.9 * budget / per_seq))  # 10 % margin for the spread of lengths
+        target = min(budget, _available() - 4 * GB)  # never crowd out the machine's other processes
+        n_seq = max(n_seq, int(0.9 * target / per_seq))  # 10 % margin for the spread of lengths
     return rows
 
 

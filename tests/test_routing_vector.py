@@ -61,6 +61,20 @@ def test_per_sample_betas_scalar_parameters_and_size_one_outputs(name):
     close(r.coupling, want.coupling)
 
 
+@pytest.mark.parametrize("name", ["complete", "conv", "ragged_complete"])
+def test_scalar_betas_and_similarity_parameters(name, monkeypatch):
+    monkeypatch.setattr(vector_module, "BLOCK_MIN_EDGES", 0)
+    g = dict(graphs(), ragged_complete=dgl.batch([dc.capsule_graph(4, 3), dc.capsule_graph(2, 3)]))[name]
+    x = inputs(g)
+    scalars = x[:2] + (1.5, -0.5) + x[4:10] + (0.8, -1.0)
+    for n_iters in (1, 2, 3):
+        r = vector_routing(g, *scalars, n_iters=n_iters, return_trace=True)
+        want = reference_vector(g, *scalars, n_iters=n_iters, return_trace=True)
+        close(r.poses, want.poses)
+        for got, ref in zip(r.trace, want.trace):
+            close(got, ref)
+
+
 def test_complete_graph_path_equals_message_passing_with_gradients():
     """The batched-matrix path of complete graphs gives the message-passing path's values and gradients."""
     g, _ = dc.testing.permuted(dc.capsule_graph(6, 4), seed=2)  # complete, in a shuffled edge order

@@ -427,7 +427,7 @@ def _route_complete(layout, x, x_scaled, f_a, p, edge, n_iters, normalize, retur
     logits = predicted = None
     for it in range(n_iters):
         if it == 0:
-            coupling = xs.new_tensor(1.0 / n_dst)  # (): uniform, broadcast (made per edge only if returned)
+            coupling = xs.new_full((1, 1, n_dst), 1.0 / n_dst)  # uniform, broadcast (made per edge if returned)
         else:
             predicted = _predictions(x_out, p)  # (J, *, D_in)
             p_s = predicted.reshape(n_dst, -1, d_in).permute(1, 2, 0)  # (S, D_in, J)
