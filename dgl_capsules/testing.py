@@ -42,10 +42,6 @@ __all__ = [
     "random_bipartite",
     "check_routing_contract",
     "KINDS",
-    "reference_vector",
-    "example_vector",
-    "reference_inverted",
-    "example_inverted",
 ]
 
 
@@ -464,8 +460,71 @@ def check_routing_contract(route, make_inputs, kinds, *, graphs=None, batch=3, r
 
 
 # ---------------------------------------------------------------------------
+# Self-attention routing (Efficient-CapsNet): dense reference and contract inputs
+# ---------------------------------------------------------------------------
+
+__all__ += ["reference_self_attention", "example_self_attention"]
+
+
+def reference_self_attention(g, votes, bias=0.0, uniform=False, eps=1e-20, return_trace=False):
+    r"""Efficient-CapsNet's self-attention routing (Mazzia et al. 2021, eqs. 5-7), dense, in float64.
+
+    One ``(child i, parent j)`` cell per pair, masked where ``g`` has no edge:
+
+    .. math::
+
+        A_{ij} = \frac{\hat u_{j|i} \cdot \sum_k \hat u_{j|k}}{\sqrt D}, \quad
+        c_{ij} = \operatorname{softmax}_j A_{ij}, \quad
+        s_j = \sum_i (c_{ij} + b_{ij})\, \hat u_{j|i}, \quad
+        v_j = \Big(1 - \frac{1}{e^{\lVert s_j \rVert} + \epsilon}\Big) \frac{s_j}{\lVert s_j \rVert + \epsilon}
+
+    (the squash exactly as the published code writes it). Only ``g.edges()``
+    is read from the graph. Arguments as
+    :func:`~dgl_capsules.routing.self_attention_routing`.
+
+    Returns
+    -------
+    RoutingResult
+        float64 ``poses`` ``(N_dst, *, D)``, ``coupling`` ``(|E|, *)`` and, with
+        ``return_trace``, ``trace = [coupling]``.
+    """
+    from .routing import RoutingResult
+
+    votes = votes.to(torch.float64)
+    batch_shape, d = tuple(votes.shape[1:-1]), votes.shape[-1]
+    flat = votes.reshape(votes.shape[0], -1, d)  # (E, B, D)
+    u = edge_to_dense(g, flat)  # (I, J, B, D), zeros off the graph
+    mask = dense_mask(g)  # (I, J)
+    m = mask.to(torch.float64)
+    if uniform:
+        c = (m / m.sum(1, keepdim=True)).nan_to_num(0.0)[:, :, None].expand(u.shape[:3])  # (I, J, B)
+    else:
+        total = torch.einsum("ijbd->jbd", u)  # every vote for parent j (zeros off the graph add nothing)
+        a = torch.einsum("ijbd,jbd->ijb", u, total) / math.sqrt(d)
+        a = a.masked_fill(~mask[:, :, None], float("-inf"))
+        c = torch.softmax(a, dim=1).nan_to_num(0.0) * m[:, :, None]  # softmax over the parents of each child
+    b = torch.as_tensor(bias, dtype=torch.float64)
+    b = b * m if b.dim() == 0 else edge_to_dense(g, b)  # (I, J)
+    s = torch.einsum("ijb,ijbd->jbd", (c + b[:, :, None]) * m[:, :, None], u)  # (J, B, D)
+    n = torch.linalg.vector_norm(s, dim=-1, keepdim=True)
+    v = (1 - 1 / (torch.exp(n) + eps)) * (s / (n + eps))
+    coupling = dense_to_edge(g, c).reshape((-1,) + batch_shape)  # (E, *)
+    poses = v.reshape((g.num_dst_nodes(),) + batch_shape + (d,))
+    return RoutingResult(poses=poses, coupling=coupling, trace=[coupling] if return_trace else None)
+
+
+def example_self_attention(g, batch, generator):
+    """Contract inputs for :func:`~dgl_capsules.routing.self_attention_routing`: float64 votes ``(|E|, batch, 4)``
+    and a bias ``(|E|,)``."""
+    kw = dict(generator=generator, dtype=torch.float64)
+    return torch.randn(g.num_edges(), batch, 4, **kw), 0.3 * torch.randn(g.num_edges(), **kw)
+
+
+# ---------------------------------------------------------------------------
 # Vector routing (Heinsen 2022): dense reference and contract inputs
 # ---------------------------------------------------------------------------
+
+__all__ += ["reference_vector", "example_vector"]
 
 
 def _dense_layer_norm(y, eps=1e-5, weight=None, bias=None):
@@ -554,6 +613,8 @@ def example_vector(g, batch, generator):
 # ---------------------------------------------------------------------------
 # Inverted dot-product attention routing (Tsai et al. 2020): dense reference and contract inputs
 # ---------------------------------------------------------------------------
+
+__all__ += ["reference_inverted", "example_inverted"]
 
 
 def reference_inverted(g, votes, weight=None, bias=None, n_iters=2, normalize=True, eps=1e-5, return_trace=False):

@@ -10,9 +10,10 @@ from dgl_capsules.models import capsnet as capsnet_module, matrix as matrix_modu
 
 
 def test_the_registered_models_and_their_presets():
-    assert list_models() == ["capsnet", "cnn", "heinsen", "matrixcaps"]
-    for name in ("capsnet", "cnn", "matrixcaps"):
+    assert list_models() == ["capsnet", "cnn", "efficient-capsnet", "heinsen", "matrixcaps"]
+    for name in ("capsnet", "matrixcaps"):
         assert model_presets(name) == ["paper", "small", "tiny"]
+    assert model_presets("cnn") == ["efficient-capsnet", "efficient-capsnet-tiny", "paper", "small", "tiny"]
     assert model_settings("capsnet")[:3] == ["in_channels", "image_size", "n_classes"]
     assert "stem_stride" in model_settings("matrixcaps") and "self" not in model_settings("matrixcaps")
 
@@ -60,7 +61,8 @@ def test_every_registered_model_follows_the_protocol_and_routing_names_its_layer
 
 
 def test_unknown_model_preset_or_setting_is_named_with_the_valid_ones():
-    with pytest.raises(ValueError, match="model: unknown model 'foo'; expected one of capsnet, cnn, heinsen, matrixcaps"):
+    with pytest.raises(ValueError, match="model: unknown model 'foo'; expected one of capsnet, cnn, efficient-capsnet, heinsen, "
+                                         "matrixcaps"):
         get_model("foo")
     with pytest.raises(ValueError, match="model: unknown model 'foo'"):
         model_presets("foo")
@@ -69,7 +71,8 @@ def test_unknown_model_preset_or_setting_is_named_with_the_valid_ones():
     with pytest.raises(ValueError, match="settings: MatrixCapsNet has no setting 'widht'; settings are in_channels"):
         get_model("matrixcaps", "tiny", widht=2)
     with pytest.raises(ValueError, match="settings: model 'cnn' has no setting 'conv_channels'; settings are "
-                                         "in_channels, image_size, n_classes, width, dropout, match_capsnet"):
+                                         "in_channels, image_size, n_classes, width, dropout, match_capsnet, "
+                                         "match_efficient, fc, decoder, code_dim, recon_weight"):
         get_model("cnn", "small", conv_channels=3)
     with pytest.raises(ValueError, match="image_size=12 is too small"):  # the model's own check of a value
         get_model("capsnet", "tiny", image_size=12)

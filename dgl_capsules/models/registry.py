@@ -17,7 +17,7 @@ Examples
 --------
 >>> from dgl_capsules.models import get_model, list_models, model_presets
 >>> list_models()
-['capsnet', 'cnn', 'heinsen', 'matrixcaps']
+['capsnet', 'cnn', 'efficient-capsnet', 'heinsen', 'matrixcaps']
 >>> model_presets("capsnet")
 ['paper', 'small', 'tiny']
 >>> get_model("capsnet", "tiny", n_iters=1).digits.n_iters
@@ -170,7 +170,7 @@ def list_models():
     """Names of the registered models, sorted.
 
     >>> list_models()
-    ['capsnet', 'cnn', 'heinsen', 'matrixcaps']
+    ['capsnet', 'cnn', 'efficient-capsnet', 'heinsen', 'matrixcaps']
     """
     return sorted(_MODELS)
 
@@ -187,13 +187,13 @@ def model_presets(name):
 def model_settings(name):
     """The keyword settings model ``name`` takes (its constructor's parameters, in order).
 
-    >>> model_settings("cnn")
+    >>> model_settings("cnn")[:6]
     ['in_channels', 'image_size', 'n_classes', 'width', 'dropout', 'match_capsnet']
     """
     return list(_entry(name).settings)
 
 
-def get_model(name, preset=None, **settings):
+def get_model(name, preset=None, weights=None, **settings):
     """Build the model ``name`` with the settings of ``preset``, replaced by single ``settings``.
 
     Parameters
@@ -201,23 +201,33 @@ def get_model(name, preset=None, **settings):
     name : str
         One of :func:`list_models`.
     preset : str, optional
-        One of :func:`model_presets` ``(name)``; without it, the model's defaults.
+        One of :func:`model_presets` ``(name)``; without it, the model's defaults
+        (with ``weights``: the preset the weights were trained with).
+    weights : str, optional
+        Load shipped trained weights (:func:`~dgl_capsules.models.list_weights`),
+        e.g. ``"mnist"``: the model is built with the settings they were trained
+        with, their file's SHA-256 is checked, and the model is returned in eval
+        mode. Nothing is downloaded.
     **settings
         Keyword settings of the model (:func:`model_settings`), e.g. the
         input ``in_channels``, ``image_size`` and ``n_classes``, or single
-        widths; they replace the preset's values.
+        widths; they replace the preset's values (with ``weights``, only the
+        values the weights were trained with are accepted).
 
     Returns
     -------
     torch.nn.Module
-        A freshly initialised model.
+        A freshly initialised model, or the trained one with ``weights``.
 
     Raises
     ------
     ValueError
-        For an unknown ``model`` name, ``preset`` or setting (the message names
-        which and lists the valid ones); the model's own ``ValueError`` /
-        ``TypeError`` for a bad value.
+        For an unknown ``model`` name, ``preset``, setting or ``weights`` name (the
+        message names which and lists the valid ones); the model's own
+        ``ValueError`` / ``TypeError`` for a bad value; for weights whose file
+        was altered.
+    FileNotFoundError
+        If a shipped weights file is missing.
 
     Examples
     --------
@@ -225,9 +235,16 @@ def get_model(name, preset=None, **settings):
     >>> type(net).__name__, net.classes.n_classes
     ('MatrixCapsNet', 4)
     """
-    entry = check_model(name, preset, **settings)
-    kwargs = dict(entry.presets.get(preset, {}), **settings)
-    return entry.factory(**kwargs)
+    from .weights import check_settings, entry_for, load_weights
+
+    entry = entry_for(name, preset, weights)
+    if entry is not None:
+        check_settings(entry, settings)
+        preset, settings = entry.preset, dict(entry.settings, **entry.shape)
+    spec = check_model(name, preset, **settings)
+    kwargs = dict(spec.presets.get(preset, {}), **settings)
+    model = spec.factory(**kwargs)
+    return model if entry is None else load_weights(model, entry).eval()
 
 
 def check_model(name, preset=None, **settings):

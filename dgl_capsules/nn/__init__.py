@@ -4,7 +4,8 @@ from .em import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from .heinsen import HeinsenRouting
 from .inverted import InvertedCaps, InvertedConvCaps
 from .primary import PrimaryCaps
+from .self_attention import SelfAttentionCaps
 from .vector import EfficientVectorRouting
 
 __all__ = ["ClassCaps", "ConvCaps", "DynamicCaps", "EfficientVectorRouting", "HeinsenRouting", "InvertedCaps",
-           "InvertedConvCaps", "PrimaryCaps", "PrimaryMatrixCaps"]
+           "InvertedConvCaps", "PrimaryCaps", "PrimaryMatrixCaps", "SelfAttentionCaps"]
