@@ -259,8 +259,9 @@ def run(quick=False, budget_gb=16.0):
             need = votes_estimate(e, backward)
             if need > budget:
                 return f"needs about {need / GB:.1f} GB (> {budget / GB:.0f} GB budget)"
-            if backward and e >= 10 ** 7:
-                return f"needs about {need / GB:.1f} GB; left out to keep the run short (the forward row shows the trend)"
+            if e >= 10 ** 7:
+                return (f"needs about {need / GB:.1f} GB ({need / e:.0f} B/edge, as at 10^6 edges); left out to keep "
+                        "the run short")
             return None
 
         rows += _rows_for(f"vector {n_in}->{n_out} d={D_VEC}", e, paths, repeats, budget, skip)

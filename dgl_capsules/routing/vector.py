@@ -390,6 +390,24 @@ def _route_parts(parts, x, x_scaled, f_a, p, edge, n_iters, normalize, return_tr
                        cat(lambda s: s.predicted), trace)
 
 
+def _bmm(a, b):
+    """``torch.bmm``, as one matrix product for a batch of one (CPU ``bmm`` is several times slower there)."""
+    # NOTE: squeeze, not [0]: the backward of an index fills a zero tensor first.
+    return torch.mm(a.squeeze(0), b.squeeze(0)).unsqueeze(0) if a.shape[0] == 1 else torch.bmm(a, b)
+
+
+def _weighted_sums(phi, xs):
+    """``phi^T xs`` per sample: ``(S, I, J), (S, I, D) -> (S, J, D)``, with the gradient of ``phi`` row-major.
+
+    The elementwise backward of ``phi``'s terms is several times slower on a column-major gradient. ``mm``
+    keeps the layout of a transposed operand in its gradient; ``bmm`` does not, so a batch of several
+    samples computes ``(xs^T phi)^T`` instead.
+    """
+    if phi.shape[0] == 1:
+        return torch.mm(phi.squeeze(0).T, xs.squeeze(0)).unsqueeze(0)
+    return torch.bmm(xs.transpose(1, 2), phi).transpose(1, 2)
+
+
 def _to_dense(layout, v):
     """A per-edge scalar ``()``, ``(E, 1...)`` or ``(E, *)`` as ``()`` or ``(1 | S, I, J)`` (a view if it can)."""
     if v.dim() == 0:
@@ -419,8 +437,7 @@ def _route_complete(layout, x, x_scaled, f_a, p, edge, n_iters, normalize, retur
     n_src, n_dst = layout.n_src, layout.n_dst
     batch, d_in = x.shape[1:-1], x.shape[-1]
     xs = x.reshape(n_src, -1, d_in).transpose(0, 1)  # (S, I, D_in)
-    x1 = torch.cat([x_scaled, x_scaled.new_ones(x_scaled.shape[:-1] + (1,))], -1)
-    x1 = x1.reshape(n_src, -1, d_in + 1).transpose(0, 1)  # (S, I, D_in + 1)
+    xs_scaled = x_scaled.reshape(n_src, -1, d_in).transpose(0, 1)  # (S, I, D_in)
     f_a = f_a.reshape(n_src, -1).T.contiguous().unsqueeze(-1)  # (S, I, 1)
     dense = {k: _to_dense(layout, v) for k, v in edge.items()}  # () or (1 | S, I, J)
     trace = [] if return_trace else None
@@ -431,16 +448,14 @@ def _route_complete(layout, x, x_scaled, f_a, p, edge, n_iters, normalize, retur
         else:
             predicted = _predictions(x_out, p)  # (J, *, D_in)
             p_s = predicted.reshape(n_dst, -1, d_in).permute(1, 2, 0)  # (S, D_in, J)
-            logits = F.logsigmoid(torch.bmm(xs, p_s) * dense["w_s"] + dense["b_s"])  # (S, I, J)
+            logits = F.logsigmoid(_bmm(xs, p_s) * dense["w_s"] + dense["b_s"])  # (S, I, J)
             # NOTE: the softmax over the outputs j of each input i is over the last dim of (S, I, J).
             coupling = torch.softmax(logits, dim=-1)  # (S, I, J)
         if trace is not None:
             trace.append(coupling)
         d_use = f_a * coupling  # (S, I, J)
         phi = dense["beta_use"] * d_use - dense["beta_ign"] * (f_a - d_use)  # (S, I, J)
-        # NOTE: x1^T phi rather than phi^T x1: the gradient of phi then comes out row-major, like phi,
-        # and the elementwise backward of phi's terms runs on plain strides (several times faster).
-        sums = torch.bmm(x1.transpose(1, 2), phi).transpose(1, 2)  # (S, J, D_in + 1)
+        sums = torch.cat([_weighted_sums(phi, xs_scaled), phi.sum(1).unsqueeze(-1)], -1)  # (S, J, D_in + 1)
         x_out = _outputs(sums.transpose(0, 1).reshape((n_dst,) + tuple(batch) + (d_in + 1,)), p)  # (J, *, D_out)
     s = xs.shape[0]
     edges = [_to_edges(layout, c.expand(s, n_src, n_dst), batch) for c in (trace if trace is not None else [coupling])]
