@@ -1,4 +1,5 @@
-"""What the newer routing families share: their registration, the routing contract, and pictures drawn from them."""
+"""What the newer routing families share: their registration and pictures drawn from them (the routing contract
+runs on them with every registered family, in test_routing_registry.py)."""
 import matplotlib
 
 matplotlib.use("Agg")  # headless
@@ -13,7 +14,7 @@ from dgl_capsules.routing import get_routing, inverted_routing, vector_routing  
 
 FAMILIES = {
     # name: (function, label, strength, inputs, name of the first input)
-    "vector": (vector_routing, "vector routing (Heinsen 2022)", "activation",
+    "vector": (vector_routing, "vector routing (Heinsen 2022)", "logit",
                ("child", "child", "edge_value", "edge_value", "parent_value", "const", "parent_value", "const",
                 "parent_value", "parent_value", "edge_value", "edge_value"), "x"),
     "inverted-dot-product": (inverted_routing, "inverted dot-product attention routing", "length",
@@ -28,29 +29,30 @@ def test_registered_with_everything_the_contract_needs(name):
     fn, label, strength, inputs, _ = FAMILIES[name]
     spec = get_routing(name)
     assert (spec.fn, spec.label, spec.strength, spec.inputs) == (fn, label, strength, inputs)
-    assert (spec.normalise, spec.outputs, spec.defaults) == ("parents", ("poses", "coupling"), {"n_iters": 2})
+    assert (spec.normalise, spec.outputs, spec.defaults, spec.vote_dims) == (
+        "parents", ("poses", "coupling"), {"n_iters": 2}, 1)
     reference, example = REFERENCES[name]
     assert spec.get_reference() is getattr(testing, reference) and spec.get_example() is getattr(testing, example)
     assert len(label) <= 40  # fits a picture's legend
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
-def test_routing_contract(name):
-    spec = get_routing(name)
-    testing.check_routing_contract(lambda g, *x: spec.fn(g, *x, return_trace=True, **spec.defaults),
-                                   spec.get_example(), spec.inputs, first=FAMILIES[name][-1])
-
-
-@pytest.mark.parametrize("name", list(FAMILIES))
-def test_reference_is_the_contracts_reference(name):
-    """The registered reference gives what the function gives on the registered example (a ragged batch here)."""
-    spec = get_routing(name)
+def test_strengths_read_the_families_way():
+    """Vector routing: children by the sigmoid of their logits, parents (no activations) by pose length;
+    inverted dot-product routing: both by length (mean vote length of a child)."""
     g = testing.random_bipartite(6, 3, p=0.6, seed=4)
-    inputs = spec.get_example()(g, 2, torch.Generator().manual_seed(0))
-    got = spec.fn(g, *inputs, return_trace=True, **spec.defaults)
-    want = spec.get_reference()(g, *inputs, return_trace=True, **spec.defaults)
-    torch.testing.assert_close(got.poses, want.poses, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(got.trace, want.trace, rtol=1e-10, atol=1e-12)
+    gen = torch.Generator().manual_seed(0)
+    vector, inverted = get_routing("vector"), get_routing("inverted-dot-product")
+    x, a, *rest = vector.get_example()(g, 2, gen)
+    r = vector.fn(g, x, a, *rest)
+    torch.testing.assert_close(vector.child_strength(g, a_in=a), torch.sigmoid(a))
+    torch.testing.assert_close(vector.parent_strength(r), r.poses.norm(dim=-1))
+    votes, *rest = inverted.get_example()(g, 2, gen)
+    r = inverted.fn(g, votes, *rest)
+    src = g.edges()[0].long()
+    mean_length = torch.zeros(6, 2, dtype=torch.float64).index_add(0, src, votes.norm(dim=-1))
+    mean_length = mean_length / g.out_degrees().clamp(min=1)[:, None]
+    torch.testing.assert_close(inverted.child_strength(g, votes=votes), mean_length)
+    torch.testing.assert_close(inverted.parent_strength(r), r.poses.norm(dim=-1))
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

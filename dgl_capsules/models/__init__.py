@@ -3,9 +3,10 @@
 Every image model follows one protocol, :class:`ImageModel`, which
 :mod:`dgl_capsules.train` relies on: ``out = model(x, y=None)``,
 ``model.loss(out, y, step)``, ``model.scores(out)`` ``(B, n_classes)`` and
-``model.routing(x)``, a list of :class:`RoutedLayer` ``(name, graph, result,
-parent_strength)`` for every routed layer. A new model is one
-:func:`register_model` where it is defined.
+``model.routing(x)``, a list of :class:`RoutedLayer` for every routed layer
+(its graph, routing result with trace, routing family and the strengths of
+its parents and children). A new model is one :func:`register_model` where
+it is defined.
 """
 from .registry import (
     ImageModel, RoutedLayer, check_model, get_model, list_models, model_presets, model_settings, n_parameters,

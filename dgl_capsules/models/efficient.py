@@ -238,12 +238,14 @@ class EfficientCapsNet(nn.Module):
         Returns
         -------
         list of RoutedLayer
-            One entry ``RoutedLayer("digitcaps", g, result, lengths)``; ``result.trace``
-            holds the single pass's couplings, ``lengths`` are the class capsules'
-            lengths ``(N_dst, B)``.
+            One entry for the class-capsule layer, routed by ``"self-attention"``
+            (with ``routing="uniform"``, its couplings are 1 / n_classes);
+            ``result.trace`` holds the single pass's couplings.
         """
-        v, r = self.digits(self.primary_caps(x), return_routing=True, return_trace=True)
-        return [RoutedLayer("digitcaps", self.digits.graph(device=x.device), r, self.lengths(v).transpose(0, 1))]
+        u = self.primary_caps(x)
+        g = self.digits.graph(device=x.device)
+        _, r = self.digits(u, return_trace=True)
+        return [RoutedLayer.of("digitcaps", g, r, "self-attention", votes=self.digits.votes(g, u))]
 
     def extra_repr(self):
         return (f"in_channels={self.in_channels}, image_size={self.image_size}, n_classes={self.n_classes}, "

@@ -24,9 +24,11 @@ Examples
 1
 """
 import inspect
-from typing import Callable, Dict, List, NamedTuple, Protocol, runtime_checkable
+from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, runtime_checkable
 
 import torch
+
+from ..routing.registry import get_routing
 
 __all__ = [
     "ImageModel", "RoutedLayer", "register_model", "unregister_model", "get_model", "check_model", "list_models",
@@ -38,6 +40,10 @@ __all__ = [
 class RoutedLayer(NamedTuple):
     """One routed capsule layer of a model, as :meth:`ImageModel.routing` returns it.
 
+    Everything :mod:`dgl_capsules.viz` and analysis code need of a layer,
+    whatever its routing family: they read the family's label, normalisation
+    and result fields from the registry (:func:`~dgl_capsules.routing.get_routing`).
+
     Attributes
     ----------
     name : str
@@ -47,14 +53,39 @@ class RoutedLayer(NamedTuple):
     result : RoutingResult
         The routing of the batch on that graph, with its per-iteration ``trace``.
     parent_strength : torch.Tensor
-        How present every parent capsule is, ``(N_dst, B)``: capsule lengths
-        (dynamic routing) or activations (EM routing).
+        How present every parent capsule is, ``(N_dst, B)`` in [0, 1]: capsule
+        lengths or activations, as the family reads them
+        (:meth:`~dgl_capsules.routing.RoutingSpec.parent_strength`).
+    routing : str
+        The registry name of the routing family (``"dynamic"``, ``"em"``, ...).
+    child_strength : torch.Tensor or None
+        What every child carries, ``(N_src, B)``: its mean vote length or its
+        activation (:meth:`~dgl_capsules.routing.RoutingSpec.child_strength`).
+    child_types, parent_types : int or None
+        Capsule types per grid position of the children and parents, where
+        they sit on a convolutional grid (child id ``position * types + type``).
     """
 
     name: str
     graph: "dgl.DGLGraph"
     result: "dgl_capsules.routing.RoutingResult"
     parent_strength: torch.Tensor
+    routing: str
+    child_strength: Optional[torch.Tensor] = None
+    child_types: Optional[int] = None
+    parent_types: Optional[int] = None
+
+    @classmethod
+    def of(cls, name, graph, result, routing, votes=None, a_in=None, child_types=None, parent_types=None):
+        """The entry of a layer routed by family ``routing``, strengths read the family's way.
+
+        ``votes`` ``(|E|, B, ...)`` give a length family's child strengths (mean
+        vote lengths), ``a_in`` ``(N_src, B)`` an activation family's (its
+        activations or logits); the parent strengths come from ``result``.
+        """
+        spec = get_routing(routing)
+        child = None if votes is None and a_in is None else spec.child_strength(graph, votes=votes, a_in=a_in)
+        return cls(name, graph, result, spec.parent_strength(result), routing, child, child_types, parent_types)
 
 
 @runtime_checkable
@@ -257,17 +288,16 @@ def check_model(name, preset=None, **settings):
     True
     """
     entry = _entry(name)
-    title = _display(name, entry.factory)
     if preset is not None and preset not in entry.presets:
         if not entry.presets:
-            raise ValueError(f"preset: {title} has no presets; got {preset!r}")
+            raise ValueError(f"preset: {name} has no presets; got {preset!r}")
         raise ValueError(
-            f"preset: unknown {title} preset {preset!r}; expected one of {', '.join(sorted(entry.presets))}"
+            f"preset: unknown {name} preset {preset!r}; expected one of {', '.join(sorted(entry.presets))}"
         )
     unknown = sorted(set(settings) - set(entry.settings))
     if unknown:
         raise ValueError(
-            f"settings: {title} has no setting {unknown[0]!r}; settings are {', '.join(entry.settings)}"
+            f"settings: {name} has no setting {unknown[0]!r}; settings are {', '.join(entry.settings)}"
         )
     return entry
 

@@ -1,4 +1,5 @@
 """Capsule layers, one per file."""
+from .routed import RoutedCaps
 from .dynamic import DynamicCaps
 from .em import ClassCaps, ConvCaps, PrimaryMatrixCaps
 from .heinsen import HeinsenRouting
@@ -8,4 +9,4 @@ from .self_attention import SelfAttentionCaps
 from .vector import EfficientVectorRouting
 
 __all__ = ["ClassCaps", "ConvCaps", "DynamicCaps", "EfficientVectorRouting", "HeinsenRouting", "InvertedCaps",
-           "InvertedConvCaps", "PrimaryCaps", "PrimaryMatrixCaps", "SelfAttentionCaps"]
+           "InvertedConvCaps", "PrimaryCaps", "PrimaryMatrixCaps", "RoutedCaps", "SelfAttentionCaps"]

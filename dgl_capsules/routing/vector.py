@@ -467,8 +467,9 @@ def _route_complete(layout, x, x_scaled, f_a, p, edge, n_iters, normalize, retur
 register_routing(
     "vector", vector_routing, label="vector routing (Heinsen 2022)", citation="Heinsen 2022",
     normalise="parents", outputs=("poses", "coupling"),
-    # NOTE: the children say how present they are by f(a_i), an activation; the parents have none.
-    strength="activation",
+    # The children say how present they are by f(a_i) = sigmoid(a_i) of logits a_i; the parents have no
+    # activations, so their strength is their pose length.
+    strength="logit",
     inputs=("child", "child", "edge_value", "edge_value", "parent_value", "const", "parent_value", "const",
             "parent_value", "parent_value", "edge_value", "edge_value"),
     reference="dgl_capsules.testing:reference_vector", example="dgl_capsules.testing:example_vector",
