@@ -73,6 +73,9 @@ def _check_pose(pose, d_in, d_out):
 class _InvertedLayer(nn.Module):
     """Shared parts: the transformation weights ``w``, the LayerNorm ``nonlinear_act`` and the routing."""
 
+    #: The registered routing family the layer routes with.
+    routing = "inverted-dot-product"
+
     def __init__(self, d_in, d_out, pose, n_iters, eps, weight_shape, fan):
         super().__init__()
         self.d_in = check_positive_int("d_in", d_in)

@@ -104,6 +104,9 @@ class EfficientVectorRouting(nn.Module):
     torch.Size([3, 5, 8])
     """
 
+    #: The registered routing family the layer routes with.
+    routing = "vector"
+
     def __init__(self, n_inp, n_out, d_inp, d_out, n_iters=2, normalize=True, memory_efficient=True,
                  return_dict=False):
         super().__init__()
