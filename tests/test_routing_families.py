@@ -7,8 +7,11 @@ matplotlib.use("Agg")  # headless
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
+import dgl_capsules as dc  # noqa: E402
 from dgl_capsules import testing, viz  # noqa: E402
+from dgl_capsules.models import RoutedLayer  # noqa: E402
 from dgl_capsules.nn.inverted import window_capsule_graph  # noqa: E402
 from dgl_capsules.routing import get_routing, inverted_routing, vector_routing  # noqa: E402
 
@@ -67,3 +70,52 @@ def test_pictures_draw_without_family_specific_code(name, tmp_path):
     plt.close("all")
     for path in (tmp_path / "entropy.png", hist, graph):
         assert (tmp_path / path).stat().st_size > 1000
+
+
+class VectorNet(nn.Module):
+    """Inputs of 12 numbers as 4 vectors of 3, routed to 3 class vectors by EfficientVectorRouting."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = dc.nn.EfficientVectorRouting(n_inp=4, n_out=3, d_inp=3, d_out=2, return_dict=True)
+
+    def forward(self, x, y=None):
+        return self.head(x.view(-1, 4, 3))["x_out"]
+
+    def scores(self, out):
+        return out.norm(dim=-1)
+
+    def routing(self, x):
+        out, r = self.head(x.view(-1, 4, 3), return_trace=True)
+        return [RoutedLayer.of("head", self.head.graph(4), r, self.head.routing, a_in=out["a_inp"].T)]
+
+
+class InvertedNet(nn.Module):
+    """Inputs of 16 numbers as 4 capsules of 4 (2x2 poses), routed to 3 class capsules by InvertedCaps."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = dc.nn.InvertedCaps(4, 3, d_in=4, d_out=4)
+
+    def forward(self, x, y=None):
+        return self.head(x.view(-1, 4, 4))
+
+    def scores(self, out):
+        return out.norm(dim=-1)
+
+    def routing(self, x):
+        poses, g = x.view(-1, 4, 4), self.head.graph()
+        _, r = self.head(poses, return_trace=True)
+        return [RoutedLayer.of("head", g, r, self.head.routing, votes=self.head.votes(g, poses))]
+
+
+@pytest.mark.parametrize("net, n_in, name", [(VectorNet, 12, "vector"), (InvertedNet, 16, "inverted-dot-product")])
+def test_a_model_of_the_new_layers_is_drawn_from_the_registry(net, n_in, name, tmp_path):
+    (layer,) = viz.model_routing(net(), torch.randn(2, n_in))
+    spec = get_routing(name)
+    assert layer.routing == name and layer.child_strength.shape == (layer.graph.num_src_nodes(), 2)
+    torch.testing.assert_close(layer.parent_strength, layer.result.poses.norm(dim=-1))
+    res = viz.visualize_model(net(), torch.randn(2, n_in), None, tmp_path, dpi=30)
+    summary = res["summary"]["layers"]["head"]
+    assert (summary["algorithm"], summary["label"]) == (name, spec.label)
+    assert sorted(res["paths"]["head"]) == ["bipartite", "entropy", "histogram"]
