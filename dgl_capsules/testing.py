@@ -59,6 +59,10 @@ __all__ = [
     "example_heinsen",
     "reference_self_attention",
     "example_self_attention",
+    "reference_vector",
+    "example_vector",
+    "reference_inverted",
+    "example_inverted",
     "edge_to_dense",
     "dense_to_edge",
     "dense_mask",
@@ -393,3 +397,144 @@ def example_self_attention(g, batch, generator):
     and a bias ``(|E|,)``."""
     kw = dict(generator=generator, dtype=torch.float64)
     return torch.randn(g.num_edges(), batch, 4, **kw), 0.3 * torch.randn(g.num_edges(), **kw)
+
+
+# ---------------------------------------------------------------------------
+# Vector routing (Heinsen 2022): dense reference and contract inputs
+# ---------------------------------------------------------------------------
+
+def _dense_layer_norm(y, eps=1e-5, weight=None, bias=None):
+    """LayerNorm over the last dim written out: ``(y - mean) / sqrt(biased variance + eps)``, then the affine."""
+    mean = y.mean(-1, keepdim=True)
+    var = ((y - mean) ** 2).mean(-1, keepdim=True)
+    out = (y - mean) / torch.sqrt(var + eps)
+    return out * (1 if weight is None else weight) + (0 if bias is None else bias)
+
+
+def _dense_pairs(g, v, n_samples):
+    """A per-edge scalar (number, ``()``, ``(|E|,)`` or ``(|E|, *)``) as ``()`` or ``(1 | B, I, J)``."""
+    v = torch.as_tensor(v, dtype=torch.float64)
+    if v.dim() == 0:
+        return v
+    dense = edge_to_dense(g, v.reshape(v.shape[0], -1))  # (I, J, 1 | B)
+    return dense.permute(2, 0, 1)
+
+
+def reference_vector(g, x, a, beta_use, beta_ign, w_f1, w_f2, b_f2, w_g1, w_g2, b_g2, w_s=1.0, b_s=0.0,
+                     n_iters=2, normalize=True, return_trace=False):
+    r"""Heinsen 2022, Algorithm 1 with the published class's choices of A, F, G and S, written densely.
+
+    Same inputs and result as :func:`~dgl_capsules.routing.vector_routing`. The
+    votes :math:`V_{ij} = (\tilde x_i \odot w^{F1}_j) W^{F2} + b^{F2}_j` are
+    formed in full, ``(B, I, J, D_out)``, with :math:`\tilde x_i = x_i / \sqrt{n_i}`
+    and :math:`n_i` the children of the part of ``g`` (a :func:`dgl.batch`)
+    holding child :math:`i`; the softmax over the parents is a masked
+    softmax over ``(I, J)`` arrays. No DGL kernels.
+
+    Examples
+    --------
+    >>> import torch, dgl_capsules as dc
+    >>> g = dc.capsule_graph(5, 2)
+    >>> r = reference_vector(g, *example_vector(g, 4, torch.Generator().manual_seed(0)), return_trace=True)
+    >>> r.poses.shape, r.coupling.shape, len(r.trace)
+    (torch.Size([2, 4, 3]), torch.Size([10, 4]), 2)
+    """
+    mask = dense_mask(g)  # (I, J)
+    m = mask.to(torch.float64)
+    n_src, n_dst = m.shape
+    batch, d_in = tuple(x.shape[1:-1]), x.shape[-1]
+    X = x.reshape(n_src, -1, d_in).transpose(0, 1)  # (B, I, D_in)
+    n_b = X.shape[0]
+    f_a = torch.sigmoid(a.reshape(n_src, -1).T)[..., None]  # (B, I, 1)
+    counts = g.batch_num_nodes(g.srctypes[0]).long()
+    n = torch.repeat_interleave(counts, counts).to(torch.float64)  # (I,)
+    V = torch.einsum("bid,jd,dh->bijh", X / n.sqrt()[:, None], w_f1, w_f2) + b_f2  # (B, I, J, D_out)
+    WS, BS, BU, BI = (_dense_pairs(g, v, n_b) for v in (w_s, b_s, beta_use, beta_ign))
+
+    def norm(y):
+        return y if y.shape[-1] == 1 else _dense_layer_norm(y)
+
+    Rs = []
+    for t in range(n_iters):
+        if t == 0:
+            R = (m / m.sum(1, keepdim=True)).nan_to_num(0.0).expand(n_b, -1, -1)  # (B, I, J)
+        else:
+            P = (norm(x_out) @ w_g1) * w_g2 + b_g2  # (B, J, D_in)
+            S = torch.nn.functional.logsigmoid(torch.einsum("bid,bjd->bij", X, P) * WS + BS)
+            R = torch.softmax(S.masked_fill(~mask, float("-inf")), dim=2).nan_to_num(0.0)
+        Rs.append(R)
+        D_use = f_a * R
+        D_ign = f_a * m - D_use
+        phi = (BU * D_use - BI * D_ign) * m  # (B, I, J)
+        x_out = torch.einsum("bij,bijh->bjh", phi, V)  # (B, J, D_out)
+    if normalize:
+        x_out = norm(x_out)
+    src, dst = g.edges()
+
+    def edges(c):  # (B, I, J) -> (E, *)
+        return c[:, src.long(), dst.long()].T.reshape((-1,) + batch)
+
+    poses = x_out.transpose(0, 1).reshape((n_dst,) + batch + x_out.shape[-1:])
+    trace = [edges(c) for c in Rs]
+    return RoutingResult(poses=poses, coupling=trace[-1], trace=trace if return_trace else None)
+
+
+def example_vector(g, batch, generator):
+    """Float64 inputs of :func:`~dgl_capsules.routing.vector_routing` on ``g`` (``D_in = D_out = 3``)."""
+    kw = dict(generator=generator, dtype=torch.float64)
+    n_src, n_dst, n_edges, d = g.num_src_nodes(), g.num_dst_nodes(), g.num_edges(), 3
+    return (
+        torch.randn(n_src, batch, d, **kw), torch.randn(n_src, batch, **kw),  # x, a
+        torch.randn(n_edges, **kw), torch.randn(n_edges, **kw),  # beta_use, beta_ign
+        torch.randn(n_dst, d, **kw), torch.randn(d, d, **kw) / math.sqrt(d), 0.1 * torch.randn(n_dst, d, **kw),
+        torch.randn(d, d, **kw) / math.sqrt(d), torch.randn(n_dst, d, **kw), 0.1 * torch.randn(n_dst, d, **kw),
+        torch.randn(n_edges, **kw) / math.sqrt(d), 0.1 * torch.randn(n_edges, **kw),  # w_s, b_s
+    )
+
+
+# ---------------------------------------------------------------------------
+# Inverted dot-product attention routing (Tsai et al. 2020): dense reference and contract inputs
+# ---------------------------------------------------------------------------
+
+def reference_inverted(g, votes, weight=None, bias=None, n_iters=2, normalize=True, eps=1e-5, return_trace=False):
+    r"""Tsai et al. 2020, Procedure 1 (with the published code's :math:`1/\sqrt{D}`), written densely.
+
+    Same inputs and result as :func:`~dgl_capsules.routing.inverted_routing`:
+    votes as ``(B, I, J, D)``, a masked softmax over the parents of every
+    child, the LayerNorm written out. No DGL kernels.
+
+    Examples
+    --------
+    >>> import torch, dgl_capsules as dc
+    >>> g = dc.capsule_graph(5, 2)
+    >>> r = reference_inverted(g, *example_inverted(g, 4, torch.Generator().manual_seed(0)), return_trace=True)
+    >>> r.poses.shape, r.coupling.shape, len(r.trace)
+    (torch.Size([2, 4, 4]), torch.Size([10, 4]), 2)
+    """
+    mask = dense_mask(g)  # (I, J)
+    m = mask.to(torch.float64)
+    n_dst = m.shape[1]
+    batch, d = tuple(votes.shape[1:-1]), votes.shape[-1]
+    V = edge_to_dense(g, votes.reshape(votes.shape[0], -1, d)).permute(2, 0, 1, 3)  # (B, I, J, D)
+    rs = []
+    for t in range(n_iters):
+        if t == 0:
+            r = (m / m.sum(1, keepdim=True)).nan_to_num(0.0).expand(V.shape[:3])  # (B, I, J)
+        else:
+            agreement = torch.einsum("bijd,bjd->bij", V, p) / math.sqrt(d)
+            r = torch.softmax(agreement.masked_fill(~mask, float("-inf")), dim=2).nan_to_num(0.0)
+        rs.append(r)
+        p = torch.einsum("bij,bijd->bjd", r * m, V)  # (B, J, D)
+        if normalize:
+            p = _dense_layer_norm(p, eps, weight, bias)
+    src, dst = g.edges()
+    trace = [c[:, src.long(), dst.long()].T.reshape((-1,) + batch) for c in rs]
+    poses = p.transpose(0, 1).reshape((n_dst,) + batch + (d,))
+    return RoutingResult(poses=poses, coupling=trace[-1], trace=trace if return_trace else None)
+
+
+def example_inverted(g, batch, generator):
+    """Float64 inputs of :func:`~dgl_capsules.routing.inverted_routing` on ``g``: votes ``(|E|, batch, 4)``,
+    the LayerNorm's weight and bias ``(4,)``."""
+    kw = dict(generator=generator, dtype=torch.float64)
+    return (torch.randn(g.num_edges(), batch, 4, **kw), 1 + 0.2 * torch.randn(4, **kw), 0.2 * torch.randn(4, **kw))

@@ -4,7 +4,8 @@ import torch
 
 import dgl_capsules as dc
 from dgl_capsules.nn import (
-    ClassCaps, ConvCaps, DynamicCaps, HeinsenRouting, PrimaryCaps, PrimaryMatrixCaps, RoutedCaps, SelfAttentionCaps,
+    ClassCaps, ConvCaps, DynamicCaps, EfficientVectorRouting, HeinsenRouting, InvertedCaps, InvertedConvCaps, PrimaryCaps,
+    PrimaryMatrixCaps, RoutedCaps, SelfAttentionCaps,
 )
 from dgl_capsules.routing import get_routing, list_routings
 from dgl_capsules.testing import check_layer_contract, measure_layer_contract
@@ -47,7 +48,18 @@ LAYERS = {
     **{f"HeinsenRouting-{k}": (lambda kw=kw: (
         HeinsenRouting(d_cov=1, d_inp=2, d_out=2, n_iters=2, **kw),
         lambda b, gen: (randn(b, 3, gen=gen), randn(b, 3, 1, 2, gen=gen)))) for k, kw in HEINSEN.items()},
-    **{f"RoutedCaps-{name}": (lambda name=name: routed_caps(name)) for name in list_routings()},
+    **{f"EfficientVectorRouting-{k}": (lambda n=n: (
+        EfficientVectorRouting(n_inp=n, n_out=2, d_inp=3, d_out=2),
+        lambda b, gen: (randn(b, 4, 3, gen=gen),))) for k, n in (("fixed", 4), ("variable", -1))},
+    "InvertedCaps-matrix": lambda: (InvertedCaps(3, 2, d_in=4, d_out=4), lambda b, gen: (randn(b, 3, 4, gen=gen),)),
+    "InvertedCaps-vector": lambda: (InvertedCaps(3, 2, d_in=2, d_out=3, pose="vector"),
+                                    lambda b, gen: (randn(b, 3, 2, gen=gen),)),
+    **{f"InvertedConvCaps-{k}": (lambda k=k: (
+        InvertedConvCaps(2, 2, kernel=2, stride=1, d_in=4, d_out=4, normalise=k),
+        lambda b, gen: (randn(b, 3, 3, 2, 4, gen=gen),))) for k in ("window", "overlap")},
+    # every family whose inputs start with the votes (vector routing routes child vectors: its layer is above)
+    **{f"RoutedCaps-{name}": (lambda name=name: routed_caps(name)) for name in list_routings()
+       if get_routing(name).inputs[0] == "edge"},
 }
 
 
@@ -61,6 +73,11 @@ def test_every_capsule_layer_of_nn_is_checked():
     checked = {type(LAYERS[k]()[0]).__name__ for k in LAYERS}
     # ImageConv2d is an nn.Conv2d (its errors and dtypes are torch's): test_nn_conv.py checks it against nn.Conv2d
     assert checked == set(dc.nn.__all__) - {"ImageConv2d"}
+
+
+def test_routed_caps_is_checked_with_every_family_that_routes_votes():
+    left_out = set(list_routings()) - {k.split("-", 1)[1] for k in LAYERS if k.startswith("RoutedCaps-")}
+    assert left_out == {"vector"}  # routes child vectors, never votes: EfficientVectorRouting's rows
 
 
 def test_routed_layers_are_checked_on_their_graph_and_routing_result():

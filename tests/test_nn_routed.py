@@ -40,6 +40,17 @@ def test_other_families_route_the_same_votes_with_learned_values(name, values):
     torch.testing.assert_close(acts, want.activations.T, rtol=0, atol=0)
 
 
+def test_const_inputs_with_a_default_are_left_at_it():
+    """Inverted dot-product routing's LayerNorm weight and bias ('const', default None) stay None."""
+    layer = RoutedCaps(3, 2, 2, 4, routing="inverted-dot-product")
+    x = torch.randn(5, 3, 2)
+    v, r = layer(x, return_routing=True)
+    g = layer.graph()
+    want = dc.routing.inverted_routing(g, layer.votes(g, x), None, None, n_iters=2)
+    torch.testing.assert_close(v, want.poses.transpose(0, 1), rtol=0, atol=0)
+    assert [n for n, _ in layer.named_parameters()] == ["weight"]
+
+
 def test_bad_arguments_and_inputs_are_named():
     with pytest.raises(ValueError, match=r"routing: unknown routing 'dinamic'"):
         RoutedCaps(3, 2, 2, 2, routing="dinamic")
@@ -54,11 +65,14 @@ def test_bad_arguments_and_inputs_are_named():
     register_routing("scaled", with_const, label="scaled dynamic routing", inputs=("edge", "const"))
     try:
         with pytest.raises(ValueError, match=r"routing: RoutedCaps makes the inputs \('edge', 'child', "
-                                             r"'edge_value', 'parent_value'\) of a routing; 'scaled' takes "
-                                             r"\('edge', 'const'\)"):
+                                             r"'edge_value', 'parent_value'\) of a routing \(and leaves 'const' "
+                                             r"inputs with a default at it\); 'scaled' takes \('edge', 'const'\)"):
             RoutedCaps(3, 2, 2, 2, routing="scaled")
     finally:
         unregister_routing("scaled")
+    with pytest.raises(ValueError, match=r"routing: RoutedCaps forms votes W_ij u_i, and 'vector' routes child "
+                                         r"vectors \(its inputs start with 'child'\); use its own layer"):
+        RoutedCaps(3, 2, 2, 2, routing="vector")
     x = torch.randn(4, 3, 2)
     with pytest.raises(ValueError, match=r"a: the 'dynamic' routing takes no child activations; got Tensor"):
         RoutedCaps(3, 2, 2, 2)(x, torch.rand(4, 3))

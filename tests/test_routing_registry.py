@@ -33,7 +33,7 @@ def fake(g, votes, n_iters=1, return_trace=False):
     (dict(strength="size"), ValueError, r"strength must be one of \('length', 'activation', 'logit'\); got 'size'"),
     (dict(outputs=("poses",)), ValueError, r"outputs must name RoutingResult fields .* coupling among them"),
     (dict(outputs=("poses", "coupling", "mass")), ValueError, r"outputs must name RoutingResult fields"),
-    (dict(inputs=("child",)), ValueError, r"inputs must start with 'edge' \(the votes\)"),
+    (dict(inputs=("const",)), ValueError, r"inputs must start with 'edge' \(the votes\) or 'child' \(child vectors"),
     (dict(inputs=("edge", "node")), ValueError, r"inputs must start with 'edge' .* got \('edge', 'node'\)"),
     (dict(vote_dims=3), ValueError, r"vote_dims must be 1 \(vector votes\) or 2 \(matrix votes\); got 3"),
     (dict(defaults=dict(n_iter=2)), ValueError, r"defaults: fake takes no keyword n_iter"),

@@ -107,10 +107,19 @@ def test_catches_an_unnamed_error():
 
 
 def test_kinds_must_fit():
-    with pytest.raises(ValueError, match=r"kinds must start with 'edge'"):
-        check_routing_contract(good, make_votes, ("child",))
+    with pytest.raises(ValueError, match=r"kinds must start with 'edge' \(the votes\) or 'child' \(child vectors\)"):
+        check_routing_contract(good, make_votes, ("const",))
     with pytest.raises(ValueError, match=r"kinds must name each of the 1 inputs; got 2 kinds"):
         check_routing_contract(good, make_votes, ("edge", "child"))
+
+
+def test_a_family_whose_first_input_is_child_vectors_names_them():
+    spec = dc.routing.get_routing("vector")
+    route = lambda g, *x: spec.fn(g, *x)  # noqa: E731 - not the registry name: the first input is named by hand
+    check_routing_contract(route, spec.get_example(), spec.inputs, checks=["named_errors"], first="x")
+    with pytest.raises(AssertionError, match=r"named errors: votes with one row too few raised ValueError without naming "
+                                             r"votes: x must have shape"):
+        check_routing_contract(route, spec.get_example(), spec.inputs, checks=["named_errors"])
 
 
 def test_dense_helpers_round_trip():

@@ -7,6 +7,8 @@ some outputs from what they should be) or a list of the problems it found
 returns the measurements; :func:`check_routing_contract` is the assertion, a
 thin wrapper that raises at the first check that does not pass.
 """
+import inspect
+
 import dgl
 import torch
 
@@ -28,20 +30,23 @@ class RoutingSubject:
     of :data:`~dgl_capsules.routing.registry.KINDS`); ``normalise`` which
     couplings sum to 1; ``reference`` (or ``None``) is a dense formulation
     with the signature of ``route``; ``outputs`` (or ``None``) the result
-    fields the routing fills.
+    fields the routing fills; ``first`` the name of the first input (the votes,
+    or the child vectors of a family that never forms votes), which the errors
+    of bad first inputs must name.
     """
 
     def __init__(self, name, route, make_inputs, kinds, normalise="parents", reference=None, outputs=None,
-                 graphs=None, batch=3, rtol=1e-10, atol=1e-12, n_tiny=(3, 2), seed=0):
+                 graphs=None, batch=3, rtol=1e-10, atol=1e-12, n_tiny=(3, 2), seed=0, first="votes"):
         kinds = tuple(kinds)
-        if not kinds or kinds[0] != "edge" or any(k not in KINDS for k in kinds):
-            raise ValueError(f"kinds must start with 'edge' (the votes) and use only {KINDS}; got {kinds}")
+        if not kinds or kinds[0] not in ("edge", "child") or any(k not in KINDS for k in kinds):
+            raise ValueError(f"kinds must start with 'edge' (the votes) or 'child' (child vectors) and use only "
+                             f"{KINDS}; got {kinds}")
         if normalise not in NORMALISATIONS:
             raise ValueError(f"normalise must be one of {NORMALISATIONS}; got {normalise!r}")
         self.name, self.route, self.make_inputs, self.kinds = name, route, make_inputs, kinds
         self.normalise, self.reference, self.outputs = normalise, reference, outputs
         self.graphs = default_graphs() if graphs is None else dict(graphs)
-        self.batch, self.rtol, self.atol, self.n_tiny = batch, rtol, atol, n_tiny
+        self.batch, self.rtol, self.atol, self.n_tiny, self.first = batch, rtol, atol, n_tiny, first
         self.generator = torch.Generator().manual_seed(seed)
         self.registered = False
         self._cases = {}
@@ -97,7 +102,7 @@ class RoutingSubject:
 
 
 def routing_subject(route, make_inputs=None, kinds=None, *, normalise=None, reference=None, outputs=None,
-                    graphs=None, batch=3, rtol=1e-10, atol=1e-12, n_tiny=(3, 2), **settings):
+                    graphs=None, batch=3, rtol=1e-10, atol=1e-12, n_tiny=(3, 2), first=None, **settings):
     """The :class:`RoutingSubject` of a registered routing (by name) or of any routing function.
 
     Parameters
@@ -111,6 +116,10 @@ def routing_subject(route, make_inputs=None, kinds=None, *, normalise=None, refe
         For a function that is not registered: see :class:`RoutingSubject`
         (``make_inputs`` and ``kinds`` are required, ``normalise`` defaults to
         ``"parents"``).
+    first : str, optional
+        The name of the first input, which errors about it must name (default:
+        the routing function's parameter after the graph for a registry
+        name, ``"votes"`` for a function).
     graphs : dict of str to dgl.DGLGraph, optional
         The graphs to check on (default: a complete, a convolutional and a
         random capsule graph).
@@ -139,7 +148,8 @@ def routing_subject(route, make_inputs=None, kinds=None, *, normalise=None, refe
         if settings:
             raise ValueError(f"settings {sorted(settings)} are for a registry name; put them into route")
         name = getattr(route, "__name__", "route")
-        return RoutingSubject(name, route, make_inputs, kinds, normalise or "parents", reference, outputs, **common)
+        return RoutingSubject(name, route, make_inputs, kinds, normalise or "parents", reference, outputs,
+                              first=first or "votes", **common)
     spec = get_routing(route)
     example = spec.get_example()
     if example is None:
@@ -153,8 +163,9 @@ def routing_subject(route, make_inputs=None, kinds=None, *, normalise=None, refe
     def dense(g, *inputs):
         return ref(g, *inputs, **kw, return_trace=True)
 
+    first = first or list(inspect.signature(spec.fn).parameters)[1]  # the parameter after g
     subject = RoutingSubject(route, call, example, spec.inputs, spec.normalise, dense if ref else None,
-                             spec.outputs, **common)
+                             spec.outputs, first=first, **common)
     subject.registered = True  # then the reference check runs, and fails without a reference
     return subject
 
@@ -289,11 +300,11 @@ def empty_batch(s):
                 problems.append(f"(graph {name!r}): {k} has shape {shape}, expected {tuple(want)}")
         total = sum(v.sum() for v in got.values())
         if not total.requires_grad:
-            problems.append(f"(graph {name!r}): the outputs are not connected to the votes in autograd")
+            problems.append(f"(graph {name!r}): the outputs are not connected to the {s.first} in autograd")
             continue
         total.backward()
         if empty[0].grad is None or empty[0].grad.shape != empty[0].shape:
-            problems.append(f"(graph {name!r}): the votes get no gradient of their shape")
+            problems.append(f"(graph {name!r}): the {s.first} get no gradient of their shape")
     return problems
 
 
@@ -341,17 +352,17 @@ def gradcheck(s):
 
 
 def named_errors(s):
-    """Bad votes that do not get an error of the right type naming ``votes``."""
+    """Bad first inputs (votes, or child vectors) that do not get an error of the right type naming them."""
     g = next(iter(s.graphs.values()))
     inputs = s.inputs(g, s.batch)
-    votes, rest = inputs[0], tuple(inputs[1:])
+    first, rest, name = inputs[0], tuple(inputs[1:]), s.first
     bad = [
-        ("votes with one row too few", ValueError, (votes[1:],) + rest),
-        ("float16 votes", TypeError, (votes.half(),) + rest),
-        ("integer votes", TypeError, (votes.long(),) + rest),
-        ("numpy votes", TypeError, (votes.numpy(),) + rest),
+        (f"{name} with one row too few", ValueError, (first[1:],) + rest),
+        (f"float16 {name}", TypeError, (first.half(),) + rest),
+        (f"integer {name}", TypeError, (first.long(),) + rest),
+        (f"numpy {name}", TypeError, (first.numpy(),) + rest),
     ]
-    return unnamed_errors(lambda *args: s.route(g, *args), bad, "votes")
+    return unnamed_errors(lambda *args: s.route(g, *args), bad, name)
 
 
 #: The checks in the order they run: name -> (title, function). ``reference`` runs when the subject has
@@ -437,8 +448,8 @@ def check_routing_contract(route, make_inputs=None, kinds=None, *, checks=None, 
     ``normalise`` says (every traced iteration too); an int32 graph gives the
     int64 results; a batch of no samples gives empty outputs that autograd
     reaches; a :func:`dgl.batch` of graphs equals its parts routed alone;
-    :func:`torch.autograd.gradcheck` passes on a tiny graph; bad votes get an
-    error naming ``votes``.
+    :func:`torch.autograd.gradcheck` passes on a tiny graph; bad votes (or the
+    child vectors of a family that never forms votes) get an error naming them.
 
     Parameters
     ----------
@@ -454,7 +465,7 @@ def check_routing_contract(route, make_inputs=None, kinds=None, *, checks=None, 
         Also run the gradient check.
     **options
         ``normalise``, ``reference``, ``outputs``, ``graphs``, ``batch``,
-        ``rtol``, ``atol``, ``n_tiny`` and, for a registry name, settings of
+        ``rtol``, ``atol``, ``n_tiny``, ``first`` and, for a registry name, settings of
         the routing (``n_iters=1``).
 
     Raises

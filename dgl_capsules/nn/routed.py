@@ -30,7 +30,9 @@ class RoutedCaps(nn.Module):
     - ``"edge_value"`` / ``"parent_value"``: one learned value per edge
       ``(in_caps, out_caps)`` or per parent ``(out_caps,)``, zero at first
       and named as the routing function's parameter (Heinsen's
-      ``beta_use``, EM's ``beta_a``).
+      ``beta_use``, EM's ``beta_a``);
+    - ``"const"`` with a default value: that default (inverted dot-product
+      routing's LayerNorm without an affine map).
 
     A family with matrix votes (``vote_dims=2``) gets ``1 x out_dim`` votes.
     A new family registered with :func:`~dgl_capsules.routing.register_routing`
@@ -59,7 +61,8 @@ class RoutedCaps(nn.Module):
     ------
     ValueError
         For an unknown ``routing``, a family whose inputs the layer cannot
-        make (``"const"``), or a keyword its function does not take.
+        make (child vectors first, or ``"const"`` without a default), or a
+        keyword its function does not take.
 
     Examples
     --------
@@ -84,15 +87,21 @@ class RoutedCaps(nn.Module):
         self.out_dim = check_positive_int("out_dim", out_dim)
         self.spec = spec = get_routing(routing)
         self.routing = routing
-        if any(k not in _LAYER_KINDS for k in spec.inputs):
-            raise ValueError(f"routing: {type(self).__name__} makes the inputs {_LAYER_KINDS} of a routing; "
-                             f"{routing!r} takes {spec.inputs}")
+        if spec.inputs[0] != "edge":
+            raise ValueError(f"routing: {type(self).__name__} forms votes W_ij u_i, and {routing!r} routes child "
+                             f"vectors (its inputs start with {spec.inputs[0]!r}); use its own layer")
+        params = list(inspect.signature(spec.fn).parameters.values())[1:1 + len(spec.inputs)]  # after g
+        if any(k not in _LAYER_KINDS and not (k == "const" and p.default is not p.empty)
+               for k, p in zip(spec.inputs, params)):
+            raise ValueError(f"routing: {type(self).__name__} makes the inputs {_LAYER_KINDS} of a routing "
+                             f"(and leaves 'const' inputs with a default at it); {routing!r} takes {spec.inputs}")
         unknown = [k for k in routing_kwargs if k == "return_trace" or not takes_keyword(spec.fn, k)]
         if unknown:
             raise ValueError(f"routing_kwargs: the {routing!r} routing function takes no keyword {', '.join(unknown)}")
         self.routing_kwargs = {**spec.defaults, **routing_kwargs}
         self.weight = nn.Parameter(torch.empty(in_caps, out_caps, in_dim, out_dim))
-        names = list(inspect.signature(spec.fn).parameters)[1:1 + len(spec.inputs)]  # after g
+        names = self._input_names = [p.name for p in params]
+        self._const = {p.name: p.default for p, k in zip(params, spec.inputs) if k == "const"}  # their defaults
         self.value_names = []  # the learned per-edge / per-parent inputs, in the routing's order
         for name, kind in zip(names, spec.inputs):
             if kind in ("edge_value", "parent_value"):
@@ -198,9 +207,11 @@ class RoutedCaps(nn.Module):
             votes = votes.unsqueeze(-2)  # (E, B, 1, out_dim)
         values = iter(self.value_names)
         inputs = [votes]
-        for kind in self.spec.inputs[1:]:
+        for name, kind in zip(self._input_names[1:], self.spec.inputs[1:]):
             if kind == "child":
                 inputs.append(a.T)  # (N_src, B)
+            elif kind == "const":
+                inputs.append(self._const[name])
             else:
                 value = getattr(self, next(values))
                 inputs.append(value[src, dst] if kind == "edge_value" else value)  # (E,) or (N_dst,)

@@ -5,6 +5,9 @@ from .dynamic import dynamic_routing
 from .heinsen import heinsen_routing
 from .em import em_routing
 from .self_attention import self_attention_routing
+from .vector import vector_routing
+from .inverted import inverted_routing
 
 __all__ = ["RoutingResult", "RoutingSpec", "dynamic_routing", "heinsen_routing", "em_routing", "self_attention_routing",
-           "register_routing", "unregister_routing", "get_routing", "list_routings"]
+           "vector_routing", "inverted_routing", "register_routing", "unregister_routing", "get_routing",
+           "list_routings"]

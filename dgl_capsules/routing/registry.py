@@ -42,7 +42,7 @@ NORMALISATIONS = ("parents", "children", "none")
 STRENGTHS = ("length", "activation", "logit")
 
 #: What each input of a routing function is: ``"edge"`` ``(|E|, B, ...)`` (the votes first), ``"child"``
-#: ``(N_src, B, ...)``, ``"edge_value"`` ``(|E|,)`` or a scalar, ``"parent_value"`` ``(N_dst,)`` or a scalar,
+#: ``(N_src, B, ...)``, ``"edge_value"`` ``(|E|,)`` or a scalar, ``"parent_value"`` ``(N_dst, ...)`` or a scalar,
 #: ``"const"`` anything passed through unchanged.
 KINDS = ("edge", "child", "edge_value", "parent_value", "const")
 
@@ -82,7 +82,9 @@ class RoutingSpec:
     inputs : tuple of str
         What ``fn`` takes after the graph, in order, each one of
         :data:`KINDS` (``("edge",)`` for votes only;
-        ``("edge", "child", "edge_value", "edge_value")`` for Heinsen 2019).
+        ``("edge", "child", "edge_value", "edge_value")`` for Heinsen 2019). The
+        first is the votes (``"edge"``) or, for a family that never forms
+        votes, the child vectors (``"child"``, as for vector routing).
     iterative : bool
         Whether ``fn`` takes ``n_iters``.
     reference : callable or str or None
@@ -127,8 +129,9 @@ class RoutingSpec:
         return "vote length" if self.strength == "length" else "activation"
 
     def parent_strength(self, result):
-        """How present every parent is, ``(N_dst, *)`` in [0, 1]: pose lengths or (sigmoid of) activations."""
-        if self.strength == "length":
+        """How present every parent is, ``(N_dst, *)``: (sigmoid of) activations in [0, 1], or pose lengths for
+        ``"length"`` families and for families whose parents have no activations (as in vector routing)."""
+        if self.strength == "length" or "activations" not in self.outputs:
             return result.poses.flatten(-self.vote_dims).norm(dim=-1)
         return torch.sigmoid(result.activations) if self.strength == "logit" else result.activations
 
@@ -187,8 +190,9 @@ def register_routing(name, fn, *, label, citation="", normalise="parents", outpu
     if unknown or "coupling" not in outputs:
         raise ValueError(f"outputs must name RoutingResult fields {_OUTPUTS}, coupling among them; got {outputs}")
     inputs = tuple(inputs)
-    if not inputs or inputs[0] != "edge" or any(k not in KINDS for k in inputs):
-        raise ValueError(f"inputs must start with 'edge' (the votes) and use only {KINDS}; got {inputs}")
+    if not inputs or inputs[0] not in ("edge", "child") or any(k not in KINDS for k in inputs):
+        raise ValueError(f"inputs must start with 'edge' (the votes) or 'child' (child vectors, for a family "
+                         f"whose votes are never formed) and use only {KINDS}; got {inputs}")
     if vote_dims not in (1, 2) or isinstance(vote_dims, bool):
         raise ValueError(f"vote_dims must be 1 (vector votes) or 2 (matrix votes); got {vote_dims!r}")
     defaults = dict(defaults or {})
