@@ -194,6 +194,24 @@ def test_render_table_mean_std_and_every_seed(tmp_path):
     assert "machine: test machine" in text and "commit: abc123" in text
 
 
+def test_tables_give_mcnemar_between_rows_per_seed_from_the_stored_correctness(tmp_path):
+    fake_results(tmp_path / "tiny")
+    one = torch.tensor([True] * 20 + [False] * 7 + [True] * 3)  # 30 digits: 1 iteration right on 23
+    three = torch.tensor([True] * 20 + [True] * 7 + [False] * 3)  # 3 iterations right on 27
+    for slug, right in [("1-iteration", one), ("3-iterations", three)]:
+        path = tmp_path / "tiny" / f"{slug}-seed0.json"
+        rec = json.loads(path.read_text())
+        rec["test_correct"] = dc.evaluation.pack_correct(right)
+        path.write_text(json.dumps(rec))
+    results = rp.load_results("tiny", str(tmp_path / "tiny"))
+    (t,) = rp.paired_tests(rp.experiment("tiny"), results)  # seed 1 has one row only; the "=" row is not paired
+    # 3 digits only "1 iteration" gets right, 7 only "3 iterations": p = 2 * P(X <= 3), X ~ Bin(10, 1/2) = 352 / 1024
+    assert (t["a"], t["b"], t["seed"], t["a_only"], t["b_only"]) == ("1 iteration", "3 iterations", 0, 3, 7)
+    assert t["p"] == pytest.approx(352 / 1024, rel=1e-12)
+    text = rp.render_table("tiny", str(tmp_path / "tiny"))
+    assert "McNemar's exact test" in text and "1 iteration vs 3 iterations: seed 0: 3 / 7, p = 0.34" in text
+
+
 def test_extra_test_sets_are_scored_by_the_selected_model_and_tabled(tmp_path, monkeypatch):
     """A row's ``evaluate_on`` sets: each run records the validation-selected model's accuracy on them (what
     ``evaluate`` gives for the saved ``model.pt``), and the table gives each set a column with mean ± std and

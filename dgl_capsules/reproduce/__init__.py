@@ -11,7 +11,8 @@ Three parts, one module each:
 - :mod:`~dgl_capsules.reproduce.tables`: ``OUT/table.md`` (:func:`write_table`,
   :func:`render_table`): mean ± std over seeds and every seed's number; for
   the novel-viewpoint experiments, familiar and novel error at matched
-  familiar error (:func:`matched_errors`).
+  familiar error (:func:`matched_errors`); McNemar's test between rows
+  (:func:`paired_tests`).
 
 >>> sorted(list_experiments())[:3]
 ['affnist-style', 'efficient-capsnet', 'efficient-capsnet-tiny']
@@ -21,8 +22,8 @@ Three parts, one module each:
 from .catalogue import _EXPERIMENTS, Experiment, Row, experiment, list_experiments, register_experiment
 from .results import CorruptResultError, read_result
 from .runner import reproduce
-from .tables import DEFAULT_ROOT, load_results, matched_errors, render_table, write_table
+from .tables import DEFAULT_ROOT, load_results, matched_errors, paired_tests, render_table, write_table
 
 __all__ = ["Row", "Experiment", "list_experiments", "experiment", "register_experiment", "reproduce",
-           "load_results", "render_table", "write_table", "matched_errors", "read_result", "CorruptResultError",
+           "load_results", "render_table", "write_table", "matched_errors", "paired_tests", "read_result", "CorruptResultError",
            "DEFAULT_ROOT"]

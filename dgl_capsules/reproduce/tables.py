@@ -6,15 +6,17 @@ familiar and novel error at matched familiar error, :func:`matched_errors`);
 :func:`write_table` writes it to ``OUT/table.md`` atomically. The README's
 tables are the same text (``tools/readme_tables.py``).
 """
+import base64
 import math
 import os
 import warnings
 
+from ..evaluation import mcnemar, unpack_correct
 from ..files import write_text
 from .catalogue import experiment
 from .results import CorruptResultError, check_record, read_record
 
-__all__ = ["DEFAULT_ROOT", "load_results", "render_table", "write_table", "matched_errors"]
+__all__ = ["DEFAULT_ROOT", "load_results", "render_table", "write_table", "matched_errors", "paired_tests"]
 
 DEFAULT_ROOT = "results"
 
@@ -131,11 +133,63 @@ def render_table(name, out=None):
         cells.append(", ".join(str(t) for t in sorted({recs[s].get("threads") for s in seeds} - {None})))
         cells.append(row.paper)
         lines.append("| " + " | ".join(cells) + " |")
+    notes += _paired_notes(exp, results)
     notes.append("- training time per run: training and validation, wall clock, mean over seeds (with any time a "
                  "run was stopped); CPU time per run: all its threads and processes, not recorded for runs made, or "
                  "begun and later resumed, before dgl_capsules recorded it.")
     lines += [""] + notes
     return _footer(exp, results, lines)
+
+
+def _correct_bits(text):
+    """Every bit :func:`~dgl_capsules.evaluation.pack_correct` stored (the padding bits of the last byte are 0 in
+    every record, so they agree between any two runs and never count in McNemar's test)."""
+    return unpack_correct(text, 8 * len(base64.b64decode(text)))
+
+
+def paired_tests(exp, results):
+    """McNemar's exact test between every two rows of ``exp``, seed by seed, on the test digits both scored.
+
+    Parameters
+    ----------
+    exp : Experiment
+        The experiment (its rows give the order of the pairs).
+    results : dict
+        ``{row label: {seed: record}}`` (:func:`load_results`); records without
+        ``"test_correct"`` (runs made before it was stored) are left out.
+
+    Returns
+    -------
+    list of dict
+        One per pair of rows and seed both have: ``a``, ``b`` (row labels),
+        ``seed``, ``a_only`` (digits A gets right and B wrong), ``b_only``
+        and the two-sided ``p``.
+    """
+    labels = [r.label for r in exp.rows if not r.same_as]
+    out = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            ra, rb = results.get(a, {}), results.get(b, {})
+            for seed in sorted(set(ra) & set(rb)):
+                ta, tb = ra[seed].get("test_correct"), rb[seed].get("test_correct")
+                if not ta or not tb or len(ta) != len(tb):
+                    continue
+                a_only, b_only, p = mcnemar(_correct_bits(ta), _correct_bits(tb))
+                out.append(dict(a=a, b=b, seed=seed, a_only=a_only, b_only=b_only, p=p))
+    return out
+
+
+def _paired_notes(exp, results):
+    tests = paired_tests(exp, results)
+    if not tests:
+        return []
+    pairs = {}
+    for t in tests:
+        pairs.setdefault((t["a"], t["b"]), []).append(f"seed {t['seed']}: {t['a_only']} / {t['b_only']}, "
+                                                      f"p = {t['p']:.2g}")
+    return ["- McNemar's exact test on the test digits, per seed (digits only the first row gets right / only the "
+            "second, two-sided p): " + "; ".join(f"{a} vs {b}: {', '.join(v)}" for (a, b), v in pairs.items())
+            + "."]
 
 
 def _footer(exp, results, lines):
