@@ -8,6 +8,7 @@ the outer subpackages (``models``, ``data``, ``train``, ``viz``, ``testing``,
 ...) are imported on first use, so ``import dgl_capsules as dc`` stays fast
 and ``dc.models.MatrixCapsNet`` still works.
 """
+#: The version of the package.
 __version__ = "0.1.0"
 
 import importlib

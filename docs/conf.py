@@ -14,6 +14,19 @@ import dgl_capsules
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # gallery_utils, named by string in sphinx_gallery_conf
+sys.path.insert(0, str(HERE.parent / "tools"))  # docgen: the generated pages
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import docgen  # noqa: E402
+import docgen.api  # noqa: E402
+
+# The Results section (results/), the API reference (api/) and the included fragments
+# (_generated/) are written on every build from the result JSONs, the __all__ lists, the
+# README and bench/results.md; all three folders are git-ignored.
+GENERATED = docgen.build(HERE)
+print("conf.py: generated", ", ".join(f"{k}: {len(v)}" for k, v in GENERATED.items()))
 
 project = "dgl_capsules"
 author = "the dgl_capsules developers"
@@ -125,6 +138,45 @@ def _offline_generated_pages(app, docname, source):
         source[0] = _DATATABLES_INIT.sub("", _CDN_TAG.sub("", source[0]))
 
 
+def _warn_undocumented(app):
+    """Every public name needs a docstring (or a ``#:`` comment for a constant): a warning, so -W fails."""
+    from sphinx.util import logging
+
+    for name in docgen.api.undocumented():
+        logging.getLogger(__name__).warning(f"{name} is exported (in an __all__) but has no docstring")
+
+
+# sphinx.ext.viewcode links each function of a source page back to its entry with the anchor
+# <first module that documented something of this file>.<name>; where a file's names are documented
+# under two modules (a package and one of its submodules) some anchors miss. Every API entry has a
+# page of its own named after it (api/generated/<full name>.html), and its members' anchors extend
+# that name: the right anchor is the page's name plus what follows the object's own name.
+_BACKLINK = re.compile(r'(href="[^"]*api/generated/([\w.]+)\.html)#([\w.]+)"')
+
+
+def _backlink(m):
+    link, page, anchor = m.groups()
+    if anchor == page or anchor.startswith(page + "."):
+        return m.group(0)
+    short, parts = page.rsplit(".", 1)[-1], anchor.split(".")
+    if short not in parts:
+        return m.group(0)
+    k = len(parts) - 1 - parts[::-1].index(short)
+    return f'{link}#{".".join([page] + parts[k + 1:])}"'
+
+
+def _fix_source_backlinks(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    for page in Path(app.outdir, "_modules").rglob("*.html"):
+        text = page.read_text()
+        fixed = _BACKLINK.sub(_backlink, text)
+        if fixed != text:
+            page.write_text(fixed)
+
+
 def setup(app):
+    app.connect("build-finished", _fix_source_backlinks)
+    app.connect("builder-inited", _warn_undocumented)
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
     app.connect("source-read", _offline_generated_pages)
