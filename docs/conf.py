@@ -1,8 +1,10 @@
-"""Sphinx configuration: API reference from the docstrings and an executed tutorial gallery.
+"""Sphinx configuration: generated pages, API reference from the docstrings and an executed tutorial gallery.
 
 Build with ``make docs`` (``sphinx-build -W -b html docs docs/_build/html``). Every
 ``tutorials/**/plot_*.py`` runs on each build; ``tutorials/**/*.py`` without the
-``plot_`` prefix is rendered but not run.
+``plot_`` prefix is rendered but not run. Before anything is read, ``tools/docgen``
+writes the Results section with its plots, the API reference (one page per public
+module, from the ``__all__`` lists) and the fragments that hand-written pages include.
 """
 import os
 import re

@@ -7,6 +7,7 @@ what the experiment shows and what it does not, is ``docs/results_notes/NAME.txt
 page with its plan, its command and its estimate; the page fills itself in
 when the JSONs land.
 """
+import re
 import shutil
 from pathlib import Path
 
@@ -127,7 +128,10 @@ def _summary_table(results_root):
 
 def index_page(names, results_root, notes_dir, plot_dir):
     """The Results index: the notes' introduction, the summary table, the cost plot of every experiment."""
-    out = [".. _results:", ""] + _title("Results") + [_notes(notes_dir, "index")]
+    notes = _notes(notes_dir, "index")
+    first = re.search(r"^.+\n-{3,}$", notes, re.M)  # the introduction, then the table, then the sections
+    intro, sections = (notes[:first.start()], notes[first.start():]) if first else (notes, "")
+    out = [".. _results:", ""] + _title("Results") + [intro.rstrip(), ""]
     out += _title("One line per experiment", "-")
     out += ["Generated from the committed result JSONs (``results/NAME/*.json``) by ``tools/docgen``, the "
             "same tool as the README's table (``python tools/readme_tables.py``). \"ours\" is the mean ± "
@@ -153,6 +157,7 @@ def index_page(names, results_root, notes_dir, plot_dir):
                        "networks blue, width-matched CNNs orange; the y axis is each experiment's headline "
                        "measure (for the viewpoint experiments: the novel-viewpoint accuracy of the "
                        "validation-selected model).")
+    out += [sections.rstrip(), ""] if sections else []
     out += [".. toctree::", "   :maxdepth: 1", "   :caption: Experiments", ""]
     out += [f"   {name}" for name in names] + [f"   /{p}" for p in EXTRA_PAGES] + [""]
     return "\n".join(out).rstrip() + "\n", drawn
