@@ -50,7 +50,7 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 html_theme = "furo"
 html_title = f"dgl_capsules {release}"
 html_static_path = ["_static"]
-html_css_files = ["anim_controls.css"]
+html_css_files = ["anim_controls.css", "tables.css"]
 html_favicon = "_static/favicon.svg"
 
 # ---- API reference -------------------------------------------------------

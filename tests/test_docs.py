@@ -247,7 +247,7 @@ def test_results_section_has_a_page_per_experiment_with_plots_or_a_plan(tmp_path
     assert ".. figure::" not in planned and "official schedule" in planned
     index = (out / "index.rst").read_text()
     assert ".. toctree::" in index and all(f"   {n}\n" in index for n in names)
-    assert ":doc:`sabour-table1`" in index and "plots/all-cost.png" in index
+    assert ":doc:`sabour-table1 <sabour-table1>`" in index and "plots/all-cost.png" in index
 
 
 def test_plots_tell_cpu_hours_from_training_hours():

@@ -121,7 +121,8 @@ def _summary_table(results_root):
     rows = [list(SUMMARY_COLUMNS)]
     for name in documented_experiments():
         s = summary(name, results_root)
-        rows.append([f"\x02{name}\x03", s["what"], s["ours"], s["seeds"], s["cnn"] or "-", s["paper"], s["public"]])
+        rows.append([f"\x02{name} <{name}>\x03", s["what"], s["ours"], s["seeds"], s["cnn"] or "none", s["paper"],
+                     s["public"]])
     lines = markdown.list_table(rows, widths=(12, 24, 12, 6, 12, 16, 18))
     return [line.replace("\x02", ":doc:`").replace("\x03", "`") for line in lines]
 
