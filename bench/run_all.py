@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 # Benchmarks the Performance page (docs/performance.rst) relies on: missing ones are errors.
-EXPECTED = ("dynamic", "em_conv", "heinsen_ragged", "capsnet_step", "em_step", "viz")
+EXPECTED = ("dynamic", "em_conv", "heinsen_ragged", "capsnet_step", "em_step", "viz", "self_attention")
 
 
 def machine():

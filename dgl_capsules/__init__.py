@@ -31,7 +31,7 @@ from .graph import capsule_graph, conv_capsule_graph
 from .routing import RoutingResult
 
 # Subpackages and modules reached as attributes of the package, imported on first use.
-_LAZY = ("cli", "data", "models", "reproduce", "testing", "train", "viz")
+_LAZY = ("analysis", "cli", "data", "models", "reproduce", "testing", "train", "viz")
 
 __all__ = [
     "__version__",
@@ -41,6 +41,7 @@ __all__ = [
     "functional",
     "nn",
     "routing",
+    "analysis",
     "data",
     "models",
     "testing",

@@ -25,7 +25,8 @@ FLAGS = {
     "rotate": "--rotate", "scale": "--scale", "augment": "--augment", "ema": "--ema",
     "seed": "--seed", "trace_routing": "--trace-routing", "out": "--out", "resume": "--resume",
     "overwrite": "--overwrite", "path": "--checkpoint", "checkpoint": "--checkpoint", "on": "--on",
-    "index": "--index", "json": "--json", "n_in": "--children", "n_out": "--parents", "batch": "--batch",
+    "index": "--index", "weights": "--weights", "json": "--json", "n_in": "--children", "n_out": "--parents",
+    "batch": "--batch",
     "n_iters": "--iters", "seeds": "--seeds", "name": "NAME", "threads": "--threads",
     "eval_each_epoch": "--eval-each-epoch",
 }
@@ -169,13 +170,31 @@ def _data_for(model, spec):
     return get_dataset(spec, size), native  # the one data path: the same padding (or drawing) as in training
 
 
+def _trained_model(args):
+    """``(model, the data spec it was trained on)`` from ``--checkpoint`` or ``--model [--preset] --weights``."""
+    if (args.checkpoint is None) == (args.weights is None):
+        raise ValueError("checkpoint: give either --checkpoint (a run's model.pt) or --model with --weights "
+                         "(shipped weights)")
+    if args.weights is not None:
+        from .models import get_model, get_weights
+
+        if args.model is None:
+            raise ValueError("model: --weights needs --model (the model whose shipped weights to load)")
+        return get_model(args.model, args.preset, weights=args.weights), \
+            get_weights(args.model, args.preset, args.weights).data
+    from .train import load_model
+
+    model, ckpt = load_model(args.checkpoint)
+    return model, ckpt["config"]["data"]
+
+
 def _evaluate(args):
-    from .train import eval_set, evaluate, load_model
+    from .train import eval_set, evaluate
 
     if args.json:  # fail before the work, not after it
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    model, ckpt = load_model(args.checkpoint)
-    data = args.data or ckpt["config"]["data"]
+    model, trained_on = _trained_model(args)
+    data = args.data or trained_on
     sized, native = _data_for(model, data)
     size = getattr(model, "image_size", None)
     sets = {}  # every set is made (and checked) before the first is scored
@@ -187,8 +206,9 @@ def _evaluate(args):
         results[on] = evaluate(model, dataset)
         print(f"{on:8s} accuracy {results[on]:.4f} on {len(dataset)} images of {data}")
     if args.json:
+        source = args.checkpoint or f"{args.model} {args.preset or ''} weights {args.weights}".replace("  ", " ")
         with open(args.json, "w") as f:
-            json.dump(dict(checkpoint=args.checkpoint, data=data, accuracy=results), f, indent=2)
+            json.dump(dict(checkpoint=source, data=data, accuracy=results), f, indent=2)
     return 0
 
 
@@ -210,13 +230,11 @@ def _print_drawing(drawn, prefix=""):
               f"true {summary.get('true')})")
 
 
-def _draw_digit(checkpoint, index, out, data=None):
-    """Routing pictures of test image ``index`` through the model of ``checkpoint`` (viz.visualize_model)."""
-    from .train import load_model
+def _draw_digit(model, trained_on, index, out, data=None):
+    """Routing pictures of test image ``index`` through ``model`` (viz.visualize_model)."""
     from .viz import visualize_model
 
-    model, ckpt = load_model(checkpoint)
-    test = _data_for(model, data or ckpt["config"]["data"])[0].test
+    test = _data_for(model, data or trained_on)[0].test
     if not 0 <= index < len(test):
         raise ValueError(f"index must be in [0, {len(test)}); got {index}")
     x, y = test[index]
@@ -227,11 +245,13 @@ def _visualize(args):
     if args.over_training:
         from .viz import animate_over_training
 
+        if args.checkpoint is None:
+            raise ValueError("checkpoint: --over-training needs --checkpoint, a run trained with --trace-routing")
         if not os.path.isfile(args.checkpoint):
             raise FileNotFoundError(f"path {args.checkpoint!r}: no such file")
         _print_paths(animate_over_training(os.path.dirname(os.path.abspath(args.checkpoint)), args.out))
         return 0
-    _print_drawing(_draw_digit(args.checkpoint, args.index, args.out, args.data))
+    _print_drawing(_draw_digit(*_trained_model(args), args.index, args.out, args.data))
     return 0
 
 
@@ -309,7 +329,7 @@ def _demo(args):
     model, _ = load_model(model_path)
     grid = reconstruction_grid(model, get_dataset("mnist5k").test, os.path.join(args.out, "reconstructions.png"))
     print(f"reconstructions: {grid}")
-    _print_drawing(_draw_digit(model_path, args.index, os.path.join(args.out, "routing")), "routing ")
+    _print_drawing(_draw_digit(model, "mnist5k", args.index, os.path.join(args.out, "routing")), "routing ")
     if args.trace_routing:
         _print_paths(animate_over_training(args.out, os.path.join(args.out, "over_training")), "over training ")
     print(f"test accuracy {metrics['test_accuracy']:.2%} after {metrics['epochs']} epochs, "
@@ -387,6 +407,18 @@ def _train_parser(sub):
     tr.set_defaults(func=_train)
 
 
+def _add_model_source(p):
+    from .models import list_weights
+
+    shipped = ", ".join(f"--model {w.model} --weights {w.name}" for w in list_weights()) or "none yet"
+    p.add_argument("--checkpoint", default=None,
+                   help="OUT/model.pt or OUT/checkpoint.pt of a run (default: none; or --model with --weights)")
+    p.add_argument("--model", default=None, help="with --weights: a model with shipped weights (default: none)")
+    p.add_argument("--preset", default=None, help="with --weights: the preset (default: the weights' own)")
+    p.add_argument("--weights", default=None,
+                   help=f"shipped trained weights instead of --checkpoint: {shipped} (default: none)")
+
+
 def build_parser():
     """The argument parser of ``dgl-capsules``."""
     parser = argparse.ArgumentParser(prog="dgl-capsules", description=__doc__, formatter_class=_Formatter)
@@ -420,7 +452,7 @@ def build_parser():
     ev = sub.add_parser("evaluate", formatter_class=_Formatter,
                         help="accuracy of a trained model on clean, affine or MultiMNIST test sets",
                         description="Accuracy of a trained model on test sets derived from its data.")
-    ev.add_argument("--checkpoint", required=True, help="OUT/model.pt or OUT/checkpoint.pt of a run")
+    _add_model_source(ev)
     ev.add_argument("--data", default=None, help="data spec (default: the one the model was trained on)")
     ev.add_argument("--on", nargs="+", default=["test"],
                     help="test sets: test, affine (40x40 affNIST-style), multi (36x36 MultiMNIST pairs) "
@@ -433,7 +465,7 @@ def build_parser():
                         help="routing pictures of one test digit through a trained model",
                         description="Routing pictures of every routed layer for one test image, or "
                                     "(--over-training) how the routing changed during training.")
-    vi.add_argument("--checkpoint", required=True, help="OUT/model.pt or OUT/checkpoint.pt of a run")
+    _add_model_source(vi)
     vi.add_argument("--index", type=int, default=0, help="test image to route")
     vi.add_argument("--out", default="runs/visualize", help="directory of the pictures")
     vi.add_argument("--data", default=None, help="data spec (default: the one the model was trained on)")

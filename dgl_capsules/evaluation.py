@@ -13,11 +13,12 @@ Examples
 True
 """
 import base64
+import math
 
 import numpy as np
 import torch
 
-__all__ = ["accuracy", "correct", "evaluate", "pack_correct", "unpack_correct"]
+__all__ = ["accuracy", "correct", "evaluate", "pack_correct", "unpack_correct", "mcnemar"]
 
 
 def correct(scores, y):
@@ -86,3 +87,55 @@ def unpack_correct(text, n):
         raise ValueError(f"text: holds {len(raw)} bytes, expected {(n + 7) // 8} for n = {n} samples")
     bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:n]
     return torch.from_numpy(bits.astype(bool))
+
+
+def mcnemar(right_a, right_b):
+    r"""McNemar's exact test between two classifiers scored on the same samples.
+
+    Only the discordant samples count: ``b`` that A gets right and B wrong,
+    ``c`` the other way round. Under the null hypothesis (both are equally
+    accurate) each discordant sample is a fair coin, so the two-sided p-value is
+
+    .. math::
+
+        p = \min\Big(1,\; 2 \sum_{k=0}^{\min(b, c)} \binom{b + c}{k} 2^{-(b + c)}\Big).
+
+    Parameters
+    ----------
+    right_a, right_b : torch.Tensor
+        Per-sample correctness ``(N,)`` (bool) of the two classifiers, the same samples in the same order.
+
+    Returns
+    -------
+    (int, int, float)
+        ``b``, ``c`` and the two-sided p-value (1.0 when ``b = c = 0``).
+
+    Raises
+    ------
+    ValueError
+        If the two do not have the same shape ``(N,)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> a = torch.tensor([True] * 10 + [False] * 2)
+    >>> b = torch.tensor([True] * 4 + [False] * 6 + [True] * 2)
+    >>> b_, c_, p = mcnemar(a, b)
+    >>> b_, c_, round(p, 4)
+    (6, 2, 0.2891)
+    """
+    right_a, right_b = torch.as_tensor(right_a).bool(), torch.as_tensor(right_b).bool()
+    if right_a.dim() != 1 or right_a.shape != right_b.shape:
+        raise ValueError(f"right_a and right_b must have the same shape (N,); got {tuple(right_a.shape)} and "
+                         f"{tuple(right_b.shape)}")
+    b = int((right_a & ~right_b).sum())
+    c = int((~right_a & right_b).sum())
+    n = b + c
+    if n == 0:
+        return b, c, 1.0
+    # the binomial tail in log space: n can be thousands
+    log_terms = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
+                 for k in range(min(b, c) + 1)]
+    top = max(log_terms)
+    tail = math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+    return b, c, min(1.0, 2 * tail)

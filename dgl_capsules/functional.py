@@ -3,9 +3,9 @@ import math
 
 import torch
 
-from ._checks import check_float_tensor, check_floating, check_tensor
+from ._checks import check_eps, check_float_tensor, check_floating, check_tensor
 
-__all__ = ["squash", "margin_loss", "coupling_entropy", "spread_loss", "spread_margin"]
+__all__ = ["squash", "efficient_squash", "margin_loss", "coupling_entropy", "spread_loss", "spread_margin"]
 
 
 def squash(s, dim=-1, eps=None):
@@ -49,6 +49,67 @@ def squash(s, dim=-1, eps=None):
         eps = torch.finfo(s.dtype).tiny
     t, q, c = _squash_parts(s, dim, eps)
     return t * (torch.sqrt(q) / (q + c))
+
+
+def efficient_squash(s, dim=-1, eps=1e-20):
+    r"""The squash of Efficient-CapsNet (Mazzia, Salvetti & Chiaberge 2021, eq. 8): lengths in [0, 1), directions kept.
+
+    .. math::
+
+        v = \Big(1 - \frac{1}{e^{\lVert s \rVert} + \epsilon}\Big)
+            \frac{s}{\lVert s \rVert + \epsilon}
+
+    Unlike Sabour et al.'s :func:`squash`, short vectors keep their length
+    (:math:`\lVert v \rVert \approx \lVert s \rVert` near 0) and long ones
+    approach length 1 exponentially fast.
+
+    NOTE: computed as :math:`\frac{1 - e^{-n} + \epsilon e^{-n}}{1 + \epsilon
+    e^{-n}} \frac{s}{n + \epsilon}` with :math:`n = \sqrt{\lVert s \rVert^2 +
+    \text{tiny}}`, which equals the formula above (multiply by
+    :math:`e^{-n}`) but never overflows, keeps the digits that ``1 - 1/e^n``
+    loses for short vectors, and has a finite gradient at :math:`s = 0` (the
+    identity, as the limit of the formula). Very long vectors are divided by
+    their largest entry first, as in :func:`squash`.
+
+    Parameters
+    ----------
+    s : torch.Tensor
+        Vectors along ``dim``.
+    dim : int
+        The vector dimension.
+    eps : float
+        :math:`\epsilon`; the published code's is ``10e-21`` = 1e-20.
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape as ``s``; every vector has length :math:`1 - e^{-\lVert s
+        \rVert}` (up to :math:`\epsilon`), which rounds to 1 for the longest.
+
+    Raises
+    ------
+    TypeError
+        If ``s`` is not a floating-point tensor.
+    ValueError
+        If ``eps`` is not a positive number.
+
+    Examples
+    --------
+    >>> import torch
+    >>> v = efficient_squash(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+    >>> [round(x, 4) for x in v.norm(dim=-1).tolist()]
+    [0.9933, 0.0]
+    """
+    check_floating("s", s, "(*, D)")
+    eps = check_eps(eps)
+    # NOTE: s = a t with a = max(1, max_i |s_i|) held constant, as in squash: nothing below overflows.
+    a = s.detach().abs().amax(dim, keepdim=True).clamp_min(1)
+    t = s / a
+    root = torch.sqrt((t * t).sum(dim, keepdim=True) + torch.finfo(s.dtype).tiny / (a * a))  # |s| / a
+    n = root * a  # |s| (inf only beyond the dtype's range, where the gain is 1 and its gradient 0)
+    decay = torch.exp(-n)
+    gain = (-torch.expm1(-n) + eps * decay) / (1 + eps * decay)  # 1 - 1 / (exp(|s|) + eps)
+    return gain * t / (root + eps / a)  # gain * s / (|s| + eps)
 
 
 def _squash_parts(s, dim, eps):

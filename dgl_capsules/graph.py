@@ -29,10 +29,6 @@ PARENT = "parent"
 VOTE = "vote"
 _ETYPE = (CHILD, VOTE, PARENT)
 
-
-# Deprecated alias: dgl_capsules._checks.check_positive_int is the one check.
-_check_positive_int = check_positive_int
-
 _CACHE_SIZE = 64
 _cache = OrderedDict()  # (kind, *sizes, device) -> (graph, [(feature tensor, its version)])
 

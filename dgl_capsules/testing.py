@@ -1,100 +1,82 @@
-"""Testing routing algorithms: dense references from the papers and one contract check.
+"""Testing routing algorithms and capsule layers: dense references from the papers and two contracts.
 
 The dense references restate each routing procedure with plain tensors, one
 ``(child, parent)`` cell per pair and a mask for the pairs that are not
 connected, straight from the papers' equations. They are slow and use no DGL,
 which is what makes them independent checks of the message-passing code; use
-them in float64.
+them in float64. ``reference_<name>(g, *inputs, ...)`` wraps the dense
+reference of family ``<name>`` as a routing function (graph and edge tensors
+in, :class:`~dgl_capsules.routing.RoutingResult` out) and
+``example_<name>(g, batch, generator)`` makes float64 inputs for it: the
+registry points every family at both (``register_routing(...,
+reference="dgl_capsules.testing:reference_dynamic", ...)``).
 
 :func:`check_routing_contract` checks the properties every routing function
-of this library has (and that a new one should have) on a few small graphs:
-a ragged :func:`dgl.batch` equals its parts alone, relabelling the edges
-relabels the couplings and changes nothing else, the samples of a batch are
-independent, each child's couplings sum to 1, the graph is left as it was
-found, int32 and int64 graphs agree, an empty batch gives empty outputs, the
-gradients pass :func:`torch.autograd.gradcheck`, and bad votes get an error
-naming ``votes``.
+of this library has (and that a new one should have) and
+:func:`check_layer_contract` those of every capsule layer. Both are thin
+assertions over named checks that return what they measured
+(:func:`measure_routing_contract`, :func:`measure_layer_contract`).
 
 Examples
 --------
->>> import torch, dgl_capsules as dc
->>> from dgl_capsules.testing import check_routing_contract
->>> def make_inputs(g, batch, generator):
-...     return (torch.randn(g.num_edges(), batch, 4, generator=generator, dtype=torch.float64),)
->>> check_routing_contract(dc.routing.dynamic_routing, make_inputs, kinds=("edge",))
+>>> from dgl_capsules.testing import check_routing_contract, measure_routing_contract
+>>> check_routing_contract("dynamic", checks=["reference", "edge_permutation"])
+>>> m = measure_routing_contract("em", checks=["reference"])
+>>> m["reference"].in_tolerances <= 1
+True
 """
 import math
 
-import dgl
 import torch
 
-from .graph import CHILD, PARENT, VOTE, capsule_graph, conv_capsule_graph
+from .contract import (
+    LAYER_CHECKS,
+    ROUTING_CHECKS,
+    ContractError,
+    Deviation,
+    LayerSubject,
+    RoutingSubject,
+    check_layer_contract,
+    check_routing_contract,
+    measure_layer_contract,
+    measure_routing_contract,
+    routing_subject,
+)
+from .contract.graphs import dense_mask, dense_to_edge, edge_to_dense, permuted, random_bipartite
+from .routing import RoutingResult
+from .routing.em import default_inverse_temperatures
 from .routing.registry import KINDS
 
 __all__ = [
     "dense_dynamic_routing",
     "dense_em_routing",
     "dense_heinsen_routing",
+    "reference_dynamic",
+    "reference_em",
+    "reference_heinsen",
+    "example_dynamic",
+    "example_em",
+    "example_heinsen",
+    "reference_self_attention",
+    "example_self_attention",
     "edge_to_dense",
     "dense_to_edge",
     "dense_mask",
     "permuted",
     "random_bipartite",
     "check_routing_contract",
+    "measure_routing_contract",
+    "routing_subject",
+    "RoutingSubject",
+    "ROUTING_CHECKS",
+    "check_layer_contract",
+    "measure_layer_contract",
+    "LayerSubject",
+    "LAYER_CHECKS",
+    "ContractError",
+    "Deviation",
     "KINDS",
 ]
-
-
-# ---------------------------------------------------------------------------
-# Edge tensors <-> dense (child, parent) arrays
-# ---------------------------------------------------------------------------
-
-
-def edge_to_dense(g, x):
-    """Edge tensor ``(|E|, *rest)`` -> dense ``(N_src, N_dst, *rest)`` with zeros off the graph."""
-    src, dst = g.edges()
-    out = x.new_zeros((g.num_src_nodes(), g.num_dst_nodes()) + tuple(x.shape[1:]))
-    out[src.long(), dst.long()] = x
-    return out
-
-
-def dense_to_edge(g, x):
-    """Dense ``(N_src, N_dst, *rest)`` -> edge tensor ``(|E|, *rest)`` in the edge order of ``g``."""
-    src, dst = g.edges()
-    return x[src.long(), dst.long()]
-
-
-def dense_mask(g):
-    """``(N_src, N_dst)`` boolean: which child votes for which parent."""
-    src, dst = g.edges()
-    mask = torch.zeros(g.num_src_nodes(), g.num_dst_nodes(), dtype=torch.bool)
-    mask[src.long(), dst.long()] = True
-    return mask
-
-
-def permuted(g, seed=1):
-    """The same graph with its edge ids shuffled: ``(graph, perm)``, new edge ``k`` = old edge ``perm[k]``.
-
-    Edge features are carried along (permuted).
-    """
-    src, dst = g.edges()
-    perm = torch.randperm(g.num_edges(), generator=torch.Generator().manual_seed(seed))
-    h = dgl.heterograph(
-        {(CHILD, VOTE, PARENT): (src[perm], dst[perm])},
-        num_nodes_dict={CHILD: g.num_src_nodes(), PARENT: g.num_dst_nodes()},
-    )
-    for k, v in g.edata.items():
-        h.edata[k] = v[perm]
-    return h, perm
-
-
-def random_bipartite(n_in, n_out, p=0.5, seed=0):
-    """A random capsule graph: every parent has a child, some children may have no parent."""
-    gen = torch.Generator().manual_seed(seed)
-    mask = torch.rand(n_in, n_out, generator=gen) < p
-    mask[torch.randint(n_in, (n_out,), generator=gen), torch.arange(n_out)] = True
-    src, dst = mask.nonzero(as_tuple=True)
-    return dgl.heterograph({(CHILD, VOTE, PARENT): (src, dst)}, num_nodes_dict={CHILD: n_in, PARENT: n_out})
 
 
 # ---------------------------------------------------------------------------
@@ -102,7 +84,7 @@ def random_bipartite(n_in, n_out, p=0.5, seed=0):
 # ---------------------------------------------------------------------------
 
 
-def dense_dynamic_routing(u, mask=None, n_iters=3):
+def dense_dynamic_routing(u, mask=None, n_iters=3, return_trace=False):
     r"""Sabour et al. 2017, Procedure 1, written densely.
 
     .. math::
@@ -119,24 +101,29 @@ def dense_dynamic_routing(u, mask=None, n_iters=3):
         ``(I, J)`` boolean, which child votes for which parent (all if ``None``).
     n_iters : int
         Iterations.
+    return_trace : bool
+        Return the couplings of every iteration (a list) instead of the last.
 
     Returns
     -------
-    (torch.Tensor, torch.Tensor)
-        ``v`` ``(B, J, D)`` and ``c`` ``(B, I, J)`` of the last iteration.
+    (torch.Tensor, torch.Tensor or list of torch.Tensor)
+        ``v`` ``(B, J, D)`` and ``c`` ``(B, I, J)`` of the last iteration (every iteration's with
+        ``return_trace``).
     """
     b = u.new_zeros(u.shape[:3])  # (B, I, J)
+    trace = []
     for r in range(n_iters):
         if mask is None:
             c = torch.softmax(b, dim=2)
         else:
             c = torch.softmax(b.masked_fill(~mask, float("-inf")), dim=2).nan_to_num(0.0) * mask
+        trace.append(c)
         s = torch.einsum("bij,bijd->bjd", c, u)
         norm = torch.linalg.vector_norm(s, dim=-1, keepdim=True)
         v = norm**2 / (1 + norm**2) * s / norm
         if r + 1 < n_iters:
             b = b + torch.einsum("bijd,bjd->bij", u, v)
-    return v, c
+    return v, trace if return_trace else c
 
 
 def dense_em_routing(V, a, mask, beta_u, beta_a, lambdas, eps=1e-6):
@@ -168,7 +155,8 @@ def dense_em_routing(V, a, mask, beta_u, beta_a, lambdas, eps=1e-6):
     return mu, sigma2, act, Rs
 
 
-def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e-5, p_model="gaussian"):
+def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e-5, p_model="gaussian",
+                          return_trace=False):
     """Heinsen 2019, Algorithm 1, written densely from the paper's equations.
 
     Parameters
@@ -188,10 +176,12 @@ def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e
     -------
     tuple of torch.Tensor
         ``a_out`` ``(B, J)``, ``mu`` and ``sig2`` ``(B, J, C, H)`` and ``R``
-        ``(B, I, J)`` of the last iteration.
+        ``(B, I, J)`` of the last iteration (with ``return_trace``, the list of
+        every iteration's ``R`` instead).
     """
     m = V.new_ones(V.shape[1:3]) if mask is None else mask.to(V.dtype)
     f_a = torch.sigmoid(a)[..., None]  # (B, I, 1)
+    trace = []
     for it in range(n_iters):
         if it == 0:
             R = (m / m.sum(1, keepdim=True).clamp(min=1)).expand(V.shape[:3])
@@ -208,6 +198,7 @@ def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e
             if mask is not None:
                 logits = logits.masked_fill(~mask, float("-inf"))
             R = torch.softmax(logits, dim=2).nan_to_num(0.0)
+        trace.append(R)
         D_use = f_a * R * m
         D_ign = (f_a - D_use) * m
         a_out = (beta_use * D_use).sum(1) - (beta_ign * D_ign).sum(1)
@@ -215,241 +206,188 @@ def dense_heinsen_routing(V, a, beta_use, beta_ign, mask=None, n_iters=3, eps=1e
         mu = torch.einsum("bij,bijch->bjch", D_use, V) / denom[..., None, None]
         sq = (V - mu[:, None]) ** 2
         sig2 = torch.einsum("bij,bijch->bjch", D_use, sq) / denom[..., None, None] + eps
-    return a_out, mu, sig2, R
+    return a_out, mu, sig2, trace if return_trace else R
 
 
 # ---------------------------------------------------------------------------
-# The routing contract
+# The references as routing functions: edge tensors in, RoutingResult out
 # ---------------------------------------------------------------------------
 
-#: What each input of a routing function is, for :func:`check_routing_contract`:
 
-_NODE_OUT = ("poses", "activations", "sigma2")  # (N_dst, B, ...)
-
-
-def _default_graphs():
-    return {
-        "complete": capsule_graph(4, 3),
-        "conv": conv_capsule_graph((4, 4), kernel=2, stride=1, in_types=2, out_types=2),
-        "random": random_bipartite(7, 4, p=0.4, seed=3),
-    }
+def _dense_batch(g, x, n_tail):
+    """Edge tensor ``(|E|, *batch, *tail)`` -> ``(nb, N_src, N_dst, *tail)`` and the batch shape."""
+    batch = tuple(x.shape[1:x.dim() - n_tail])
+    flat = x.reshape((x.shape[0], -1) + tuple(x.shape[x.dim() - n_tail:]))  # (E, nb, *tail)
+    return edge_to_dense(g, flat).movedim(2, 0), batch
 
 
-def _outputs(r):
-    """The tensors of a RoutingResult as a dict (fields that are None left out)."""
-    out = {k: getattr(r, k) for k in ("poses", "activations", "sigma2", "coupling")}
-    out = {k: v for k, v in out.items() if v is not None}
-    for t, c in enumerate(r.trace or []):
-        out[f"trace[{t}]"] = c
-    return out
+def _child_batch(a):
+    """``(N_src, *batch)`` -> ``(nb, N_src)``."""
+    return a.reshape(a.shape[0], -1).T
 
 
-def _assert_close(what, got, want, rtol, atol):
-    try:
-        torch.testing.assert_close(got, want, rtol=rtol, atol=atol)
-    except AssertionError as e:
-        raise AssertionError(f"routing contract: {what}: {str(e).splitlines()[0]}") from None
+def _to_edges(g, c, batch):
+    """Dense couplings ``(nb, N_src, N_dst)`` -> ``(|E|, *batch)``."""
+    return dense_to_edge(g, c.movedim(0, 2)).reshape((-1,) + batch)
 
 
-def _map_inputs(inputs, kinds, edge=None, child=None, edge_value=None, parent_value=None):
-    fns = dict(edge=edge, child=child, edge_value=edge_value, parent_value=parent_value)
-    out = []
-    for x, kind in zip(inputs, kinds):
-        f = fns.get(kind)
-        per_item = kind in ("edge_value", "parent_value")
-        if f is None or not isinstance(x, torch.Tensor) or (per_item and x.dim() == 0):
-            out.append(x)
-        else:
-            out.append(f(x))
-    return tuple(out)
+def _to_nodes(x, batch):
+    """``(nb, N_dst, *tail)`` -> ``(N_dst, *batch, *tail)``."""
+    x = x.movedim(0, 1)
+    return x.reshape((x.shape[0],) + batch + tuple(x.shape[2:]))
 
 
-def check_routing_contract(route, make_inputs, kinds, *, graphs=None, batch=3, rtol=1e-10, atol=1e-12,
-                           gradcheck=True, n_tiny=(3, 2)):
-    """Check the properties every routing function should have; raise ``AssertionError`` naming the first broken one.
+def _result(g, batch, trace, return_trace, **nodes):
+    """A RoutingResult from dense node outputs and the dense couplings of every iteration."""
+    edges = [_to_edges(g, c, batch) for c in trace]
+    out = {k: None if v is None else _to_nodes(v, batch) for k, v in nodes.items()}
+    return RoutingResult(coupling=edges[-1], trace=edges if return_trace else None, **out)
 
-    Parameters
-    ----------
-    route : callable
-        ``route(g, *inputs) -> RoutingResult``, e.g.
-        ``lambda g, v: dynamic_routing(g, v, n_iters=3, return_trace=True)``.
-    make_inputs : callable
-        ``make_inputs(g, batch, generator) -> tuple`` of float64 inputs for
-        graph ``g`` with ``batch`` samples; the votes come first.
-    kinds : sequence of str
-        What each input is, one of :data:`KINDS` (``("edge",)`` for dynamic
-        routing; ``("edge", "child", "edge_value", "edge_value")`` for
-        Heinsen's ``votes, a_in, beta_use, beta_ign``).
-    graphs : dict of str to dgl.DGLGraph, optional
-        The graphs to check on (default: a complete, a convolutional and a
-        random capsule graph).
-    batch : int
-        Samples per call.
-    rtol, atol : float
-        Tolerances of the float64 comparisons.
-    gradcheck : bool
-        Also run :func:`torch.autograd.gradcheck` on a tiny complete graph
-        ``n_tiny`` (children, parents) with 2 samples.
 
-    Raises
-    ------
-    AssertionError
-        Naming the property and the graph, e.g. ``"routing contract: edge
-        permutation (graph 'conv'): coupling: ..."``.
-    ValueError
-        If ``kinds`` does not fit the inputs.
+def reference_dynamic(g, votes, n_iters=3, return_trace=False):
+    """:func:`dense_dynamic_routing` with the signature of :func:`~dgl_capsules.routing.dynamic_routing`.
 
-    Notes
-    -----
-    Checked on every graph: (1) relabelling the edges permutes the couplings
-    and changes nothing else; (2) shuffling the samples shuffles the outputs
-    and one sample alone equals itself inside the batch; (3) the couplings of
-    every child with a parent sum to 1 over its parents (also every traced
-    iteration); (4) the graph's features are as before the call (none added);
-    (5) an int32 graph gives the int64 results; (6) a batch of 0 samples
-    gives outputs of the same shapes with 0 samples. Then (7) a
-    :func:`dgl.batch` of two graphs equals its parts routed alone, (8)
-    gradcheck, and (9) votes with a wrong number of rows (``ValueError``),
-    float16, integer or numpy votes (``TypeError``) get an error naming
-    ``votes``.
+    Examples
+    --------
+    >>> import torch, dgl_capsules as dc
+    >>> g = dc.capsule_graph(5, 3)
+    >>> r = reference_dynamic(g, torch.randn(15, 2, 4, dtype=torch.float64), return_trace=True)
+    >>> r.poses.shape, r.coupling.shape, len(r.trace)
+    (torch.Size([3, 2, 4]), torch.Size([15, 2]), 3)
     """
-    kinds = tuple(kinds)
-    if not kinds or kinds[0] != "edge" or any(k not in KINDS for k in kinds):
-        raise ValueError(f"kinds must start with 'edge' (the votes) and use only {KINDS}; got {kinds}")
-    graphs = _default_graphs() if graphs is None else graphs
-    gen = torch.Generator().manual_seed(0)
-    close = dict(rtol=rtol, atol=atol)
+    u, batch = _dense_batch(g, votes, 1)  # (nb, I, J, D)
+    v, trace = dense_dynamic_routing(u, dense_mask(g), n_iters, return_trace=True)
+    return _result(g, batch, trace, return_trace, poses=v)
 
-    def call(g, inputs, what):
-        try:
-            r = route(g, *inputs)
-        except Exception as e:  # noqa: BLE001 - any error is a broken contract here
-            raise AssertionError(
-                f"routing contract: {what}: raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            ) from e
-        if not hasattr(r, "coupling") or not hasattr(r, "poses"):
-            raise AssertionError(f"routing contract: route must return a RoutingResult; got {type(r).__name__}")
-        return _outputs(r)
 
-    for name, g in graphs.items():
-        inputs = make_inputs(g, batch, gen)
-        if len(inputs) != len(kinds):
-            raise ValueError(f"kinds must name each of the {len(inputs)} inputs; got {len(kinds)} kinds")
-        feats = {k: v.clone() for k, v in g.edata.items()}
-        n_src = g.num_src_nodes()
-        base = call(g, inputs, f"plain call (graph {name!r})")
+def _per_node(value, n, like):
+    """A scalar or ``(N_dst,)`` beta as ``(N_dst,)``."""
+    t = torch.as_tensor(value, dtype=like.dtype)
+    return t.expand(n) if t.dim() == 0 else t
 
-        # (4) graph untouched
-        if set(g.edata.keys()) != set(feats) or len(g.srcdata) or len(g.dstdata):
-            raise AssertionError(
-                f"routing contract: graph untouched (graph {name!r}): features left on the graph: "
-                f"edata {sorted(g.edata.keys())}, srcdata {sorted(g.srcdata.keys())}, dstdata {sorted(g.dstdata.keys())}"
-            )
-        for k, v in feats.items():
-            if not torch.equal(g.edata[k], v):
-                raise AssertionError(f"routing contract: graph untouched (graph {name!r}): edge feature {k!r} changed")
 
-        # (1) edge permutation
-        h, perm = permuted(g)
-        r = call(h, _map_inputs(inputs, kinds, edge=lambda x: x[perm], edge_value=lambda x: x[perm]),
-                 f"edge permutation (graph {name!r})")
-        for k, v in base.items():
-            want = v[perm] if k == "coupling" or k.startswith("trace") else v
-            _assert_close(f"edge permutation (graph {name!r}): {k}", r[k], want, **close)
+def reference_em(g, votes, a_in, beta_u, beta_a, n_iters=3, inverse_temperatures=None, eps=1e-6,
+                 return_trace=False):
+    """:func:`dense_em_routing` with the signature of :func:`~dgl_capsules.routing.em_routing`.
 
-        # (2) batch order, and one sample alone
-        order = torch.randperm(batch, generator=gen)
-        r = call(g, _map_inputs(inputs, kinds, edge=lambda x: x[:, order], child=lambda x: x[:, order]),
-                 f"batch order (graph {name!r})")
-        for k, v in base.items():
-            _assert_close(f"batch order (graph {name!r}): {k}", r[k], v[:, order], **close)
-        r = call(g, _map_inputs(inputs, kinds, edge=lambda x: x[:, 1:2], child=lambda x: x[:, 1:2]),
-                 f"one sample alone (graph {name!r})")
-        for k, v in base.items():
-            _assert_close(f"one sample alone (graph {name!r}): {k}", r[k], v[:, 1:2], **close)
+    Examples
+    --------
+    >>> import torch, dgl_capsules as dc
+    >>> g = dc.capsule_graph(5, 3)
+    >>> r = reference_em(g, torch.randn(15, 2, 4, dtype=torch.float64), torch.rand(5, 2, dtype=torch.float64), 0., 0.)
+    >>> r.poses.shape, r.sigma2.shape, r.activations.shape, r.coupling.shape
+    (torch.Size([3, 2, 4]), torch.Size([3, 2, 4]), torch.Size([3, 2]), torch.Size([15, 2]))
+    """
+    V, batch = _dense_batch(g, votes, 1)  # (nb, I, J, P)
+    lam = default_inverse_temperatures(n_iters) if inverse_temperatures is None else inverse_temperatures
+    lam = [float(x) for x in lam][:n_iters]
+    n = g.num_dst_nodes()
+    mu, sigma2, act, rs = dense_em_routing(V, _child_batch(a_in.to(votes.dtype)), dense_mask(g),
+                                           _per_node(beta_u, n, votes), _per_node(beta_a, n, votes), lam, eps)
+    return _result(g, batch, rs, return_trace, poses=mu, sigma2=sigma2, activations=act)
 
-        # (3) couplings sum to 1 per child
-        src = g.edges()[0].long()
-        has_parent = g.out_degrees() > 0
-        for k, v in base.items():
-            if k == "coupling" or k.startswith("trace"):
-                sums = v.new_zeros((n_src,) + v.shape[1:]).index_add(0, src, v)[has_parent]
-                _assert_close(f"couplings sum to 1 per child (graph {name!r}): {k}", sums, torch.ones_like(sums),
-                              rtol=0, atol=1e-9)
 
-        # (5) int32 graph
-        r = call(g.int(), inputs, f"int32 graph (graph {name!r})")
-        for k, v in base.items():
-            _assert_close(f"int32 graph (graph {name!r}): {k}", r[k], v, **close)
+def _per_edge(g, value, like):
+    value = torch.as_tensor(value, dtype=like.dtype)
+    return value if value.dim() == 0 else edge_to_dense(g, value)  # () or (I, J)
 
-        # (6) empty batch
-        r = call(g, _map_inputs(inputs, kinds, edge=lambda x: x[:, :0], child=lambda x: x[:, :0]),
-                 f"empty batch (graph {name!r})")
-        for k, v in base.items():
-            want = v.shape[:1] + (0,) + v.shape[2:]
-            if tuple(r[k].shape) != tuple(want):
-                raise AssertionError(
-                    f"routing contract: empty batch (graph {name!r}): {k} has shape {tuple(r[k].shape)}, "
-                    f"expected {tuple(want)}"
-                )
 
-    # (7) ragged batch equals its parts alone
-    parts = [capsule_graph(3, 2), random_bipartite(5, 3, p=0.5, seed=1), capsule_graph(2, 4)]
-    part_inputs = [make_inputs(p, batch, gen) for p in parts]
-    together = []
-    for k, kind in enumerate(kinds):
-        xs = [inp[k] for inp in part_inputs]
-        if kind == "const" or not isinstance(xs[0], torch.Tensor) or xs[0].dim() == 0:
-            together.append(xs[0])
-            part_inputs = [inp[:k] + (xs[0],) + inp[k + 1:] for inp in part_inputs]
-        else:
-            together.append(torch.cat(xs, 0))
-    r = call(dgl.batch(parts), tuple(together), "ragged batch")
-    n_e = [p.num_edges() for p in parts]
-    n_j = [p.num_dst_nodes() for p in parts]
-    pieces = {k: torch.split(v, n_e if (k == "coupling" or k.startswith("trace")) else n_j) for k, v in r.items()}
-    for i, (p, inp) in enumerate(zip(parts, part_inputs)):
-        alone = call(p, inp, f"ragged batch (part {i} alone)")
-        for k, v in alone.items():
-            _assert_close(f"ragged batch equals its parts alone (part {i}): {k}", pieces[k][i], v, **close)
+def reference_heinsen(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_model="gaussian",
+                      return_trace=False):
+    """:func:`dense_heinsen_routing` with the signature of :func:`~dgl_capsules.routing.heinsen_routing`.
 
-    # (8) gradcheck on a tiny graph
-    if gradcheck:
-        g = capsule_graph(*n_tiny)
-        inputs = make_inputs(g, 2, gen)
-        wrt = [i for i, x in enumerate(inputs) if isinstance(x, torch.Tensor) and torch.is_floating_point(x)]
-        leaves = [inputs[i].detach().clone().requires_grad_(True) for i in wrt]
+    Examples
+    --------
+    >>> import torch, dgl_capsules as dc
+    >>> g = dc.capsule_graph(5, 3)
+    >>> r = reference_heinsen(g, torch.randn(15, 2, 1, 4, dtype=torch.float64), torch.randn(5, 2), 0., 0.)
+    >>> r.activations.shape, r.poses.shape, r.coupling.shape
+    (torch.Size([3, 2]), torch.Size([3, 2, 1, 4]), torch.Size([15, 2]))
+    """
+    V, batch = _dense_batch(g, votes, 2)  # (nb, I, J, C, H)
+    a = _child_batch(a_in.to(votes.dtype))
+    args = (V, a, _per_edge(g, beta_use, votes), _per_edge(g, beta_ign, votes), dense_mask(g))
+    a_out, mu, sig2, trace = dense_heinsen_routing(*args, n_iters, eps=eps, p_model=p_model, return_trace=True)
+    return _result(g, batch, trace, return_trace, poses=mu, activations=a_out, sigma2=sig2)
 
-        def f(*xs):
-            full = list(inputs)
-            for i, x in zip(wrt, xs):
-                full[i] = x
-            return tuple(call(g, tuple(full), "gradcheck").values())
 
-        try:
-            torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-6, rtol=1e-4)
-        except RuntimeError as e:  # gradcheck's GradcheckError is a RuntimeError
-            raise AssertionError(f"routing contract: gradcheck: {str(e).splitlines()[0]}") from None
+# ---------------------------------------------------------------------------
+# Example inputs of each family (the routing contract's make_inputs)
+# ---------------------------------------------------------------------------
 
-    # (9) bad votes are named
-    g = next(iter(graphs.values()))
-    inputs = make_inputs(g, batch, gen)
-    votes, rest = inputs[0], tuple(inputs[1:])
-    bad = [
-        ("votes with one row too few", ValueError, (votes[1:],) + rest),
-        ("float16 votes", TypeError, (votes.half(),) + rest),
-        ("integer votes", TypeError, (votes.long(),) + rest),
-        ("numpy votes", TypeError, (votes.numpy(),) + rest),
-    ]
-    for what, exc, args in bad:
-        try:
-            route(g, *args)
-        except exc as e:
-            if "votes" not in str(e):
-                raise AssertionError(f"routing contract: named errors: {what} raised {exc.__name__} "
-                                     f"without naming votes: {e}") from None
-        except Exception as e:  # noqa: BLE001
-            raise AssertionError(f"routing contract: named errors: {what} raised {type(e).__name__}, "
-                                 f"expected {exc.__name__} naming votes: {str(e).splitlines()[0]}") from None
-        else:
-            raise AssertionError(f"routing contract: named errors: {what} raised nothing, expected {exc.__name__}")
+
+def example_dynamic(g, batch, generator):
+    """Float64 votes ``(|E|, batch, 4)``."""
+    return (torch.randn(g.num_edges(), batch, 4, generator=generator, dtype=torch.float64),)
+
+
+def example_em(g, batch, generator):
+    """Float64 votes ``(|E|, batch, 5)``, activations in [0, 1), ``beta_u`` per parent and a scalar ``beta_a``."""
+    kw = dict(generator=generator, dtype=torch.float64)
+    return (torch.randn(g.num_edges(), batch, 5, **kw), torch.rand(g.num_src_nodes(), batch, **kw),
+            0.3 * torch.randn(g.num_dst_nodes(), **kw), torch.randn((), **kw))
+
+
+def example_heinsen(g, batch, generator):
+    """Float64 votes ``(|E|, batch, 2, 3)``, score logits, ``beta_use`` per edge and a scalar ``beta_ign``."""
+    kw = dict(generator=generator, dtype=torch.float64)
+    return (torch.randn(g.num_edges(), batch, 2, 3, **kw), torch.randn(g.num_src_nodes(), batch, **kw),
+            torch.randn(g.num_edges(), **kw), torch.randn((), **kw))
+
+
+# ---------------------------------------------------------------------------
+# Self-attention routing (Efficient-CapsNet): dense reference and contract inputs
+# ---------------------------------------------------------------------------
+
+def reference_self_attention(g, votes, bias=0.0, uniform=False, eps=1e-20, return_trace=False):
+    r"""Efficient-CapsNet's self-attention routing (Mazzia et al. 2021, eqs. 5-7), dense, in float64.
+
+    One ``(child i, parent j)`` cell per pair, masked where ``g`` has no edge:
+
+    .. math::
+
+        A_{ij} = \frac{\hat u_{j|i} \cdot \sum_k \hat u_{j|k}}{\sqrt D}, \quad
+        c_{ij} = \operatorname{softmax}_j A_{ij}, \quad
+        s_j = \sum_i (c_{ij} + b_{ij})\, \hat u_{j|i}, \quad
+        v_j = \Big(1 - \frac{1}{e^{\lVert s_j \rVert} + \epsilon}\Big) \frac{s_j}{\lVert s_j \rVert + \epsilon}
+
+    (the squash exactly as the published code writes it). Only ``g.edges()``
+    is read from the graph. Arguments as
+    :func:`~dgl_capsules.routing.self_attention_routing`.
+
+    Returns
+    -------
+    RoutingResult
+        float64 ``poses`` ``(N_dst, *, D)``, ``coupling`` ``(|E|, *)`` and, with
+        ``return_trace``, ``trace = [coupling]``.
+    """
+    from .routing import RoutingResult
+
+    votes = votes.to(torch.float64)
+    batch_shape, d = tuple(votes.shape[1:-1]), votes.shape[-1]
+    flat = votes.reshape(votes.shape[0], -1, d)  # (E, B, D)
+    u = edge_to_dense(g, flat)  # (I, J, B, D), zeros off the graph
+    mask = dense_mask(g)  # (I, J)
+    m = mask.to(torch.float64)
+    if uniform:
+        c = (m / m.sum(1, keepdim=True)).nan_to_num(0.0)[:, :, None].expand(u.shape[:3])  # (I, J, B)
+    else:
+        total = torch.einsum("ijbd->jbd", u)  # every vote for parent j (zeros off the graph add nothing)
+        a = torch.einsum("ijbd,jbd->ijb", u, total) / math.sqrt(d)
+        a = a.masked_fill(~mask[:, :, None], float("-inf"))
+        c = torch.softmax(a, dim=1).nan_to_num(0.0) * m[:, :, None]  # softmax over the parents of each child
+    b = torch.as_tensor(bias, dtype=torch.float64)
+    b = b * m if b.dim() == 0 else edge_to_dense(g, b)  # (I, J)
+    s = torch.einsum("ijb,ijbd->jbd", (c + b[:, :, None]) * m[:, :, None], u)  # (J, B, D)
+    n = torch.linalg.vector_norm(s, dim=-1, keepdim=True)
+    v = (1 - 1 / (torch.exp(n) + eps)) * (s / (n + eps))
+    coupling = dense_to_edge(g, c).reshape((-1,) + batch_shape)  # (E, *)
+    poses = v.reshape((g.num_dst_nodes(),) + batch_shape + (d,))
+    return RoutingResult(poses=poses, coupling=coupling, trace=[coupling] if return_trace else None)
+
+
+def example_self_attention(g, batch, generator):
+    """Contract inputs for :func:`~dgl_capsules.routing.self_attention_routing`: float64 votes ``(|E|, batch, 4)``
+    and a bias ``(|E|,)``."""
+    kw = dict(generator=generator, dtype=torch.float64)
+    return torch.randn(g.num_edges(), batch, 4, **kw), 0.3 * torch.randn(g.num_edges(), **kw)

@@ -1,4 +1,5 @@
-"""Helpers for the tests. They are public in :mod:`dgl_capsules.testing`; re-exported here for old imports."""
+"""Helpers for the tests: learnable little images, an autograd function with a wrong gradient, and the
+graph helpers of :mod:`dgl_capsules.testing`."""
 import torch
 
 from dgl_capsules.data import ImageDataset, Splits
@@ -17,3 +18,15 @@ def band_splits(n_train, seed=0):
         return ImageDataset(x, y, 10)
 
     return Splits(make(n_train), make(20), make(20))
+
+
+class DoubleGradient(torch.autograd.Function):
+    """The identity with twice the true gradient: what a gradient check must catch."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad

@@ -91,9 +91,16 @@ def test_every_public_name_has_an_api_entry_and_a_docstring(tmp_path):
     assert api_problems("dgl_capsules", tmp_path) == []
     assert api.undocumented() == []  # what docs/conf.py turns into a warning (-W: an error)
     index = (tmp_path / "index.rst").read_text()
-    for page in ("graph", "routing", "nn", "models", "data", "train", "viz", "testing", "reproduce", "cli"):
+    for page in ("graph", "routing", "nn", "models", "data", "train", "evaluation", "analysis", "viz", "testing",
+                 "contract", "reproduce", "cli"):
         assert f"   {page}\n" in index
-    assert ("dgl_capsules.models", "check_model") in documented_entries(tmp_path)
+    entries = documented_entries(tmp_path)
+    assert ("dgl_capsules.models", "check_model") in entries
+    # constants re-exported by dgl_capsules.testing are documented where their #: comment is
+    assert ("dgl_capsules.contract.routing", "ROUTING_CHECKS") in entries
+    assert ("dgl_capsules.routing.registry", "KINDS") in entries
+    assert not any(module == "dgl_capsules.testing" and name in ("ROUTING_CHECKS", "LAYER_CHECKS", "KINDS")
+                   for module, name in entries)
 
 
 def fake_package(root):
@@ -241,6 +248,11 @@ def test_results_section_has_a_page_per_experiment_with_plots_or_a_plan(tmp_path
     for fig in figures:
         with Image.open(out / fig) as im:
             assert im.format == "PNG" and im.size[0] >= 400
+    for name in names:  # every experiment without a JSON says so, with its command and no figure
+        if name != "sabour-table1":
+            text = (out / f"{name}.rst").read_text()
+            assert "**Planned: no run has finished yet.**" in text and "**not run yet" in text, name
+            assert f"dgl-capsules reproduce {name}" in text and ".. figure::" not in text, name
     planned = (out / "sabour-official.rst").read_text()
     assert "**Planned: no run has finished yet.**" in planned
     assert "dgl-capsules reproduce sabour-official" in planned and "Estimated time: 4.6 h" in planned

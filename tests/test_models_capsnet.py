@@ -62,8 +62,10 @@ def test_decoder_sees_only_the_true_capsule_when_training_and_the_longest_otherw
 def test_routing_returns_the_class_layer_with_a_trace():
     net = tiny()
     x = torch.rand(2, 1, 28, 28)
-    [(name, g, r, strength)] = net.routing(x)
-    assert name == "digitcaps"
+    [layer] = net.routing(x)
+    name, g, r, strength = layer.name, layer.graph, layer.result, layer.parent_strength
+    assert name == "digitcaps" and layer.routing == "dynamic" and layer.child_types == net.primary.out_types
+    assert layer.child_strength.shape == (net.n_primary, 2) and layer.parent_types is None
     assert len(r.trace) == net.digits.n_iters
     assert g.num_src_nodes() == net.n_primary and g.num_dst_nodes() == 10
     src, _ = g.edges()
@@ -115,7 +117,7 @@ def test_bad_input_shape():
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="preset: unknown CapsNet preset 'huge'; expected one of paper, small, tiny"):
+    with pytest.raises(ValueError, match="preset: unknown capsnet preset 'huge'; expected one of paper, small, tiny"):
         CapsNet.from_preset("huge")
     with pytest.raises(ValueError, match="image_size=12 is too small"):
         tiny(image_size=12)

@@ -73,7 +73,10 @@ def test_routing_matches_forward():
     net = tiny().eval()
     x = torch.rand(3, 2, 16, 16)
     routed = net.routing(x)
-    assert [r.name for r in routed] == ["hidden", "classes"]
+    assert [r.name for r in routed] == ["hidden", "classes"] and {r.routing for r in routed} == {"heinsen"}
+    a, _ = net.primary_caps(x)
+    torch.testing.assert_close(routed[0].child_strength, torch.sigmoid(a).T, rtol=0, atol=0)
+    torch.testing.assert_close(routed[1].child_strength, routed[0].parent_strength, rtol=0, atol=0)
     hidden, classes = routed
     assert hidden.graph.num_src_nodes() == 8 and hidden.graph.num_dst_nodes() == 8
     assert classes.graph.num_edges() == 8 * 3 and classes.parent_strength.shape == (3, 3)

@@ -21,7 +21,7 @@ def test_presets_build_the_papers_architecture():
     assert (paper.conv.stride, paper.primary.kernel_size, paper.primary.stride) == ((2, 2), 1, 1)
     assert MatrixCapsNet.from_preset("tiny", caps2_types=6).caps2.out_types == 6
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in paper.parameters())
-    with pytest.raises(ValueError, match="preset: unknown MatrixCapsNet preset 'huge'; expected one of paper, small, tiny"):
+    with pytest.raises(ValueError, match="preset: unknown matrixcaps preset 'huge'; expected one of paper, small, tiny"):
         MatrixCapsNet.from_preset("huge")
     with pytest.raises(ValueError, match="image_size must be at least 17 for MatrixCapsNet; got 16"):
         MatrixCapsNet(image_size=16)
@@ -42,13 +42,19 @@ def test_protocol_forward_scores_loss_and_routing():
     assert torch.equal(net(x, y).activations, out.activations)  # y is not used
 
     routed = net.routing(x)
-    assert [name for name, *_ in routed] == ["convcaps1", "convcaps2", "classcaps"]
+    assert [lay.name for lay in routed] == ["convcaps1", "convcaps2", "classcaps"]
+    assert {lay.routing for lay in routed} == {"em"}
     grids = [(12, 12), (5, 5), (3, 3)]
-    for (name, g, r, strength), hw, layer in zip(routed, grids, (net.caps1, net.caps2, net.classes)):
+    for routed_layer, hw, layer in zip(routed, grids, (net.caps1, net.caps2, net.classes)):
+        g, r, strength = routed_layer.graph, routed_layer.result, routed_layer.parent_strength
         assert r.coupling.shape == (g.num_edges(), 3) and r.poses.shape == (g.num_dst_nodes(), 3, 16)
         assert len(r.trace) == layer.n_iters and strength.shape == (g.num_dst_nodes(), 3)
         assert g.num_src_nodes() == hw[0] * hw[1] * layer.in_types
-    torch.testing.assert_close(routed[-1][3].T, out.activations)
+        assert routed_layer.child_strength.shape == (g.num_src_nodes(), 3) and routed_layer.child_types == layer.in_types
+    for below, above in zip(routed, routed[1:]):  # a layer's children are the parents of the layer below
+        torch.testing.assert_close(above.child_strength, below.parent_strength, rtol=0, atol=0)
+    assert [lay.parent_types for lay in routed] == [net.caps1.out_types, net.caps2.out_types, None]
+    torch.testing.assert_close(routed[-1].parent_strength.T, out.activations)
 
 
 def test_training_a_few_steps_lowers_the_loss():
@@ -93,7 +99,7 @@ def test_stem_stride_and_primary_kernel_set_the_grids():
     assert net.conv.stride == (1, 1) and net.primary.kernel_size == 3 and net.primary.stride == 2
     x = torch.rand(2, 1, 28, 28)
     routed = net.routing(x)
-    assert [g.num_src_nodes() // layer.in_types for (_, g, _, _), layer in
+    assert [lay.graph.num_src_nodes() // layer.in_types for lay, layer in
             zip(routed, (net.caps1, net.caps2, net.classes))] == [11 * 11, 5 * 5, 3 * 3]
     assert net(x).activations.shape == (2, 10)
     # the smallest image leaves ConvCaps2 a 3x3 grid: 19 -> 15 -> 7 -> 3 here (17 with the paper's stem)

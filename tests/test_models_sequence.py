@@ -85,6 +85,8 @@ def test_routing_returns_both_layers_as_forward_routes_them():
     assert isinstance(parts, RoutedLayer) and [parts.name, classes.name] == ["parts", "classes"]
     assert parts.graph.batch_size == 3 and parts.graph.num_src_nodes() == 14 and parts.graph.num_dst_nodes() == 21
     assert parts.parent_strength.shape == (21, 1) and classes.parent_strength.shape == (3, 3)
+    assert parts.child_strength.shape == (14, 1) and classes.child_strength.shape == (7, 3)
+    assert parts.routing == classes.routing == "heinsen"
     assert len(parts.result.trace) == model.parts.n_iters and len(classes.result.trace) == model.classes.n_iters
     out = model(seqs)
     torch.testing.assert_close(classes.result.activations.T, out.scores, rtol=1e-12, atol=1e-12)

@@ -331,7 +331,7 @@ def test_layer_reads_the_edge_order_from_the_graph(config, monkeypatch):
             torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
 
 
-# Reliability (issue 15).
+# Empty batches, dtypes and the graph (the layer contract checks the rest).
 
 
 def test_empty_batch_gives_empty_outputs():
@@ -382,11 +382,10 @@ def test_graph_is_the_routed_graph():
     g = m.graph()
     assert (g.num_src_nodes(), g.num_dst_nodes()) == (5, 6)
     a, mu = torch.randn(2, 5), torch.randn(2, 5, 2, 3)
-    R = m(a, mu, return_R=True)[3]  # (2, 5, 6)
-    src, dst = g.edges()
-    votes, bu, bi = m._routing_inputs(g, mu, [6])
-    r = dc.routing.heinsen_routing(g, votes, a.T, bu, bi, n_iters=m.n_iters, eps=m.eps)
+    a_out, mu_out, _, R, r = m(a, mu, return_R=True, return_routing=True)  # R (2, 5, 6)
+    src, dst = g.edges()  # the couplings of the routing result follow the edge order of m.graph()
     torch.testing.assert_close(r.coupling.T, R[:, src, dst], rtol=0, atol=0)
+    assert torch.equal(r.activations.T, a_out) and torch.equal(r.poses.movedim(0, 1), mu_out) and r.trace is None
     free = HeinsenRouting(d_cov=1, d_inp=3, d_out=2)
     assert free.graph(7).num_dst_nodes() == 7 and free.graph(7, n_out=3).num_dst_nodes() == 3
     with pytest.raises(ValueError, match="n_inp must be given"):
@@ -395,3 +394,19 @@ def test_graph_is_the_routed_graph():
         m.graph(4)
     with pytest.raises(ValueError, match=r"n_out was fixed to 6 at construction"):
         m.graph(n_out=3)
+
+
+def test_return_routing_and_trace_of_forward_and_forward_ragged():
+    m = randomise(HeinsenRouting(d_cov=1, d_inp=3, d_out=2, n_out=4, n_iters=3))
+    a, mu = torch.randn(2, 5), torch.randn(2, 5, 1, 3)
+    plain = m(a, mu)
+    *out, r = m(a, mu, return_trace=True)
+    assert all(torch.equal(x, y) for x, y in zip(out, plain))
+    assert len(r.trace) == 3 and torch.equal(r.trace[-1], r.coupling) and r.coupling.shape == (20, 2)
+    lengths = [3, 5]
+    a_list, mu_list = [torch.randn(1, n) for n in lengths], [torch.randn(1, n, 1, 3) for n in lengths]
+    *out, r = m.forward_ragged(a_list, mu_list, return_routing=True)
+    g, outs = m.ragged_graph(lengths)
+    assert outs == [4, 4] and g.batch_size == 2 and r.coupling.shape == (g.num_edges(), 1) and r.trace is None
+    for k, (a_k, mu_k) in enumerate(zip(a_list, mu_list)):
+        torch.testing.assert_close(out[0][k], m(a_k, mu_k)[0], rtol=1e-6, atol=1e-6)

@@ -7,12 +7,14 @@ from dgl_capsules.models import (
     model_settings, n_parameters, register_model, unregister_model,
 )
 from dgl_capsules.models import capsnet as capsnet_module, matrix as matrix_module
+from dgl_capsules.routing import list_routings
 
 
 def test_the_registered_models_and_their_presets():
-    assert list_models() == ["capsnet", "cnn", "heinsen", "matrixcaps"]
-    for name in ("capsnet", "cnn", "matrixcaps"):
+    assert list_models() == ["capsnet", "cnn", "efficient-capsnet", "heinsen", "matrixcaps"]
+    for name in ("capsnet", "matrixcaps"):
         assert model_presets(name) == ["paper", "small", "tiny"]
+    assert model_presets("cnn") == ["efficient-capsnet", "efficient-capsnet-tiny", "paper", "small", "tiny"]
     assert model_settings("capsnet")[:3] == ["in_channels", "image_size", "n_classes"]
     assert "stem_stride" in model_settings("matrixcaps") and "self" not in model_settings("matrixcaps")
 
@@ -55,29 +57,32 @@ def test_every_registered_model_follows_the_protocol_and_routing_names_its_layer
         assert all(isinstance(layer, RoutedLayer) for layer in routed)
         for layer in routed:
             assert layer.parent_strength.shape == (layer.graph.num_dst_nodes(), 2)
+            assert layer.child_strength.shape == (layer.graph.num_src_nodes(), 2) and layer.routing in list_routings()
             assert layer.result.coupling.shape[0] == layer.graph.num_edges()
     assert [layer.name for layer in get_model("capsnet", "tiny").routing(x)] == ["digitcaps"]
 
 
 def test_unknown_model_preset_or_setting_is_named_with_the_valid_ones():
-    with pytest.raises(ValueError, match="model: unknown model 'foo'; expected one of capsnet, cnn, heinsen, matrixcaps"):
+    with pytest.raises(ValueError, match="model: unknown model 'foo'; expected one of capsnet, cnn, efficient-capsnet, heinsen, "
+                                         "matrixcaps"):
         get_model("foo")
     with pytest.raises(ValueError, match="model: unknown model 'foo'"):
         model_presets("foo")
-    with pytest.raises(ValueError, match="preset: unknown MatrixCapsNet preset 'huge'; expected one of paper, small"):
+    with pytest.raises(ValueError, match="preset: unknown matrixcaps preset 'huge'; expected one of paper, small"):
         get_model("matrixcaps", "huge")
-    with pytest.raises(ValueError, match="settings: MatrixCapsNet has no setting 'widht'; settings are in_channels"):
+    with pytest.raises(ValueError, match="settings: matrixcaps has no setting 'widht'; settings are in_channels"):
         get_model("matrixcaps", "tiny", widht=2)
-    with pytest.raises(ValueError, match="settings: model 'cnn' has no setting 'conv_channels'; settings are "
-                                         "in_channels, image_size, n_classes, width, dropout, match_capsnet"):
+    with pytest.raises(ValueError, match="settings: cnn has no setting 'conv_channels'; settings are "
+                                         "in_channels, image_size, n_classes, width, dropout, match_capsnet, "
+                                         "match_efficient, fc, decoder, code_dim, recon_weight"):
         get_model("cnn", "small", conv_channels=3)
     with pytest.raises(ValueError, match="image_size=12 is too small"):  # the model's own check of a value
         get_model("capsnet", "tiny", image_size=12)
     # check_model: the same name / preset / setting errors, nothing built
     check_model("capsnet", "tiny", image_size=12)
     for args, kw, match in ((("foo",), {}, "model: unknown model 'foo'"),
-                            (("cnn", "huge"), {}, "preset: unknown model 'cnn' preset 'huge'"),
-                            (("capsnet",), dict(widht=1), "settings: CapsNet has no setting 'widht'")):
+                            (("cnn", "huge"), {}, "preset: unknown cnn preset 'huge'"),
+                            (("capsnet",), dict(widht=1), "settings: capsnet has no setting 'widht'")):
         with pytest.raises(ValueError, match=match):
             check_model(*args, **kw)
 
@@ -113,7 +118,7 @@ def test_bad_registrations():
     assert "bad" not in list_models()
     register_model("plain")(NoPresets)
     try:
-        with pytest.raises(ValueError, match="preset: NoPresets has no presets; got 'small'"):
+        with pytest.raises(ValueError, match="preset: plain has no presets; got 'small'"):
             get_model("plain", "small")
         assert isinstance(get_model("plain", width=2), NoPresets)
     finally:

@@ -393,3 +393,62 @@ def test_sabour_official_follows_the_published_schedule_and_records_it(tmp_path)
     right = unpack_correct(rec["test_correct"], len(splits.test))
     assert right.float().mean().item() == pytest.approx(rec["test_accuracy"])
     assert 0 <= rec["last_test_accuracy"] <= 1
+
+
+def test_efficient_capsnet_follows_the_published_recipe_and_records_it(tmp_path, monkeypatch):
+    """Efficient-CapsNet's recipe (Adam 5e-4 x0.97 per epoch, floor 5e-5, batch 16, 150 epochs, its augmentation),
+    end to end through the tiny variant, whose decay reaches the floor in the second epoch."""
+    from dgl_capsules.evaluation import unpack_correct
+    from dgl_capsules.models import get_model
+    from dgl_capsules.models.efficient import n_parameters_without_decoder
+    from dgl_capsules.train import TrainConfig, learning_rate
+
+    exp = rp.experiment("efficient-capsnet")
+    assert [r.label for r in exp.rows] == ["Efficient-CapsNet", "Efficient-CapsNet, uniform couplings",
+                                           "CNN (same parameters, same decoder)"]
+    assert [r.seeds for r in exp.rows] == [(0, 1, 2), (0,), (0,)]
+    for row in exp.rows:
+        c = row.config
+        assert (c["lr"], c["lr_decay"], c["lr_decay_steps"] if "lr_decay_steps" in c else 0, c["lr_floor"]) == (
+            5e-4, 0.97, 0, 5e-5)
+        assert (c["batch_size"], c["epochs"], c["augment"], c["data"]) == (16, 150, "efficient-capsnet", "mnist")
+        assert "shift" not in c and "rotate" not in c  # the named augmentation is the whole augmentation
+    config = TrainConfig(**exp.rows[0].config)
+    assert learning_rate(config, 0, 0) == 5e-4 and learning_rate(config, 10, 0) == pytest.approx(5e-4 * 0.97 ** 10)
+    assert learning_rate(config, 75, 0) > 5e-5 and learning_rate(config, 76, 0) == 5e-5  # the floor from epoch 77 on
+    assert exp.row("Efficient-CapsNet, uniform couplings").config["settings"] == dict(routing="uniform")
+    assert "validation digits" in exp.paper and "best test accuracy" in exp.paper
+    caps, cnn = (get_model(r.config["model"], r.config["preset"], **r.config.get("settings", {}))
+                 for r in (exp.rows[0], exp.rows[2]))
+    assert n_parameters_without_decoder(caps) == 161_824
+    assert abs(n_parameters_without_decoder(cnn) - 161_824) / 161_824 < 0.01
+
+    from dgl_capsules.data import augment
+
+    seen = []
+    published = augment.get_augmentation("efficient-capsnet")
+
+    def counted(images, generator):
+        seen.append(tuple(images.shape))
+        return published(images, generator)
+
+    monkeypatch.setitem(augment._AUGMENTATIONS, "efficient-capsnet", counted)
+    splits = small_splits(32)
+    rp.reproduce("efficient-capsnet-tiny", out=str(tmp_path), progress=False, log=lambda *a: None, splits=splits)
+    assert seen == [(16, 1, 28, 28)] * (3 * 2 * 2)  # every training batch: 3 runs x 2 epochs x 2 batches
+    names = sorted(f for f in os.listdir(tmp_path) if f.endswith(".json"))
+    assert names == ["cnn-same-parameters-same-decoder-seed0.json", "efficient-capsnet-seed0.json",
+                     "efficient-capsnet-uniform-couplings-seed0.json"]
+    for name in names:
+        rec = json.loads((tmp_path / name).read_text())
+        assert rec["config"]["augment"] == "efficient-capsnet" and rec["config"]["lr_floor"] == 5e-5
+        assert rec["config"]["lr_decay_steps"] == 0 and rec["config"]["batch_size"] == 16
+        config = TrainConfig(**rec["config"])
+        assert [row["lr"] for row in rec["curve"]] == pytest.approx([5e-4, 5e-5])  # 5e-4 x 0.05 is below the floor
+        for row in rec["curve"]:
+            assert row["lr"] == pytest.approx(learning_rate(config, row["epoch"] - 1, row["step"] - 1))
+        right = unpack_correct(rec["test_correct"], len(splits.test))
+        assert right.float().mean().item() == pytest.approx(rec["test_accuracy"])
+        assert 0 <= rec["last_test_accuracy"] <= 1
+    table = (tmp_path / "table.md").read_text()
+    assert "Efficient-CapsNet, uniform couplings" in table and "last epoch's test accuracy" in table

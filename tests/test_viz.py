@@ -373,7 +373,7 @@ def test_histogram_bad_arguments():
         viz.animate_histogram(r.trace, sample=-3)
 
 
-# --------------------------------------------------------------------------- absolute scale (issue 18)
+# --------------------------------------------------------------------------- absolute scale
 
 
 def _drawn(ax):
@@ -485,7 +485,7 @@ def test_no_text_outside_the_figure_on_a_conv_layer(kw):
 
 def test_entropy_legends_stay_inside_narrow_panels():
     # Three layers side by side, each with a mean and a weighted curve (tutorial 7's figure): the legend
-    # of three entries used to take two columns and run off the left of the panel and the figure.
+    # of three entries must stay inside its panel and the figure.
     g = dc.conv_capsule_graph(in_hw=(6, 6), kernel=3, stride=2, in_types=4, out_types=5)
     c = uniform(g).float()
     w = torch.rand(g.num_src_nodes())
@@ -621,7 +621,7 @@ def test_weighted_entropy_bad_weights(weights, error, match):
         viz.entropy_curve(g, r.trace, weights=weights)
 
 
-# --------------------------------------------------------------------------- offline HTML (issue 15)
+# --------------------------------------------------------------------------- offline HTML
 
 
 def test_saved_html_is_self_contained(tmp_path):

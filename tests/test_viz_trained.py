@@ -15,6 +15,7 @@ from PIL import Image  # noqa: E402
 from dgl_capsules import viz  # noqa: E402
 from dgl_capsules.data import ImageDataset, motif_sequences  # noqa: E402
 from dgl_capsules.models import CapsNet, MatrixCapsNet, SequenceCapsClassifier  # noqa: E402
+from dgl_capsules.routing import get_routing  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -39,30 +40,29 @@ def seq_model():
 # --------------------------------------------------------------------------- model_routing
 
 
-def test_capsnet_child_weights_are_mean_vote_lengths():
+def test_capsnet_child_strengths_are_mean_vote_lengths():
     net = CapsNet.from_preset("tiny").eval()
     x = images(3).images
     (layer,) = viz.model_routing(net, x)
-    assert layer.algorithm == "dynamic" and layer.weight_name == "vote length"
+    assert layer.routing == "dynamic" and get_routing(layer.routing).strength_name == "vote length"
     # independent dense formulation: u_hat[b, i, j] = W[i, j]^T u[b, i]
     u = net.primary_caps(x)  # (B, N, d)
     u_hat = torch.einsum("bid,ijde->bije", u, net.digits.weight)  # (B, N, K, D)
     expected = u_hat.norm(dim=-1).mean(2).T  # (N, B)
-    torch.testing.assert_close(layer.child_weights, expected.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(layer.child_strength, expected.detach(), rtol=1e-5, atol=1e-7)
     assert layer.parent_strength.shape == (10, 3) and len(layer.result.trace) == net.digits.n_iters
 
 
-def test_matrix_capsnet_child_weights_are_activations_of_the_layer_below():
+def test_matrix_capsnet_child_strengths_are_activations_of_the_layer_below():
     net = MatrixCapsNet.from_preset("tiny").eval()
     x = images(2).images
     layers = viz.model_routing(net, x)
     assert [lay.name for lay in layers] == ["convcaps1", "convcaps2", "classcaps"]
-    assert {lay.algorithm for lay in layers} == {"em"}
+    assert {lay.routing for lay in layers} == {"em"}
     _, acts = net.primary(torch.relu(net.conv(x)))  # (B, H, W, types)
-    torch.testing.assert_close(layers[0].child_weights, acts.reshape(2, -1).T.detach())
+    torch.testing.assert_close(layers[0].child_strength, acts.reshape(2, -1).T.detach())
     for below, above in zip(layers, layers[1:]):
-        assert above.child_weights is below.parent_strength
-        assert above.weight_name == "activation"
+        torch.testing.assert_close(above.child_strength, below.parent_strength, rtol=0, atol=0)
     assert (layers[0].child_types, layers[0].parent_types) == (net.caps1.in_types, net.caps1.out_types)
 
 
@@ -74,9 +74,9 @@ def test_sequence_routing_is_the_forward_computation(seq_model):
         scores = model(seqs).scores  # (B, K) logits
     torch.testing.assert_close(classes.parent_strength, torch.sigmoid(scores).T, rtol=1e-5, atol=1e-6)
     assert parts.graph.batch_size == 4 and parts.graph.num_src_nodes() == sum(len(s) for s in seqs)
-    assert parts.child_weights.shape == (parts.graph.num_src_nodes(),)
-    assert classes.child_weights.shape == (model.n_parts, 4)
-    assert {parts.algorithm, classes.algorithm} == {"heinsen"}
+    assert parts.child_strength.shape == (parts.graph.num_src_nodes(), 1)  # a batch axis of one
+    assert classes.child_strength.shape == (model.n_parts, 4)
+    assert {parts.routing, classes.routing} == {"heinsen"}
 
 
 def test_heinsen_image_net_layers_are_heinsen_with_activations():
@@ -85,10 +85,10 @@ def test_heinsen_image_net_layers_are_heinsen_with_activations():
     net = get_model("heinsen", "tiny").eval()
     x = images(2).images
     layers = viz.model_routing(net, x)
-    assert {lay.algorithm for lay in layers} == {"heinsen"}
+    assert {lay.routing for lay in layers} == {"heinsen"}
     a, _ = net.primary_caps(x)
-    torch.testing.assert_close(layers[0].child_weights, torch.sigmoid(a).T.detach())
-    assert layers[1].child_weights is layers[0].parent_strength
+    torch.testing.assert_close(layers[0].child_strength, torch.sigmoid(a).T.detach())
+    torch.testing.assert_close(layers[1].child_strength, layers[0].parent_strength, rtol=0, atol=0)
 
 
 def test_model_without_routed_layers_is_refused():
@@ -96,6 +96,15 @@ def test_model_without_routed_layers_is_refused():
 
     with pytest.raises(ValueError, match="model: BaselineCNN has no routed capsule layers"):
         viz.model_routing(BaselineCNN(width=0.1), images(2).images)
+
+
+def test_a_layer_must_name_a_registered_routing():
+    net = CapsNet.from_preset("tiny")
+    (layer,) = net.routing(images(1).images)
+    net.routing = lambda x: [layer._replace(routing="agreement")]
+    with pytest.raises(ValueError, match=r"model: layer 'digitcaps' of CapsNet names the routing 'agreement'; "
+                                         r"expected one of .*dynamic"):
+        viz.model_routing(net, images(1).images)
 
 
 # --------------------------------------------------------------------------- visualize_model
@@ -129,11 +138,13 @@ def test_visualize_model_writes_every_layer_and_the_summary(tmp_path, which, seq
         deg = g.out_degrees().double()
         assert entry["uniform_entropy"] == pytest.approx(deg[deg > 0].log().mean().item())  # children with parents
         mean, _ = viz.entropy_curve(g, trace)
-        weighted, _ = viz.entropy_curve(g, trace, weights=lay.child_weights)
+        weighted, _ = viz.entropy_curve(g, trace, weights=lay.child_strength)
         assert entry["mean_entropy"] == pytest.approx(mean.tolist(), abs=1e-5)
         assert entry["weighted_entropy"] == pytest.approx(weighted.tolist(), abs=1e-5)
         assert entry["predicted"] == summary["predicted"] and entry["true"] == summary["true"]
-        assert entry["weights"] == lay.weight_name
+        spec = get_routing(lay.routing)
+        assert entry["weights"] == spec.strength_name and (entry["algorithm"], entry["label"]) == (lay.routing,
+                                                                                                    spec.label)
         for kind, path in res["paths"][lay.name].items():
             with Image.open(path) as im:
                 assert im.format == ("PNG" if kind == "entropy" else "GIF")
@@ -220,7 +231,7 @@ def test_animate_over_training_without_traces(tmp_path):
 
 
 def test_reconstruction_grid_names_the_model(tmp_path):
-    from dgl_capsules.viz.trained import _reconstruction_figure
+    from dgl_capsules.viz.reconstruction import _reconstruction_figure
 
     fig = _reconstruction_figure(CapsNet.from_preset("tiny"), images(5), n=5)
     assert "CapsNet reconstructions" in fig._suptitle.get_text()

@@ -5,7 +5,9 @@
 data set is one :func:`register_dataset` where its loader is defined.
 """
 from .datasets import ImageDataset, Splits
-from .augment import get_augmentation, list_augmentations, register_augmentation, unregister_augmentation
+from .augment import (
+    efficient_capsnet_augment, get_augmentation, list_augmentations, register_augmentation, unregister_augmentation,
+)
 from .registry import get_dataset, list_datasets, register_dataset, unregister_dataset
 from .mnist import MNIST, mnist, mnist5k, read_idx, stratified_split  # registers "mnist5k", "mnist"
 from .affine import (  # registers "multi"
@@ -17,8 +19,8 @@ from .synthetic import PlantedClusters, planted_clusters
 from .viewpoints import ViewpointSplits, render_views, viewpoint_split, viewpoints  # registers "viewpoints"
 
 __all__ = [
-    "ImageDataset", "MNIST", "get_augmentation", "list_augmentations", "register_augmentation",
-    "unregister_augmentation", "MotifSequences", "MultiPairs", "PlantedClusters", "SmallNORB", "Splits",
+    "ImageDataset", "MNIST", "efficient_capsnet_augment", "get_augmentation", "list_augmentations",
+    "register_augmentation", "unregister_augmentation", "MotifSequences", "MultiPairs", "PlantedClusters", "SmallNORB", "Splits",
     "affine_mnist", "get_dataset", "list_datasets", "mnist", "mnist5k", "motif_sequences", "multi_mnist",
     "multi_splits", "pad_to", "planted_clusters", "random_affine", "random_shift", "read_idx", "read_norb_matrix",
     "register_dataset", "stratified_split", "unregister_dataset",

@@ -206,12 +206,15 @@ class CapsNet(nn.Module):
         Returns
         -------
         list of RoutedLayer
-            One entry ``RoutedLayer("digitcaps", g, result, lengths)``;
-            ``lengths`` are the parent capsules' lengths ``(N_dst, B)``.
+            One entry ``"digitcaps"``: its parent strengths are the class
+            capsules' lengths ``(N_dst, B)``, its child strengths the primary
+            capsules' mean vote lengths ``(N_src, B)``.
         """
-        u = self.primary_caps(x)
-        v, r = self.digits(u, return_routing=True, return_trace=True)
-        return [RoutedLayer("digitcaps", self.digits.graph(device=x.device), r, v.norm(dim=-1).transpose(0, 1))]
+        u = self.primary_caps(x)  # (B, N_src, primary_dim)
+        g = self.digits.graph(device=x.device)
+        _, r = self.digits(u, return_trace=True)
+        return [RoutedLayer.of("digitcaps", g, r, self.digits.routing, votes=self.digits.votes(g, u),
+                               child_types=self.primary.out_types)]
 
     def extra_repr(self):
         return (

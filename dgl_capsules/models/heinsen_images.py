@@ -6,7 +6,6 @@ from torch import nn
 
 from .._checks import check_positive_int
 from ..nn import HeinsenRouting
-from ..routing.heinsen import heinsen_routing
 from ._common import check_images
 from .registry import RoutedLayer, register_model
 
@@ -174,22 +173,17 @@ class HeinsenImageNet(nn.Module):
         Returns
         -------
         list of RoutedLayer
-            ``("hidden", g, result, strength)`` and ``("classes", g, result, strength)``:
-            ``g`` the complete capsule graph, ``result`` the
-            :class:`~dgl_capsules.routing.RoutingResult` of the layer's own routing
-            (same outputs as :meth:`forward`), ``strength`` the parents'
-            activation probabilities (sigmoid of the logits) ``(N_dst, B)``.
+            ``"hidden"`` and ``"classes"`` on the layers' complete capsule
+            graphs (the same outputs as :meth:`forward`); strengths are the
+            activation probabilities (sigmoid of the score logits) of the
+            parents ``(N_dst, B)`` and children ``(N_src, B)``.
         """
         a, mu = self.primary_caps(x)
         out = []
         for name, layer in zip(("hidden", "classes"), self.routings):
-            g = layer.graph(device=x.device)  # the graph its forward routes on
-            # NOTE: the layer's own votes and betas on g (what its forward routes), traced here.
-            votes, beta_use, beta_ign = layer._routing_inputs(g, mu, [layer.n_out])  # (E, B, p, p), (E,), (E,)
-            r = heinsen_routing(g, votes, a.movedim(-1, 0), beta_use, beta_ign, n_iters=layer.n_iters,
-                                eps=layer.eps, p_model=layer.p_model, return_trace=True)
-            out.append(RoutedLayer(name, g, r, torch.sigmoid(r.activations)))  # (N_dst, B)
-            a, mu = r.activations.movedim(0, -1), r.poses.movedim(0, -3)  # (B, n_out), (B, n_out, p, p)
+            a_out, mu_out, _, r = layer(a, mu, return_trace=True)  # (B, n_out), (B, n_out, p, p)
+            out.append(RoutedLayer.of(name, layer.graph(device=x.device), r, layer.routing, a_in=a.T))
+            a, mu = a_out, mu_out
         return out
 
     def extra_repr(self):

@@ -37,8 +37,7 @@ class MatrixCapsOutput(NamedTuple):
 PRESETS = {
     # Trains on two CPU cores: 14400, 5184 and 720 edges in the routed layers on 28x28 inputs.
     # A second convolution before the capsules (5x5 stem at stride 1, 3x3 primary capsules at
-    # stride 2: an 11x11 primary grid) reaches 98.5 % on mnist5k (README); until 2026-11-22 the
-    # preset used the paper's stem (stride 2, 1x1 primary capsules) with 32 channels.
+    # stride 2: an 11x11 primary grid) reaches 98.5 % on mnist5k (README).
     "small": dict(conv_channels=64, primary_types=8, caps1_types=8, caps2_types=8, n_iters=2,
                   step_scale=2000.0, stem_stride=1, primary_kernel=3, primary_stride=2),
     # For smoke tests and demos.
@@ -170,12 +169,13 @@ class MatrixCapsNet(nn.Module):
         check_images(x, self.in_channels, self.image_size)
         poses, acts = self.primary(torch.relu(self.conv(x)))  # (B, H1, W1, B_t, 4, 4)
         for name, layer in (("convcaps1", self.caps1), ("convcaps2", self.caps2), ("classcaps", self.classes)):
-            in_hw = poses.shape[1:3]
             if routed is None:
                 poses, acts = layer(poses, acts)
-            else:
-                poses, acts, r = layer(poses, acts, return_routing=True, return_trace=True)
-                routed.append(RoutedLayer(name, layer.graph(in_hw, device=x.device), r, r.activations))
+                continue
+            g, a_in = layer.graph(poses.shape[1:3], device=x.device), acts.flatten(1).T  # (N_src, B)
+            poses, acts, r = layer(poses, acts, return_trace=True)
+            routed.append(RoutedLayer.of(name, g, r, layer.routing, a_in=a_in, child_types=layer.in_types,
+                                         parent_types=getattr(layer, "out_types", None)))
         return MatrixCapsOutput(poses, acts)  # (B, K, 4, 4), (B, K)
 
     def forward(self, x, y=None):
@@ -210,8 +210,9 @@ class MatrixCapsNet(nn.Module):
         return out.activations
 
     def routing(self, x):
-        """A :class:`~dgl_capsules.models.RoutedLayer` (name, graph, routing with its trace, parent
-        activations ``(N_dst, B)``) for every routed layer: ``convcaps1``, ``convcaps2`` and ``classcaps``."""
+        """A :class:`~dgl_capsules.models.RoutedLayer` for every routed layer, ``convcaps1``, ``convcaps2``
+        and ``classcaps``: the routing with its trace, the parent activations ``(N_dst, B)``, the child
+        activations ``(N_src, B)`` and the capsule types of the grids."""
         routed = []
         self._layers(x, routed)
         return routed

@@ -17,16 +17,18 @@ Examples
 --------
 >>> from dgl_capsules.models import get_model, list_models, model_presets
 >>> list_models()
-['capsnet', 'cnn', 'heinsen', 'matrixcaps']
+['capsnet', 'cnn', 'efficient-capsnet', 'heinsen', 'matrixcaps']
 >>> model_presets("capsnet")
 ['paper', 'small', 'tiny']
 >>> get_model("capsnet", "tiny", n_iters=1).digits.n_iters
 1
 """
 import inspect
-from typing import Callable, Dict, List, NamedTuple, Protocol, runtime_checkable
+from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, runtime_checkable
 
 import torch
+
+from ..routing.registry import get_routing
 
 __all__ = [
     "ImageModel", "RoutedLayer", "register_model", "unregister_model", "get_model", "check_model", "list_models",
@@ -38,6 +40,10 @@ __all__ = [
 class RoutedLayer(NamedTuple):
     """One routed capsule layer of a model, as :meth:`ImageModel.routing` returns it.
 
+    Everything :mod:`dgl_capsules.viz` and analysis code need of a layer,
+    whatever its routing family: they read the family's label, normalisation
+    and result fields from the registry (:func:`~dgl_capsules.routing.get_routing`).
+
     Attributes
     ----------
     name : str
@@ -47,14 +53,39 @@ class RoutedLayer(NamedTuple):
     result : RoutingResult
         The routing of the batch on that graph, with its per-iteration ``trace``.
     parent_strength : torch.Tensor
-        How present every parent capsule is, ``(N_dst, B)``: capsule lengths
-        (dynamic routing) or activations (EM routing).
+        How present every parent capsule is, ``(N_dst, B)`` in [0, 1]: capsule
+        lengths or activations, as the family reads them
+        (:meth:`~dgl_capsules.routing.RoutingSpec.parent_strength`).
+    routing : str
+        The registry name of the routing family (``"dynamic"``, ``"em"``, ...).
+    child_strength : torch.Tensor or None
+        What every child carries, ``(N_src, B)``: its mean vote length or its
+        activation (:meth:`~dgl_capsules.routing.RoutingSpec.child_strength`).
+    child_types, parent_types : int or None
+        Capsule types per grid position of the children and parents, where
+        they sit on a convolutional grid (child id ``position * types + type``).
     """
 
     name: str
     graph: "dgl.DGLGraph"
     result: "dgl_capsules.routing.RoutingResult"
     parent_strength: torch.Tensor
+    routing: str
+    child_strength: Optional[torch.Tensor] = None
+    child_types: Optional[int] = None
+    parent_types: Optional[int] = None
+
+    @classmethod
+    def of(cls, name, graph, result, routing, votes=None, a_in=None, child_types=None, parent_types=None):
+        """The entry of a layer routed by family ``routing``, strengths read the family's way.
+
+        ``votes`` ``(|E|, B, ...)`` give a length family's child strengths (mean
+        vote lengths), ``a_in`` ``(N_src, B)`` an activation family's (its
+        activations or logits); the parent strengths come from ``result``.
+        """
+        spec = get_routing(routing)
+        child = None if votes is None and a_in is None else spec.child_strength(graph, votes=votes, a_in=a_in)
+        return cls(name, graph, result, spec.parent_strength(result), routing, child, child_types, parent_types)
 
 
 @runtime_checkable
@@ -170,7 +201,7 @@ def list_models():
     """Names of the registered models, sorted.
 
     >>> list_models()
-    ['capsnet', 'cnn', 'heinsen', 'matrixcaps']
+    ['capsnet', 'cnn', 'efficient-capsnet', 'heinsen', 'matrixcaps']
     """
     return sorted(_MODELS)
 
@@ -187,13 +218,13 @@ def model_presets(name):
 def model_settings(name):
     """The keyword settings model ``name`` takes (its constructor's parameters, in order).
 
-    >>> model_settings("cnn")
+    >>> model_settings("cnn")[:6]
     ['in_channels', 'image_size', 'n_classes', 'width', 'dropout', 'match_capsnet']
     """
     return list(_entry(name).settings)
 
 
-def get_model(name, preset=None, **settings):
+def get_model(name, preset=None, weights=None, **settings):
     """Build the model ``name`` with the settings of ``preset``, replaced by single ``settings``.
 
     Parameters
@@ -201,23 +232,33 @@ def get_model(name, preset=None, **settings):
     name : str
         One of :func:`list_models`.
     preset : str, optional
-        One of :func:`model_presets` ``(name)``; without it, the model's defaults.
+        One of :func:`model_presets` ``(name)``; without it, the model's defaults
+        (with ``weights``: the preset the weights were trained with).
+    weights : str, optional
+        Load shipped trained weights (:func:`~dgl_capsules.models.list_weights`),
+        e.g. ``"mnist"``: the model is built with the settings they were trained
+        with, their file's SHA-256 is checked, and the model is returned in eval
+        mode. Nothing is downloaded.
     **settings
         Keyword settings of the model (:func:`model_settings`), e.g. the
         input ``in_channels``, ``image_size`` and ``n_classes``, or single
-        widths; they replace the preset's values.
+        widths; they replace the preset's values (with ``weights``, only the
+        values the weights were trained with are accepted).
 
     Returns
     -------
     torch.nn.Module
-        A freshly initialised model.
+        A freshly initialised model, or the trained one with ``weights``.
 
     Raises
     ------
     ValueError
-        For an unknown ``model`` name, ``preset`` or setting (the message names
-        which and lists the valid ones); the model's own ``ValueError`` /
-        ``TypeError`` for a bad value.
+        For an unknown ``model`` name, ``preset``, setting or ``weights`` name (the
+        message names which and lists the valid ones); the model's own
+        ``ValueError`` / ``TypeError`` for a bad value; for weights whose file
+        was altered.
+    FileNotFoundError
+        If a shipped weights file is missing.
 
     Examples
     --------
@@ -225,9 +266,16 @@ def get_model(name, preset=None, **settings):
     >>> type(net).__name__, net.classes.n_classes
     ('MatrixCapsNet', 4)
     """
-    entry = check_model(name, preset, **settings)
-    kwargs = dict(entry.presets.get(preset, {}), **settings)
-    return entry.factory(**kwargs)
+    from .weights import check_settings, entry_for, load_weights
+
+    entry = entry_for(name, preset, weights)
+    if entry is not None:
+        check_settings(entry, settings)
+        preset, settings = entry.preset, dict(entry.settings, **entry.shape)
+    spec = check_model(name, preset, **settings)
+    kwargs = dict(spec.presets.get(preset, {}), **settings)
+    model = spec.factory(**kwargs)
+    return model if entry is None else load_weights(model, entry).eval()
 
 
 def check_model(name, preset=None, **settings):
@@ -240,17 +288,16 @@ def check_model(name, preset=None, **settings):
     True
     """
     entry = _entry(name)
-    title = _display(name, entry.factory)
     if preset is not None and preset not in entry.presets:
         if not entry.presets:
-            raise ValueError(f"preset: {title} has no presets; got {preset!r}")
+            raise ValueError(f"preset: {name} has no presets; got {preset!r}")
         raise ValueError(
-            f"preset: unknown {title} preset {preset!r}; expected one of {', '.join(sorted(entry.presets))}"
+            f"preset: unknown {name} preset {preset!r}; expected one of {', '.join(sorted(entry.presets))}"
         )
     unknown = sorted(set(settings) - set(entry.settings))
     if unknown:
         raise ValueError(
-            f"settings: {title} has no setting {unknown[0]!r}; settings are {', '.join(entry.settings)}"
+            f"settings: {name} has no setting {unknown[0]!r}; settings are {', '.join(entry.settings)}"
         )
     return entry
 

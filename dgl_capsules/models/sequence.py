@@ -1,15 +1,12 @@
 """A sequence classifier routed by Heinsen routing: tokens -> parts -> classes, ragged batches without padding."""
 from typing import NamedTuple
 
-import dgl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_positive_int
-from ..graph import capsule_graph
 from ..nn.heinsen import HeinsenRouting
-from ..routing.heinsen import heinsen_routing
 from .registry import RoutedLayer
 
 __all__ = ["SequenceCapsClassifier", "SequenceCapsOutput"]
@@ -158,13 +155,12 @@ class SequenceCapsClassifier(nn.Module):
         Returns
         -------
         list of RoutedLayer
-            ``("parts", g, result, strength)``: ``g`` is the :func:`dgl.batch`
-            of the per-sequence complete ``n_k -> n_parts`` graphs, so the
-            batch lives in the graph and ``strength`` is ``(B * n_parts, 1)``
-            (a batch axis of one); ``("classes", g, result, strength)`` on the
-            complete ``n_parts -> n_classes`` graph with ``strength``
-            ``(n_classes, B)``. Strengths are the parents' activation
-            probabilities (sigmoid of the score logits).
+            ``"parts"`` on the :func:`dgl.batch` of the per-sequence complete
+            ``n_k -> n_parts`` graphs, so the batch lives in the graph and the
+            parent strengths are ``(B * n_parts, 1)`` (a batch axis of one);
+            ``"classes"`` on the complete ``n_parts -> n_classes`` graph with
+            parent strengths ``(n_classes, B)``. Strengths are activation
+            probabilities (sigmoid of the score logits) of parents and children.
 
         Examples
         --------
@@ -174,22 +170,15 @@ class SequenceCapsClassifier(nn.Module):
         (18, torch.Size([18, 1]), torch.Size([4, 3]))
         """
         lengths, a, mu = self._tokens(embs)
-        n_b = len(lengths)
-        out = []
-        g = dgl.batch([capsule_graph(n, self.n_parts, device=a.device) for n in lengths])
-        a_in = a.unsqueeze(-1)  # (T, 1): a batch axis of one, the sequences live in the graph
-        mu = mu.unsqueeze(0)  # (1, T, 1, d_inp)
-        for name, layer in (("parts", self.parts), ("classes", self.classes)):
-            # NOTE: the layer's own votes and betas on g, routed as its forward does, with the trace kept.
-            votes, beta_use, beta_ign = layer._routing_inputs(g, mu, [layer.n_out] * (n_b if name == "parts" else 1))
-            r = heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=layer.n_iters, eps=layer.eps,
-                                p_model=layer.p_model, return_trace=True)
-            out.append(RoutedLayer(name, g, r, torch.sigmoid(r.activations)))  # (N_dst, B or 1)
-            if name == "parts":
-                a_in = r.activations.view(n_b, self.n_parts).T  # (n_parts, B)
-                mu = r.poses.view(n_b, self.n_parts, *r.poses.shape[-2:])  # (B, n_parts, 1, d_cap)
-                g = capsule_graph(self.n_parts, self.n_classes, device=a.device)
-        return out
+        # NOTE: every sequence gets a batch axis of one: the sequences live in the graph.
+        a_p, mu_p, _, r = self.parts.forward_ragged([t[None] for t in torch.split(a, lengths)],
+                                                    [t[None] for t in torch.split(mu, lengths)], return_trace=True)
+        g, _ = self.parts.ragged_graph(lengths, device=a.device)
+        parts = RoutedLayer.of("parts", g, r, self.parts.routing, a_in=a[:, None])  # (T, 1)
+        a_p, mu_p = torch.cat(a_p), torch.cat(mu_p)  # (B, n_parts), (B, n_parts, 1, d_cap)
+        *_, r = self.classes(a_p, mu_p, return_trace=True)
+        classes = RoutedLayer.of("classes", self.classes.graph(device=a.device), r, self.classes.routing, a_in=a_p.T)
+        return [parts, classes]
 
     def loss(self, out, y, step=None):
         """Cross-entropy of the class score logits against labels ``y`` ``(B,)``."""

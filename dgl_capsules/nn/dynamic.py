@@ -1,30 +1,24 @@
 """Fully connected capsule layer routed by agreement."""
-import dgl
-import torch
-from torch import nn
-
-from .._checks import check_float_tensor, check_n_iters, check_positive_int
-from ..graph import capsule_graph
-from ..routing import dynamic_routing
+from .._checks import check_n_iters
+from .routed import RoutedCaps
 
 __all__ = ["DynamicCaps"]
 
 
-class DynamicCaps(nn.Module):
+class DynamicCaps(RoutedCaps):
     r"""Fully connected capsule layer with dynamic routing (Sabour et al. 2017, "DigitCaps").
 
     Every child ``i`` votes for every parent ``j`` with its own transformation
     matrix: :math:`\hat u_{j|i} = W_{ij} u_i`. The votes are computed straight
     into the edge layout of :func:`~dgl_capsules.capsule_graph` and routed by
     :func:`~dgl_capsules.routing.dynamic_routing`, the mini-batch in the
-    feature dimensions.
+    feature dimensions. It is :class:`~dgl_capsules.nn.RoutedCaps` with
+    ``routing="dynamic"``.
 
     Parameters
     ----------
-    in_caps, out_caps : int
-        Number of child and parent capsules.
-    in_dim, out_dim : int
-        Their dimensions.
+    in_caps, out_caps, in_dim, out_dim : int
+        The numbers of child and parent capsules and their dimensions.
     n_iters : int
         Routing iterations.
 
@@ -44,89 +38,23 @@ class DynamicCaps(nn.Module):
     """
 
     def __init__(self, in_caps, out_caps, in_dim, out_dim, n_iters=3):
-        super().__init__()
-        self.in_caps = check_positive_int("in_caps", in_caps)
-        self.out_caps = check_positive_int("out_caps", out_caps)
-        self.in_dim = check_positive_int("in_dim", in_dim)
-        self.out_dim = check_positive_int("out_dim", out_dim)
-        self.n_iters = check_n_iters(n_iters)
-        self.weight = nn.Parameter(torch.empty(in_caps, out_caps, in_dim, out_dim))
-        self.reset_parameters()
+        super().__init__(in_caps, out_caps, in_dim, out_dim, routing="dynamic", n_iters=check_n_iters(n_iters))
 
-    def reset_parameters(self):
-        """Weights from :math:`\\mathcal{N}(0, 0.05^2)`: votes start small, so the squash is not saturated."""
-        nn.init.normal_(self.weight, std=0.05)
-
-    def graph(self, device=None):
-        """The layer's complete ``in_caps -> out_caps`` capsule graph (a view of the cached one).
-
-        Parameters
-        ----------
-        device : torch.device or str, optional
-            Where the graph lives (default: the CPU).
-
-        Returns
-        -------
-        dgl.DGLGraph
-            :func:`~dgl_capsules.capsule_graph` ``(in_caps, out_caps)``; the
-            couplings returned by :meth:`forward` follow its edge order.
-        """
-        return capsule_graph(self.in_caps, self.out_caps, device=device)
-
-    def votes(self, g, x):
-        """Votes :math:`W_{ij} u_i` in the edge order of ``g``: ``(|E|, B, out_dim)``."""
-        src, dst = g.edges()
-        u = x.transpose(0, 1)[src]  # (E, B, in_dim)
-        w = self.weight[src, dst]  # (E, in_dim, out_dim)
-        return torch.bmm(u, w)  # (E, B, out_dim)
+    @property
+    def n_iters(self):
+        """Routing iterations."""
+        return self.routing_kwargs["n_iters"]
 
     def forward(self, x, return_routing=False, return_trace=False):
-        """Route a batch of child capsules.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            ``(B, in_caps, in_dim)`` child capsules, in the layer's dtype
-            (float32 or float64). ``B = 0`` gives an empty output.
-        return_routing : bool
-            Also return the :class:`~dgl_capsules.routing.RoutingResult`
-            (couplings in the edge order of :meth:`graph`, batch in dim 1).
-        return_trace : bool
-            Record the coupling of every iteration in that result; implies
-            ``return_routing=True``.
+        """Route a batch of child capsules ``x`` ``(B, in_caps, in_dim)``; see :meth:`RoutedCaps.forward`.
 
         Returns
         -------
         torch.Tensor or (torch.Tensor, RoutingResult)
             Parent capsules ``(B, out_caps, out_dim)`` and, with
             ``return_routing`` or ``return_trace``, the routing result.
-
-        Raises
-        ------
-        TypeError
-            If ``x`` is not a float32 / float64 tensor of the layer's dtype
-            (or a graph is passed: the layer builds its own).
-        ValueError
-            If ``x`` does not have shape ``(B, in_caps, in_dim)``.
         """
-        layout = f"(B, in_caps, in_dim) = (B, {self.in_caps}, {self.in_dim})"
-        if isinstance(x, dgl.DGLGraph):
-            raise TypeError(
-                f"x must be a torch.Tensor of shape {layout}; got a DGLGraph: DynamicCaps builds its own "
-                "graph (see .graph()), call it as layer(x)"
-            )
-        x = check_float_tensor("x", x, layout)
-        if x.dtype != self.weight.dtype:
-            raise TypeError(
-                f"x must have the layer's dtype {self.weight.dtype} (convert x, or the layer with "
-                f".to({x.dtype})); got {x.dtype}"
-            )
-        if x.dim() != 3 or x.shape[1:] != (self.in_caps, self.in_dim):
-            raise ValueError(f"x must have shape {layout}; got {tuple(x.shape)}")
-        g = self.graph(device=x.device)
-        r = dynamic_routing(g, self.votes(g, x), self.n_iters, return_trace=return_trace)
-        v = r.poses.transpose(0, 1)  # (B, out_caps, out_dim)
-        return (v, r) if return_routing or return_trace else v
+        return super().forward(x, None, return_routing=return_routing, return_trace=return_trace)
 
     def extra_repr(self):
         return (

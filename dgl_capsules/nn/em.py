@@ -9,14 +9,13 @@ Flattening ``(H, W, types)`` row-major gives the child id ``(y * W + x) * A + a`
 of :func:`~dgl_capsules.conv_capsule_graph`, so ``poses.reshape(B, -1, 16)``
 is already in node order.
 """
-import math
-
 import torch
 from torch import nn
 
-from .._checks import check_float_tensor, check_n_iters
-from ..graph import _check_positive_int, capsule_graph, conv_capsule_graph, conv_output_size
+from .._checks import check_float_tensor, check_n_iters, check_positive_int
+from ..graph import capsule_graph, conv_capsule_graph, conv_output_size
 from ..routing import em_routing
+from ..routing.em import check_inverse_temperatures
 
 __all__ = ["PrimaryMatrixCaps", "ConvCaps", "ClassCaps"]
 
@@ -44,23 +43,6 @@ def _check_caps(poses, activations, n_types, who):
             f"[{float(activations.min())}, {float(activations.max())}]"
         )
     return poses, activations
-
-
-def _check_inverse_temperatures(value, n_iters):
-    """``None`` or at least ``n_iters`` finite numbers >= 0, as a list of floats."""
-    if value is None:
-        return None
-    try:
-        value = [float(x) for x in value]
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"inverse_temperatures must be a sequence of numbers (one per iteration); got {value!r}"
-        ) from None
-    if len(value) < n_iters:
-        raise ValueError(f"inverse_temperatures must have at least n_iters = {n_iters} values; got {len(value)}")
-    if not all(math.isfinite(x) and x >= 0 for x in value[:n_iters]):
-        raise ValueError(f"inverse_temperatures must be finite and >= 0; got {value[:n_iters]}")
-    return value
 
 
 def _pick(table, index):
@@ -110,10 +92,10 @@ class PrimaryMatrixCaps(nn.Module):
 
     def __init__(self, in_channels, out_types, kernel_size=1, stride=1):
         super().__init__()
-        self.in_channels = _check_positive_int("in_channels", in_channels)
-        self.out_types = _check_positive_int("out_types", out_types)
-        self.kernel_size = _check_positive_int("kernel_size", kernel_size)
-        self.stride = _check_positive_int("stride", stride)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.out_types = check_positive_int("out_types", out_types)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        self.stride = check_positive_int("stride", stride)
         self.pose = nn.Conv2d(in_channels, out_types * 16, kernel_size, stride)
         self.activation = nn.Conv2d(in_channels, out_types, kernel_size, stride)
         self.reset_parameters()
@@ -124,9 +106,10 @@ class PrimaryMatrixCaps(nn.Module):
         self.activation.reset_parameters()
 
     def forward(self, x):
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (B, in_channels={self.in_channels}, H, W); got {shape}")
+        layout = f"(B, in_channels={self.in_channels}, H, W)"
+        x = check_float_tensor("x", x, layout)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have shape {layout}; got {tuple(x.shape)}")
         m = self.pose(x)  # (B, T * 16, Ho, Wo)
         b, _, ho, wo = m.shape
         poses = m.view(b, self.out_types, 4, 4, ho, wo).permute(0, 4, 5, 1, 2, 3)  # (B, Ho, Wo, T, 4, 4)
@@ -143,10 +126,14 @@ class PrimaryMatrixCaps(nn.Module):
 class _EMLayer(nn.Module):
     """Shared parts: transformation matrices, one β_u and β_a per parent type, routing options."""
 
+    #: The registered routing family the layer routes with.
+    routing = "em"
+
     def __init__(self, n_weights, out_types, n_iters, inverse_temperatures, eps):
         super().__init__()
         self.n_iters = check_n_iters(n_iters)
-        self.inverse_temperatures = _check_inverse_temperatures(inverse_temperatures, self.n_iters)
+        self.inverse_temperatures = None if inverse_temperatures is None else check_inverse_temperatures(
+            inverse_temperatures, self.n_iters, torch.zeros((), dtype=torch.float64)).tolist()
         self.eps = eps
         self.weight = nn.Parameter(torch.empty(n_weights, 4, 4))
         self.beta_u = nn.Parameter(torch.empty(out_types))
@@ -237,10 +224,10 @@ class ConvCaps(_EMLayer):
 
     def __init__(self, in_types, out_types, kernel, stride, n_iters=3, inverse_temperatures=None,
                  eps=1e-6):
-        self.in_types = _check_positive_int("in_types", in_types)
-        self.out_types = _check_positive_int("out_types", out_types)
-        self.kernel = _check_positive_int("kernel", kernel)
-        self.stride = _check_positive_int("stride", stride)
+        self.in_types = check_positive_int("in_types", in_types)
+        self.out_types = check_positive_int("out_types", out_types)
+        self.kernel = check_positive_int("kernel", kernel)
+        self.stride = check_positive_int("stride", stride)
         super().__init__(kernel * kernel * in_types * out_types, out_types, n_iters,
                          inverse_temperatures, eps)
 
@@ -333,8 +320,8 @@ class ClassCaps(_EMLayer):
 
     def __init__(self, in_types, n_classes, coord_add=True, n_iters=3, inverse_temperatures=None,
                  eps=1e-6):
-        self.in_types = _check_positive_int("in_types", in_types)
-        self.n_classes = _check_positive_int("n_classes", n_classes)
+        self.in_types = check_positive_int("in_types", in_types)
+        self.n_classes = check_positive_int("n_classes", n_classes)
         self.coord_add = bool(coord_add)
         super().__init__(in_types * n_classes, n_classes, n_iters, inverse_temperatures, eps)
 

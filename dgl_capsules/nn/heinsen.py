@@ -46,7 +46,9 @@ class HeinsenRouting(nn.Module):
     Beyond the published layer, :meth:`forward_ragged` routes a list of inputs
     with different numbers of capsules (sequences of different lengths) in one
     call on a :func:`dgl.batch` of capsule graphs, without padding, and gives
-    what :meth:`forward` gives for each of them.
+    what :meth:`forward` gives for each of them; and both return the
+    :class:`~dgl_capsules.routing.RoutingResult` with ``return_routing=True``
+    (its trace with ``return_trace=True``), as every capsule layer does.
 
     Parameters
     ----------
@@ -85,7 +87,9 @@ class HeinsenRouting(nn.Module):
       ``(..., n_inp, d_cov, d_inp)`` capsules, any number of leading dims.
     - Output: ``a_out`` ``(..., n_out)`` score logits, ``mu_out`` and
       ``sig2_out`` ``(..., n_out, d_cov, d_out)``, and with ``return_R=True``
-      the routing probabilities ``R`` ``(..., n_inp, n_out)``.
+      the routing probabilities ``R`` ``(..., n_inp, n_out)``; with
+      ``return_routing=True`` the routing result last (couplings ``(|E|, ...)``
+      on :meth:`graph`, the leading dims after the edges).
 
     Examples
     --------
@@ -104,6 +108,9 @@ class HeinsenRouting(nn.Module):
     >>> [a.shape for a in a_out], mu_out[1].shape
     ([torch.Size([5]), torch.Size([5]), torch.Size([5])], torch.Size([5, 1, 8]))
     """
+
+    #: The registered routing family the layer routes with.
+    routing = "heinsen"
 
     def __init__(self, d_cov, d_inp, d_out, n_inp=-1, n_out=-1, n_iters=3, single_beta=False,
                  p_model="gaussian", eps=1e-5):
@@ -264,11 +271,11 @@ class HeinsenRouting(nn.Module):
     def _linspace(m, like):
         return torch.linspace(-1, 1, m, device=like.device, dtype=like.dtype)
 
-    def _route(self, g, a, mu, n_out_per):
+    def _route(self, g, a, mu, n_out_per, return_trace=False):
         votes, beta_use, beta_ign = self._routing_inputs(g, mu, n_out_per)  # (E, *, C, H), (E,), (E,)
         a = a.movedim(-1, 0)  # (N_src, *)
         return heinsen_routing(g, votes, a, beta_use, beta_ign, n_iters=self.n_iters, eps=self.eps,
-                               p_model=self.p_model)
+                               p_model=self.p_model, return_trace=return_trace)
 
     @staticmethod
     def _dense_R(g, R, n, m):
@@ -279,7 +286,7 @@ class HeinsenRouting(nn.Module):
         return out.movedim((0, 1), (-2, -1))
 
     # ----------------------------------------------------------------- forward
-    def forward(self, a_inp, mu_inp, return_R=False, n_out=None):
+    def forward(self, a_inp, mu_inp, return_R=False, n_out=None, return_routing=False, return_trace=False):
         """Route input capsules to output capsules.
 
         Parameters
@@ -293,12 +300,20 @@ class HeinsenRouting(nn.Module):
         n_out : int, optional
             Number of output capsules; only when not fixed at construction
             (default: the number of input capsules).
+        return_routing : bool
+            Also return the :class:`~dgl_capsules.routing.RoutingResult` on
+            :meth:`graph` (couplings ``(|E|, ...)``, the leading dims of
+            ``a_inp`` after the edges).
+        return_trace : bool
+            Record ``R`` of every iteration in that result; implies
+            ``return_routing=True``.
 
         Returns
         -------
-        tuple of torch.Tensor
+        tuple
             ``a_out`` ``(..., n_out)``, ``mu_out`` and ``sig2_out``
-            ``(..., n_out, d_cov, d_out)``, and ``R`` if ``return_R``.
+            ``(..., n_out, d_cov, d_out)``, ``R`` if ``return_R``, and the
+            routing result if ``return_routing`` or ``return_trace``.
 
         Raises
         ------
@@ -312,15 +327,40 @@ class HeinsenRouting(nn.Module):
         a_inp, mu_inp, batch, n = self._check_inputs(a_inp, mu_inp)
         m = self._n_out_for(n, n_out)
         g = self.graph(n, m if not self.n_out_is_fixed else None, device=a_inp.device)
-        r = self._route(g, a_inp, mu_inp, [m])
-        a_out = r.activations.movedim(0, -1)  # (..., n_out)
-        mu_out = r.poses.movedim(0, -3)  # (..., n_out, d_cov, d_out)
-        sig2_out = r.sigma2.movedim(0, -3)  # (..., n_out, d_cov, d_out)
+        r = self._route(g, a_inp, mu_inp, [m], return_trace)
+        out = (r.activations.movedim(0, -1),  # (..., n_out)
+               r.poses.movedim(0, -3), r.sigma2.movedim(0, -3))  # (..., n_out, d_cov, d_out) each
         if return_R:
-            return a_out, mu_out, sig2_out, self._dense_R(g, r.coupling, n, m)  # (..., n_inp, n_out)
-        return a_out, mu_out, sig2_out
+            out += (self._dense_R(g, r.coupling, n, m),)  # (..., n_inp, n_out)
+        return out + (r,) if return_routing or return_trace else out
 
-    def forward_ragged(self, a_inp, mu_inp, return_R=False, n_out=None):
+    def ragged_graph(self, sizes, n_out=None, device=None):
+        """The :func:`dgl.batch` of complete ``n_k -> n_out_k`` capsule graphs that :meth:`forward_ragged` routes on.
+
+        Parameters
+        ----------
+        sizes : sequence of int
+            The number of input capsules ``n_k`` of every input.
+        n_out : int or sequence of int, optional
+            As in :meth:`forward_ragged`.
+        device : torch.device or str, optional
+            Where the graph lives (default: the CPU).
+
+        Returns
+        -------
+        (dgl.DGLGraph, list of int)
+            The batched graph and the output counts ``n_out_k``.
+        """
+        if n_out is not None and not isinstance(n_out, Integral) and not self.n_out_is_fixed:
+            n_out = list(n_out)
+            if len(n_out) != len(sizes):
+                raise ValueError(f"n_out must be an int or have one count per input ({len(sizes)}); got {len(n_out)}")
+            outs = [self._n_out_for(n, m) for n, m in zip(sizes, n_out)]
+        else:
+            outs = [self._n_out_for(n, n_out) for n in sizes]
+        return dgl.batch([capsule_graph(n, m, device=device) for n, m in zip(sizes, outs)]), outs
+
+    def forward_ragged(self, a_inp, mu_inp, return_R=False, n_out=None, return_routing=False, return_trace=False):
         """Route a list of inputs with different numbers of capsules in one call, without padding.
 
         ``forward_ragged(a_list, mu_list)`` returns what
@@ -340,12 +380,15 @@ class HeinsenRouting(nn.Module):
         n_out : int or sequence of int, optional
             Only when ``n_out`` is not fixed: one count for all inputs, or
             one per input (default: ``n_k``).
+        return_routing, return_trace : bool
+            Also return the routing result on :meth:`ragged_graph` (and its trace).
 
         Returns
         -------
-        tuple of lists of torch.Tensor
+        tuple
             ``a_out``, ``mu_out``, ``sig2_out`` (and ``R``), each a list with
-            one tensor per input, shaped as :meth:`forward`'s outputs.
+            one tensor per input, shaped as :meth:`forward`'s outputs; then
+            the routing result if ``return_routing`` or ``return_trace``.
 
         Raises
         ------
@@ -369,24 +412,16 @@ class HeinsenRouting(nn.Module):
                 )
             batch0 = batch
             sizes.append(n)
-        if n_out is not None and not isinstance(n_out, Integral) and not self.n_out_is_fixed:
-            n_out = list(n_out)
-            if len(n_out) != len(sizes):
-                raise ValueError(f"n_out must be an int or have one count per input ({len(sizes)}); got {len(n_out)}")
-            outs = [self._n_out_for(n, m) for n, m in zip(sizes, n_out)]
-        else:
-            outs = [self._n_out_for(n, n_out) for n in sizes]
-        parts = [capsule_graph(n, m, device=a_inp[0].device) for n, m in zip(sizes, outs)]
-        g = dgl.batch(parts)
-        r = self._route(g, torch.cat(a_inp, -1), torch.cat(mu_inp, -3), outs)
-        a_out = [x.movedim(0, -1) for x in torch.split(r.activations, outs)]
-        mu_out = [x.movedim(0, -3) for x in torch.split(r.poses, outs)]
-        sig2_out = [x.movedim(0, -3) for x in torch.split(r.sigma2, outs)]
-        if not return_R:
-            return a_out, mu_out, sig2_out
-        couplings = torch.split(r.coupling, [p.num_edges() for p in parts])
-        R = [self._dense_R(p, c, n, m) for p, c, n, m in zip(parts, couplings, sizes, outs)]
-        return a_out, mu_out, sig2_out, R
+        g, outs = self.ragged_graph(sizes, n_out, device=a_inp[0].device)
+        r = self._route(g, torch.cat(a_inp, -1), torch.cat(mu_inp, -3), outs, return_trace)
+        out = ([x.movedim(0, -1) for x in torch.split(r.activations, outs)],
+               [x.movedim(0, -3) for x in torch.split(r.poses, outs)],
+               [x.movedim(0, -3) for x in torch.split(r.sigma2, outs)])
+        if return_R:
+            parts = dgl.unbatch(g)
+            couplings = torch.split(r.coupling, [p.num_edges() for p in parts])
+            out += ([self._dense_R(p, c, n, m) for p, c, n, m in zip(parts, couplings, sizes, outs)],)
+        return out + (r,) if return_routing or return_trace else out
 
     def extra_repr(self):
         return (

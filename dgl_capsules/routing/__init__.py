@@ -4,6 +4,7 @@ from .registry import RoutingSpec, get_routing, list_routings, register_routing,
 from .dynamic import dynamic_routing
 from .heinsen import heinsen_routing
 from .em import em_routing
+from .self_attention import self_attention_routing
 
-__all__ = ["RoutingResult", "RoutingSpec", "dynamic_routing", "heinsen_routing", "em_routing", "register_routing",
-           "unregister_routing", "get_routing", "list_routings"]
+__all__ = ["RoutingResult", "RoutingSpec", "dynamic_routing", "heinsen_routing", "em_routing", "self_attention_routing",
+           "register_routing", "unregister_routing", "get_routing", "list_routings"]

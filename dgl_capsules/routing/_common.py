@@ -105,3 +105,14 @@ def uniform_coupling(g, batch_shape, like):
     deg = g.out_degrees().to(device=like.device, dtype=like.dtype)
     r = 1.0 / deg[src.to(like.device)]  # (E,)
     return r.view((-1,) + (1,) * len(batch_shape)).expand((-1,) + tuple(batch_shape))
+
+
+def mean_vote_length(g, votes, vote_dims=1):
+    """The mean length of every child's votes, ``(N_src, *)``, from votes ``(|E|, *, ...)`` with
+    ``vote_dims`` trailing vote dims (a matrix vote's length is its Frobenius norm); 0 for a child
+    without parents."""
+    src, _ = g.edges()
+    lengths = votes.flatten(-vote_dims).norm(dim=-1)  # (E, *)
+    total = lengths.new_zeros((g.num_src_nodes(),) + lengths.shape[1:]).index_add_(0, src.long(), lengths)
+    deg = g.out_degrees().clamp_min(1).to(device=total.device, dtype=total.dtype)
+    return total / deg.view((-1,) + (1,) * (total.dim() - 1))

@@ -28,7 +28,9 @@ def default_inverse_temperatures(n_iters):
     return [0.01 * (1 - 0.95 ** t) for t in range(1, n_iters + 1)]
 
 
-def _check_inverse_temperatures(value, n_iters, like):
+def check_inverse_temperatures(value, n_iters, like):
+    r""":math:`\lambda_1, \dots` as a 1-d tensor of ``like``'s dtype and device: ``None`` (the default schedule)
+    or at least ``n_iters`` finite numbers >= 0 (``TypeError`` / ``ValueError`` naming the argument)."""
     if value is None:
         value = default_inverse_temperatures(n_iters)
     if isinstance(value, torch.Tensor) and not torch.is_floating_point(value) and value.dtype != torch.bool:
@@ -232,7 +234,7 @@ def em_routing(
         )
     n_iters = check_n_iters(n_iters)
     eps = check_eps(eps)
-    lam = _check_inverse_temperatures(inverse_temperatures, n_iters, votes)
+    lam = check_inverse_temperatures(inverse_temperatures, n_iters, votes)
     n_dst, n_pose = g.num_dst_nodes(), votes.shape[-1]
     node_shape = (-1,) + (1,) * len(batch)
     beta_u = _check_beta("beta_u", beta_u, n_dst, votes).reshape(node_shape)  # (N_dst|1, 1..)

@@ -192,8 +192,8 @@ def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_m
 
 register_routing(
     "heinsen", heinsen_routing, label="Heinsen routing", citation="Heinsen 2019",
-    normalise="parents", outputs=("poses", "activations", "sigma2", "coupling"), strength="activation",
+    normalise="parents", outputs=("poses", "activations", "sigma2", "coupling"), strength="logit",
     inputs=("edge", "child", "edge_value", "edge_value"),
     reference="dgl_capsules.testing:reference_heinsen", example="dgl_capsules.testing:example_heinsen",
-    defaults=dict(n_iters=3),
+    defaults=dict(n_iters=3), vote_dims=2,
 )

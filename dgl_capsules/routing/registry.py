@@ -20,8 +20,13 @@ True
 ('dynamic routing', 'parents', ('poses', 'coupling'))
 """
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple, Union
+
+import torch
+
+from ._common import mean_vote_length
 
 __all__ = ["RoutingSpec", "register_routing", "unregister_routing", "get_routing", "list_routings",
            "NORMALISATIONS", "STRENGTHS", "KINDS"]
@@ -30,9 +35,11 @@ __all__ = ["RoutingSpec", "register_routing", "unregister_routing", "get_routing
 #: parent sum to 1 over its children; ``"none"``: no normalisation is promised.
 NORMALISATIONS = ("parents", "children", "none")
 
-#: How a family's capsules say how present they are: ``"length"`` (the length of the pose vector, as in
-#: dynamic routing) or ``"activation"`` (a probability, or the sigmoid of a logit).
-STRENGTHS = ("length", "activation")
+#: How a family's capsules say how present they are: ``"length"`` (the length of the pose, as in dynamic
+#: routing; a child's strength is the mean length of its votes), ``"activation"`` (activations that are
+#: probabilities, as in EM routing) or ``"logit"`` (activations that are logits, as in Heinsen routing:
+#: the strength is their sigmoid).
+STRENGTHS = ("length", "activation", "logit")
 
 #: What each input of a routing function is: ``"edge"`` ``(|E|, B, ...)`` (the votes first), ``"child"``
 #: ``(N_src, B, ...)``, ``"edge_value"`` ``(|E|,)`` or a scalar, ``"parent_value"`` ``(N_dst,)`` or a scalar,
@@ -70,7 +77,8 @@ class RoutingSpec:
         The :class:`~dgl_capsules.routing.RoutingResult` fields the family fills
         (``coupling`` always).
     strength : str
-        One of :data:`STRENGTHS`: how its capsules' presence is read.
+        One of :data:`STRENGTHS`: how its capsules' presence is read
+        (:meth:`parent_strength`, :meth:`child_strength`).
     inputs : tuple of str
         What ``fn`` takes after the graph, in order, each one of
         :data:`KINDS` (``("edge",)`` for votes only;
@@ -86,6 +94,9 @@ class RoutingSpec:
         ``g`` (the routing contract's ``make_inputs``).
     defaults : dict
         Keyword arguments the contract and generic layers pass to ``fn``.
+    vote_dims : int
+        Trailing dims of a vote: 1 for vectors ``(|E|, *, D)``, 2 for
+        matrices ``(|E|, *, C, H)``.
     """
 
     name: str
@@ -100,6 +111,7 @@ class RoutingSpec:
     reference: Optional[Union[Callable, str]] = None
     example: Optional[Union[Callable, str]] = None
     defaults: dict = field(default_factory=dict)
+    vote_dims: int = 1
 
     def get_reference(self):
         """The dense reference as a callable (``None`` if the family has none)."""
@@ -109,13 +121,31 @@ class RoutingSpec:
         """The contract's input maker as a callable (``None`` if the family has none)."""
         return _resolve(self.example)
 
+    @property
+    def strength_name(self):
+        """What a strength is, in words: ``"vote length"`` or ``"activation"``."""
+        return "vote length" if self.strength == "length" else "activation"
+
+    def parent_strength(self, result):
+        """How present every parent is, ``(N_dst, *)`` in [0, 1]: pose lengths or (sigmoid of) activations."""
+        if self.strength == "length":
+            return result.poses.flatten(-self.vote_dims).norm(dim=-1)
+        return torch.sigmoid(result.activations) if self.strength == "logit" else result.activations
+
+    def child_strength(self, g, votes=None, a_in=None):
+        """What every child carries, ``(N_src, *)``: the mean length of its votes (``votes`` ``(|E|, *, ...)``)
+        for ``"length"`` families, else its activation ``a_in`` ``(N_src, *)`` (the sigmoid of a logit)."""
+        if self.strength == "length":
+            return mean_vote_length(g, votes, self.vote_dims)
+        return torch.sigmoid(a_in) if self.strength == "logit" else a_in
+
 
 _ROUTINGS: Dict[str, RoutingSpec] = {}
 
 
 def register_routing(name, fn, *, label, citation="", normalise="parents", outputs=("poses", "coupling"),
                      strength="length", inputs=("edge",), iterative=True, reference=None, example=None,
-                     defaults=None):
+                     defaults=None, vote_dims=1):
     """Register routing function ``fn`` under ``name``; returns ``fn`` (so it also works as a call after a def).
 
     Parameters are the fields of :class:`RoutingSpec`.
@@ -123,8 +153,9 @@ def register_routing(name, fn, *, label, citation="", normalise="parents", outpu
     Raises
     ------
     ValueError
-        If ``name`` is taken or empty, or ``normalise``, ``outputs``, ``strength`` or
-        ``inputs`` name something unknown.
+        If ``name`` is taken or empty, ``normalise``, ``outputs``, ``strength`` or
+        ``inputs`` name something unknown, ``vote_dims`` is not 1 or 2, or
+        ``defaults`` names a keyword that ``fn`` does not take.
     TypeError
         If ``fn`` is not callable.
 
@@ -158,9 +189,27 @@ def register_routing(name, fn, *, label, citation="", normalise="parents", outpu
     inputs = tuple(inputs)
     if not inputs or inputs[0] != "edge" or any(k not in KINDS for k in inputs):
         raise ValueError(f"inputs must start with 'edge' (the votes) and use only {KINDS}; got {inputs}")
-    _ROUTINGS[name] = RoutingSpec(name, fn, label, citation, normalise, outputs, strength, inputs, bool(iterative),
-                                  reference, example, dict(defaults or {}))
+    if vote_dims not in (1, 2) or isinstance(vote_dims, bool):
+        raise ValueError(f"vote_dims must be 1 (vector votes) or 2 (matrix votes); got {vote_dims!r}")
+    defaults = dict(defaults or {})
+    unknown = [k for k in defaults if not takes_keyword(fn, k)]
+    if unknown:
+        raise ValueError(f"defaults: {getattr(fn, '__name__', 'fn')} takes no keyword {', '.join(unknown)}")
+    _ROUTINGS[name] = RoutingSpec(
+        name=name, fn=fn, label=label, citation=citation, normalise=normalise, outputs=outputs, strength=strength,
+        inputs=inputs, iterative=bool(iterative), reference=reference, example=example, defaults=defaults,
+        vote_dims=vote_dims,
+    )
     return fn
+
+
+def takes_keyword(fn, name):
+    """Whether ``fn`` accepts the keyword argument ``name`` (by name, or through ``**kwargs``)."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return True
+    p = params.get(name)
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
 
 
 def unregister_routing(name):

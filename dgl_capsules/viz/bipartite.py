@@ -1,12 +1,14 @@
 """Animated bipartite drawing of a capsule layer whose edges follow the couplings."""
+from dataclasses import dataclass, replace
 from numbers import Integral
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
-import torch
 
-from ._trace import check_sample, check_trace, n_samples, pick
+from ._nodes import cols as _cols, node_values as _node_values, rows as _rows
+from ._trace import check_sample, check_trace, pick
 
-__all__ = ["animate_bipartite", "edge_scale"]
+__all__ = ["animate_bipartite", "BipartiteOptions", "edge_scale"]
 
 _MAX_LABELS = 40  # more nodes than this in a column are drawn without text labels
 MIN_WIDTH = 0.3  # points: the width of an edge at the uniform coupling (and below)
@@ -54,26 +56,60 @@ def edge_scale(coupling, uniform, max_width=3.0):
     return MIN_WIDTH + (max_width - MIN_WIDTH) * s, MIN_ALPHA + (1.0 - MIN_ALPHA) * s
 
 
-def animate_bipartite(
-    g,
-    trace,
-    sample=0,
-    parent_strength=None,
-    top_k=None,
-    group_by=None,
-    child_types=None,
-    parent_labels=None,
-    sort_children=True,
-    ax=None,
-    interval=800,
-    max_width=3.0,
-    title="Routing",
-    child_weights=None,
-    weights_label="weight",
-    group_parents=None,
-    parent_types=None,
-    frame_labels=None,
-):
+@dataclass(frozen=True)
+class BipartiteOptions:
+    """How :func:`animate_bipartite` draws a layer: which children and parents, and the style.
+
+    Attributes
+    ----------
+    top_k : int, optional
+        Draw only ``top_k`` children (or groups): those with the largest
+        ``child_weights`` if given, else the most decided ones.
+    group_by : {"type", "position"} or torch.Tensor, optional
+        Aggregate children by capsule type or grid position, or by the integer
+        labels of a ``(N_src,)`` tensor. Child id ``(y * W + x) * A + a``
+        has type ``a`` and position ``y * W + x``.
+    child_types : int, optional
+        ``A``, the capsule types per grid position, for ``group_by`` on a
+        graph without a ``"child_type"`` edge feature (e.g. 32 for CapsNet's
+        1152 primary capsules on :func:`~dgl_capsules.capsule_graph`).
+    group_parents : {"type"}, optional
+        One right-hand node per parent type of a convolutional layer: the
+        coupling a child gives a type is its summed coupling to the parents of
+        that type.
+    parent_types : int, optional
+        ``C``, the parent types per grid position (parent id
+        ``(y' * W_o + x') * C + c`` has type ``c``), for ``group_parents`` on
+        a graph whose edges do not carry ``"parent_type"``; with many parents
+        it also colours the parents by type.
+    parent_labels : list of str, optional
+        Names of the parents (e.g. class names); parent ids by default. With
+        ``group_parents="type"``, names of the parent types.
+    sort_children : bool
+        Order the left column by each row's final favourite parent, so the
+        bundles of a converged routing do not cross; otherwise by id.
+    weights_label : str
+        What ``child_weights`` are, for the header ("vote length").
+    max_width : float
+        Line width in points of an edge with coupling 1.
+    interval : int
+        Milliseconds between frames when played.
+    """
+
+    top_k: Optional[int] = None
+    group_by: Any = None
+    child_types: Optional[int] = None
+    group_parents: Optional[str] = None
+    parent_types: Optional[int] = None
+    parent_labels: Optional[Sequence[str]] = None
+    sort_children: bool = True
+    weights_label: str = "weight"
+    max_width: float = 3.0
+    interval: int = 800
+
+
+def animate_bipartite(g, trace, sample=0, parent_strength=None, child_weights=None, *, ax=None, title="Routing",
+                      frame_labels=None, options=None, **option_kwargs):
     r"""Animate a capsule layer as a bipartite graph whose edges follow the couplings.
 
     Children (or groups of children) form the left column and parents (or
@@ -92,15 +128,16 @@ def animate_bipartite(
     activations) when it is given, and otherwise the coupling mass
     :math:`\sum_i c_{ij}` each parent receives in the frame.
 
-    Large layers stay readable with ``top_k`` (the children that carry most,
-    by ``child_weights`` such as vote lengths or activations, or without
-    weights the most decided ones: the largest :math:`\max_j c_{ij}` at the
-    last frame), ``group_by`` (one node per capsule type or grid position)
-    and ``group_parents="type"`` (one node per parent type of a convolutional
-    layer). A drawn edge between groups carries the mean, over the children
-    of the row that reach the parent group, of their summed coupling to the
-    group's parents; its uniform level is computed the same way, so the scale
-    stays absolute. The header says how the children were chosen.
+    Large layers stay readable with the :class:`BipartiteOptions` ``top_k``
+    (the children that carry most, by ``child_weights`` such as vote lengths
+    or activations, or without weights the most decided ones: the largest
+    :math:`\max_j c_{ij}` at the last frame), ``group_by`` (one node per
+    capsule type or grid position) and ``group_parents="type"`` (one node
+    per parent type of a convolutional layer). A drawn edge between groups
+    carries the mean, over the children of the row that reach the parent
+    group, of their summed coupling to the group's parents; its uniform level
+    is computed the same way, so the scale stays absolute. The header says
+    how the children were chosen.
 
     Parameters
     ----------
@@ -117,50 +154,23 @@ def animate_bipartite(
         ``(N_dst,)`` or ``(N_dst, B, ...)`` non-negative strengths of the
         parents, e.g. the lengths of dynamic routing's poses or EM
         activations (for Heinsen logits pass ``torch.sigmoid(a_out)``).
-    top_k : int, optional
-        Draw only ``top_k`` children (or groups): those with the largest
-        ``child_weights`` if given, else the most decided ones.
-    group_by : {"type", "position"} or torch.Tensor, optional
-        Aggregate children by capsule type or grid position, or by the integer
-        labels of a ``(N_src,)`` tensor. Child id ``(y * W + x) * A + a``
-        has type ``a`` and position ``y * W + x``.
-    child_types : int, optional
-        ``A``, the capsule types per grid position, for ``group_by`` on a
-        graph without a ``"child_type"`` edge feature (e.g. 32 for CapsNet's
-        1152 primary capsules on :func:`~dgl_capsules.capsule_graph`).
-    parent_labels : list of str, optional
-        Names of the parents (e.g. class names); parent ids by default. With
-        ``group_parents="type"``, names of the parent types.
-    sort_children : bool
-        Order the left column by each row's final favourite parent, so the
-        bundles of a converged routing do not cross; otherwise by id.
-    ax : matplotlib.axes.Axes, optional
-        Where to draw; a new pyplot figure by default. Never shown or closed
-        here.
-    interval : int
-        Milliseconds between frames when played.
-    max_width : float
-        Line width in points of an edge with coupling 1.
-    title : str
-        Title; ``": iteration t / T"`` (or the frame's label) is appended on
-        each frame.
     child_weights : torch.Tensor or array-like, optional
         ``(N_src,)`` or ``(N_src, B, ...)`` non-negative amounts the children
         carry (vote lengths, activations); ``top_k`` keeps the largest.
-    weights_label : str
-        What ``child_weights`` are, for the header ("vote length").
-    group_parents : {"type"}, optional
-        One right-hand node per parent type of a convolutional layer: the
-        coupling a child gives a type is its summed coupling to the parents of
-        that type.
-    parent_types : int, optional
-        ``C``, the parent types per grid position (parent id
-        ``(y' * W_o + x') * C + c`` has type ``c``), for ``group_parents`` on
-        a graph whose edges do not carry ``"parent_type"``; with many parents
-        it also colours the parents by type.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new pyplot figure by default. Never shown or closed
+        here.
+    title : str
+        Title; ``": iteration t / T"`` (or the frame's label) is appended on
+        each frame.
     frame_labels : list of str, optional
         One label per frame for the title (e.g. ``"epoch 3"``); by default
         ``"iteration t / T"``.
+    options : BipartiteOptions, optional
+        Which children and parents to draw and how.
+    **option_kwargs
+        Fields of :class:`BipartiteOptions` (``top_k=32``, ``group_by="type"``,
+        ...), over ``options``.
 
     Returns
     -------
@@ -171,9 +181,12 @@ def animate_bipartite(
     ------
     ValueError
         If the trace is missing, empty or not recorded on ``g``; if
-        ``sample``, ``top_k``, ``group_by``, ``child_types``,
-        ``parent_strength``, ``child_weights``, ``group_parents``, ``parent_types``,
-        ``parent_labels`` or ``frame_labels`` do not fit the graph and trace.
+        ``sample``, ``parent_strength``, ``child_weights``, ``frame_labels``
+        or an option (``top_k``, ``group_by``, ``child_types``,
+        ``group_parents``, ``parent_types``, ``parent_labels``) do not fit
+        the graph and trace.
+    TypeError
+        For a keyword that is not an option.
 
     Examples
     --------
@@ -186,12 +199,9 @@ def animate_bipartite(
     >>> import os, tempfile
     >>> path = dc.viz.save_animation(ani, os.path.join(tempfile.mkdtemp(), "graph.gif"), dpi=30)
     """
-    import matplotlib as mpl
-    import networkx as nx
     from matplotlib.animation import FuncAnimation
-    from matplotlib.collections import LineCollection
-    from matplotlib.lines import Line2D
 
+    opts = replace(options or BipartiteOptions(), **option_kwargs)
     trace = check_trace(g, trace, "animate_bipartite")
     sample = check_sample(sample, trace[0].shape)
     n_src, n_dst = g.num_src_nodes(), g.num_dst_nodes()
@@ -206,40 +216,113 @@ def animate_bipartite(
     src, dst = (t.cpu().numpy() for t in g.edges())
     frames = np.stack([pick(c, sample) for c in trace])  # (T, E)
     deg = np.bincount(src, minlength=n_src)  # parents of every child
+    cols = _Columns.of(g, opts, strength)
+    row_of, row_names, kind = _rows(g, opts.group_by, opts.child_types)  # (N_src,), n_rows names
+    e_row, e_col, w, u = _edge_weights(src, dst, row_of, cols, kind, frames, deg)
+    rows, row_weight = _choose_rows(e_row, e_col, w, row_of, len(row_names), weights, opts)
+    slot = np.full(len(row_names), -1)
+    slot[rows] = np.arange(len(rows))
+    shown = slot[e_row] >= 0
+    edges = _Edges(slot[e_row[shown]], e_col[shown], w[:, shown], u[shown], cols.palette[e_col[shown]].copy())
+    ax, lines, parents, size_of, head_lines = _draw(
+        ax, edges, cols, rows, row_names, row_weight, kind, weights is not None, opts, n_src, deg)
+    frame_text = frame_labels or [f"iteration {t + 1} / {len(w)}" for t in range(len(w))]
+    title_size = _fit_into_figure(ax, [f"{title}: {f}" for f in frame_text], pad=6 + 12 * head_lines)
 
-    # Right column: parents, or parent types.
-    col_of, col_names, col_kind, ptype = _cols(g, group_parents, parent_types)  # (N_dst,), names
-    n_right = len(col_names)
-    if parent_labels is None:
-        parent_labels = col_names
-    elif len(parent_labels) != n_right:
-        what = "parent types" if col_kind == "type" else "parents"
-        raise ValueError(f"parent_labels must name the {n_right} {what} (N_dst = {n_dst}); "
-                         f"got {len(parent_labels)} labels")
-    if col_kind == "type":
-        strength = None if strength is None else np.bincount(col_of, weights=strength, minlength=n_right) \
-            / np.maximum(np.bincount(col_of, minlength=n_right), 1)  # mean strength per type
+    def draw(t):
+        rgba, widths = edges.style(t, opts.max_width)
+        lines.set_color(rgba)
+        lines.set_linewidth(widths)
+        parents.set_sizes(np.broadcast_to(size_of(t), (cols.n,)))
+        ax.set_title(f"{title}: {frame_text[t]}", pad=6 + 12 * head_lines, fontsize=title_size)
+        return [lines, parents]
 
-    # Left column: children, or groups of children.
-    row_of, row_names, kind = _rows(g, group_by, child_types)  # (N_src,), n_rows names
-    n_rows = len(row_names)
+    draw(0)
+    return FuncAnimation(ax.figure, draw, frames=len(w), interval=opts.interval, repeat=True)
 
-    # Drawn edges (row, column): the mean over the row's children that reach the column of their
-    # summed coupling to it, and of their summed uniform coupling (1 / #parents).
-    key = row_of[src].astype(np.int64) * n_right + col_of[dst]  # (E,)
+
+class _Columns(NamedTuple):
+    """The right column: parents or parent types, their names, colours and strengths."""
+
+    col_of: np.ndarray  # (N_dst,) the column of every parent
+    labels: list
+    kind: str  # "parent" or "type"
+    palette: np.ndarray  # (n, 4) one colour per column
+    strength: Optional[np.ndarray]  # (n,) or None
+    n_dst: int
+
+    @property
+    def n(self):
+        return len(self.labels)
+
+    @classmethod
+    def of(cls, g, opts, strength):
+        col_of, col_names, kind, ptype = _cols(g, opts.group_parents, opts.parent_types)
+        n = len(col_names)
+        labels = col_names if opts.parent_labels is None else list(opts.parent_labels)
+        if len(labels) != n:
+            what = "parent types" if kind == "type" else "parents"
+            raise ValueError(f"parent_labels must name the {n} {what} (N_dst = {g.num_dst_nodes()}); "
+                             f"got {len(labels)} labels")
+        if kind == "type" and strength is not None:  # mean strength per type
+            strength = np.bincount(col_of, weights=strength, minlength=n) / np.maximum(
+                np.bincount(col_of, minlength=n), 1)
+        return cls(col_of, labels, kind, _palette(n, ptype), strength, g.num_dst_nodes())
+
+
+class _Edges(NamedTuple):
+    """The drawn edges: row slot, column, weight of every frame ``(T, E')``, uniform level and colour ``(E', 4)``."""
+
+    slot: np.ndarray
+    col: np.ndarray
+    w: np.ndarray
+    u: np.ndarray
+    colours: np.ndarray
+
+    def style(self, t, max_width):
+        """Colours (the column's, opacity by :func:`edge_scale`) and widths of frame ``t``."""
+        widths, alphas = edge_scale(self.w[t], self.u, max_width)
+        rgba = self.colours.copy()
+        rgba[:, 3] = alphas
+        return rgba, widths
+
+
+def _palette(n_right, ptype):
+    """One colour per column: tab10 / tab20 for few, one per parent type for many typed parents, else turbo."""
+    import matplotlib as mpl
+
+    if n_right <= 10:
+        return mpl.colormaps["tab10"](np.arange(n_right))
+    if n_right <= 20:
+        return mpl.colormaps["tab20"](np.arange(n_right))
+    if ptype is not None:
+        n_pt = int(ptype.max()) + 1
+        cmap = mpl.colormaps["tab10" if n_pt <= 10 else "tab20" if n_pt <= 20 else "turbo"]
+        return cmap(ptype if n_pt <= 20 else ptype / max(n_pt - 1, 1))  # one colour per parent type
+    return mpl.colormaps["turbo"](np.linspace(0.05, 0.95, n_right))
+
+
+def _edge_weights(src, dst, row_of, cols, kind, frames, deg):
+    """Drawn edges (row, column): the mean over the row's children that reach the column of their summed
+    coupling to it ``w`` ``(T, E')``, and of their summed uniform coupling (1 / #parents) ``u`` ``(E',)``."""
+    n_right = cols.n
+    key = row_of[src].astype(np.int64) * n_right + cols.col_of[dst]  # (E,)
     pairs, inv = np.unique(key, return_inverse=True)
     inv = inv.reshape(-1)
     e_row, e_col = pairs // n_right, pairs % n_right  # (E',)
     if len(pairs) == len(key) and kind == "child":
         count = np.ones(len(pairs))
     else:
-        child_pairs = np.unique(src.astype(np.int64) * n_right + col_of[dst])
+        child_pairs = np.unique(src.astype(np.int64) * n_right + cols.col_of[dst])
         count = np.bincount(np.searchsorted(pairs, row_of[child_pairs // n_right] * n_right
                                             + child_pairs % n_right), minlength=len(pairs))
     w = np.stack([np.bincount(inv, weights=f, minlength=len(pairs)) for f in frames]) / count  # (T, E')
     u = np.bincount(inv, weights=1.0 / deg[src], minlength=len(pairs)) / count  # (E',)
+    return e_row, e_col, w, u
 
-    # Which rows to draw, and in which order.
+
+def _choose_rows(e_row, e_col, w, row_of, n_rows, weights, opts):
+    """The rows to draw, top to bottom, and the mean weight of every row's children (or None)."""
     final = w[-1]
     order = np.lexsort((-final, e_row))  # by row, then strongest parent first
     first = np.ones(len(order), dtype=bool)
@@ -247,121 +330,122 @@ def animate_bipartite(
     rows = e_row[order][first]  # rows with at least one parent, ascending
     best = final[order][first]  # their largest final coupling
     favourite = e_col[order][first]  # the parent that holds it
+    row_weight = None
     if weights is not None:
         row_weight = np.bincount(row_of, weights=weights, minlength=n_rows) \
             / np.maximum(np.bincount(row_of, minlength=n_rows), 1)  # mean weight of a row's children
-    if top_k is not None:
+    if opts.top_k is not None:
+        top_k = opts.top_k
         if isinstance(top_k, bool) or not isinstance(top_k, Integral) or top_k < 1:
             raise ValueError(f"top_k must be a positive integer or None; got {top_k!r}")
         rank_by = best if weights is None else row_weight[rows]
         keep = np.argsort(-rank_by, kind="stable")[:top_k]
         keep.sort()
-        rows, best, favourite = rows[keep], best[keep], favourite[keep]
-    if sort_children:
-        rank = np.lexsort((rows, favourite))
-        rows, favourite = rows[rank], favourite[rank]
-    slot = np.full(n_rows, -1)
-    slot[rows] = np.arange(len(rows))
-    shown = slot[e_row] >= 0
-    e_row, e_col, w, u = e_row[shown], e_col[shown], w[:, shown], u[shown]
+        rows, favourite = rows[keep], favourite[keep]
+    if opts.sort_children:
+        rows = rows[np.lexsort((rows, favourite))]
+    return rows, row_weight
 
-    # networkx bipartite layout: left column top to bottom in `rows` order, right column by id.
-    n_left = len(rows)
+
+def _draw(ax, edges, cols, rows, row_names, row_weight, kind, has_weights, opts, n_src, deg):
+    """Nodes, edges, labels, headers and legend of the first frame.
+
+    Returns ``(ax, edge collection, parent markers, parent marker areas of frame t, header lines)``."""
+    import networkx as nx
+    from matplotlib.collections import LineCollection
+
+    n_left, n_right = len(rows), cols.n
     nxg = nx.Graph()
     nxg.add_nodes_from(range(n_left + n_right))
     pos = nx.bipartite_layout(nxg, nodes=range(n_left), align="vertical")
-    left_xy = _column(pos, range(n_left))  # (n_left, 2)
-    right_xy = _column(pos, range(n_left, n_left + n_right))  # (n_right, 2)
-    segments = np.stack([left_xy[slot[e_row]], right_xy[e_col]], axis=1)  # (E', 2, 2)
-
-    if n_right <= 10:
-        palette = mpl.colormaps["tab10"](np.arange(n_right))
-    elif n_right <= 20:
-        palette = mpl.colormaps["tab20"](np.arange(n_right))
-    elif ptype is not None:
-        n_pt = int(ptype.max()) + 1
-        cmap = mpl.colormaps["tab10" if n_pt <= 10 else "tab20" if n_pt <= 20 else "turbo"]
-        palette = cmap(ptype if n_pt <= 20 else ptype / max(n_pt - 1, 1))  # one colour per parent type
-    else:
-        palette = mpl.colormaps["turbo"](np.linspace(0.05, 0.95, n_right))
-    base = palette[e_col].copy()  # (E', 4)
-
-    def edge_style(t):
-        widths, alphas = edge_scale(w[t], u, max_width)
-        rgba = base.copy()
-        rgba[:, 3] = alphas
-        return rgba, widths
-
-    # Parent marker areas (points^2) from 1/10 to all of the room a parent has in its column.
-    big = float(np.clip((300.0 / n_right) ** 2, 16.0, 600.0))
-    if strength is None:
-        mass = np.stack([np.bincount(e_col, weights=wt, minlength=n_right) for wt in w])  # (T, n_right)
-        scale = mass.max() or 1.0
-        size_of = lambda t: big * (0.1 + 0.9 * mass[t] / scale)  # noqa: E731
-        size_what = "the coupling it receives"
-    else:
-        scale = strength.max() or 1.0
-        size_of = lambda t: big * (0.1 + 0.9 * strength / scale)  # noqa: E731
-        size_what = "parent strength"
-
+    left_xy = _column(pos, range(n_left))  # (n_left, 2), top to bottom in `rows` order
+    right_xy = _column(pos, range(n_left, n_left + n_right))  # (n_right, 2), by id
+    size_of, size_what = _parent_sizes(cols, edges)
     if ax is None:
         import matplotlib.pyplot as plt
 
         # No layout engine: it would cost an extra render of all edges on every saved frame.
-        fig = plt.figure(figsize=(7.5, 6.5))
-        ax = fig.add_axes(AXES_RECT)
-    fig = ax.figure
-    rgba, widths = edge_style(0)
+        ax = plt.figure(figsize=(7.5, 6.5)).add_axes(AXES_RECT)
+    segments = np.stack([left_xy[edges.slot], right_xy[edges.col]], axis=1)  # (E', 2, 2)
+    rgba, widths = edges.style(0, opts.max_width)
     lines = LineCollection(segments, colors=rgba, linewidths=widths, zorder=1, capstyle="round")
     ax.add_collection(lines)
-    left_pos = dict(zip(range(n_left), left_xy))
-    right_pos = dict(zip(range(n_left, n_left + n_right), right_xy))
     child_size = float(np.clip(4000.0 / max(n_left, 1), 2, 80))
-    nx.draw_networkx_nodes(nxg, left_pos, nodelist=list(left_pos), node_size=child_size,
-                           node_color="0.35", linewidths=0, ax=ax)
-    parents = nx.draw_networkx_nodes(nxg, right_pos, nodelist=list(right_pos), node_size=size_of(0),
-                                     node_color=palette, edgecolors="0.15",
+    nx.draw_networkx_nodes(nxg, dict(zip(range(n_left), left_xy)), nodelist=list(range(n_left)),
+                           node_size=child_size, node_color="0.35", linewidths=0, ax=ax)
+    right = list(range(n_left, n_left + n_right))
+    parents = nx.draw_networkx_nodes(nxg, dict(zip(right, right_xy)), nodelist=right, node_size=size_of(0),
+                                     node_color=cols.palette, edgecolors="0.15",
                                      linewidths=0.8 if n_right <= _MAX_LABELS else 0.2, ax=ax)
     parents.set_zorder(3)
+    child_labels = _draw_labels(ax, left_xy, right_xy, [row_names[r] for r in rows],
+                                None if row_weight is None else row_weight[rows], cols)
+    head_lines = _draw_headers(ax, n_left, len(row_names), kind, cols, n_src,
+                               opts.weights_label if has_weights else None, child_labels)
+    _draw_legend(ax, deg, opts.max_width, cols.kind, kind, size_what)
+    return ax, lines, parents, size_of, head_lines
 
+
+def _parent_sizes(cols, edges):
+    """Parent marker areas (points^2) of frame ``t``, from 1/10 to all of the room a parent has in its column,
+    and what they show."""
+    big = float(np.clip((300.0 / cols.n) ** 2, 16.0, 600.0))
+    if cols.strength is None:
+        mass = np.stack([np.bincount(edges.col, weights=wt, minlength=cols.n) for wt in edges.w])  # (T, n)
+        scale = mass.max() or 1.0
+        return (lambda t: big * (0.1 + 0.9 * mass[t] / scale)), "the coupling it receives"
+    scale = cols.strength.max() or 1.0
+    return (lambda t: big * (0.1 + 0.9 * cols.strength / scale)), "parent strength"
+
+
+def _draw_labels(ax, left_xy, right_xy, names, weights, cols):
+    """Text labels of both columns where they fit, and the axes limits; returns whether children are labelled."""
     # Data coordinates: columns at x = -1 and x = 1 (networkx); room for labels on either side.
     x_left, x_right = left_xy[0, 0], right_xy[0, 0]
     span = x_right - x_left
     dx = 0.04 * span
-    child_labels = n_left <= _MAX_LABELS
-    parent_text = n_right <= _MAX_LABELS
+    child_labels = len(left_xy) <= _MAX_LABELS
+    parent_text = cols.n <= _MAX_LABELS
     if parent_text:
         for j, (x, y) in enumerate(right_xy):
-            text = parent_labels[j] if strength is None else f"{parent_labels[j]}  ({_fmt(strength[j])})"
+            text = cols.labels[j] if cols.strength is None else f"{cols.labels[j]}  ({_fmt(cols.strength[j])})"
             ax.text(x + 2 * dx, y, text, va="center", ha="left", fontsize="small")
     if child_labels:
         for k, (x, y) in enumerate(left_xy):
-            name = row_names[rows[k]]
-            if weights is not None:
-                name = f"{name} ({_fmt(row_weight[rows[k]])})"
+            name = names[k] if weights is None else f"{names[k]} ({_fmt(weights[k])})"
             ax.text(x - dx, y, name, va="center", ha="right", fontsize="x-small")
     top = max(left_xy[:, 1].max(), right_xy[:, 1].max())
     ax.set_xlim(x_left - (0.3 if child_labels else 0.05) * span, x_right + (0.3 if parent_text else 0.05) * span)
     ax.set_ylim(-top - 0.03, top + 0.03)
     ax.set_axis_off()
+    return child_labels
 
-    # Headers in axes coordinates, left- and right-aligned, so they never leave the figure.
+
+def _draw_headers(ax, n_left, n_rows, kind, cols, n_src, weights_label, child_labels):
+    """Column headers in axes coordinates, left- and right-aligned, so they never leave the figure; returns
+    their number of lines."""
     head = {"child": "children", "type": "capsule types", "position": "positions", "group": "groups"}[kind]
     left_head = f"{n_left} {head}"
     if n_left < n_rows:
-        by = f"largest {weights_label}" if weights is not None else "most decided"
+        by = f"largest {weights_label}" if weights_label is not None else "most decided"
         left_head = f"top {n_left} of {n_rows} {head}, by {by}"
-    elif weights is not None and child_labels:
+    elif weights_label is not None and child_labels:
         left_head += f" ({weights_label})"
     if kind != "child":
         left_head += f"\n(of {n_src} children)"
-    right_head = f"{n_dst} parents" if col_kind == "parent" else f"{n_right} parent types\n(of {n_dst} parents)"
+    right_head = f"{cols.n_dst} parents" if cols.kind == "parent" else \
+        f"{cols.n} parent types\n(of {cols.n_dst} parents)"
     ax.text(0.0, 1.01, left_head, transform=ax.transAxes, ha="left", va="bottom", fontweight="bold",
             fontsize="small")
     ax.text(1.0, 1.01, right_head, transform=ax.transAxes, ha="right", va="bottom", fontweight="bold",
             fontsize="small")
+    return 2 if "\n" in left_head + right_head else 1
 
-    # The scale, stated with sample lines at the uniform coupling, halfway and 1.
+
+def _draw_legend(ax, deg, max_width, col_kind, kind, size_what):
+    """The scale, stated with sample lines at the uniform coupling, halfway and 1."""
+    from matplotlib.lines import Line2D
+
     u_all = 1.0 / deg[deg > 0]
     if len(u_all) and np.allclose(u_all, u_all[0]):
         uniform_text = f"uniform 1/{int(round(1 / u_all[0]))}"
@@ -379,22 +463,6 @@ def animate_bipartite(
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.005), ncols=3, fontsize="x-small",
               frameon=False, title=f"edge width and opacity: {what}, one fixed scale for every picture\n"
               f"parent size ∝ {size_what}", title_fontsize="x-small", handlelength=2.5)
-
-    n_frames = len(w)
-    head_lines = 2 if "\n" in left_head + right_head else 1
-    frame_text = frame_labels or [f"iteration {t + 1} / {n_frames}" for t in range(n_frames)]
-    title_size = _fit_into_figure(ax, [f"{title}: {f}" for f in frame_text], pad=6 + 12 * head_lines)
-
-    def draw(t):
-        rgba, widths = edge_style(t)
-        lines.set_color(rgba)
-        lines.set_linewidth(widths)
-        parents.set_sizes(np.broadcast_to(size_of(t), (n_right,)))
-        ax.set_title(f"{title}: {frame_text[t]}", pad=6 + 12 * head_lines, fontsize=title_size)
-        return [lines, parents]
-
-    draw(0)
-    return FuncAnimation(fig, draw, frames=n_frames, interval=interval, repeat=True)
 
 
 def _fit_into_figure(ax, titles, pad, margin=3.0):
@@ -433,93 +501,3 @@ def _column(pos, nodes):
     xy = np.array([pos[k] for k in nodes], dtype=float).reshape(-1, 2)
     xy[:, 1] = np.sort(xy[:, 1])[::-1]
     return xy
-
-
-def _node_values(value, name, what, n, trace_shape, sample):
-    """``(n,)`` or ``(n, *batch)`` non-negative values -> numpy ``(n,)`` for ``sample``, or None."""
-    if value is None:
-        return None
-    t = torch.as_tensor(value).detach().cpu().double()
-    n_trace = n_samples(trace_shape)
-    n_here = n_samples(t.shape) if t.dim() else 0
-    if t.dim() == 0 or t.shape[0] != n or n_here not in (1, n_trace):
-        raise ValueError(
-            f"{name} must have shape ({what},) = ({n},) or ({what}, *batch) with the "
-            f"trace's batch dimensions {tuple(trace_shape[1:])}; got {tuple(t.shape)}"
-        )
-    if not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
-        raise ValueError(
-            f"{name} must be finite and non-negative (capsule lengths or activations; "
-            "for Heinsen routing's logits pass torch.sigmoid(a_out))"
-        )
-    return pick(t, None if n_here == 1 else sample)
-
-
-def _cols(g, group_parents, parent_types):
-    """Column of every parent: ``(col_of (N_dst,), names, kind, parent type of every parent or None)``."""
-    n_dst = g.num_dst_nodes()
-    ids = np.arange(n_dst)
-    types = None
-    if parent_types is not None:
-        if isinstance(parent_types, bool) or not isinstance(parent_types, Integral) or parent_types < 1 \
-                or n_dst % parent_types:
-            raise ValueError(
-                f"parent_types must be a positive integer dividing N_dst = {n_dst}; got {parent_types!r}"
-            )
-        types = ids % int(parent_types)
-    elif "parent_type" in g.edata:
-        _, dst = g.edges()
-        types = np.zeros(n_dst, dtype=np.int64)
-        types[dst.cpu().numpy()] = g.edata["parent_type"].cpu().numpy()
-    if group_parents is None:
-        return ids, [str(j) for j in ids], "parent", types
-    if group_parents != "type":
-        raise ValueError(f"group_parents must be 'type' or None; got {group_parents!r}")
-    if types is None:
-        raise ValueError(
-            "group_parents='type' needs the parent types per grid position: pass parent_types=C "
-            "or use a graph whose edges carry 'parent_type'"
-        )
-    n_types = int(types.max()) + 1 if n_dst else 0
-    return types, [f"type {c}" for c in range(n_types)], "type", None
-
-
-def _rows(g, group_by, child_types):
-    """Row of every child in the left column: ``(row_of (N_src,), names, kind)``."""
-    n_src = g.num_src_nodes()
-    ids = np.arange(n_src)
-    if group_by is None:
-        return ids, [str(i) for i in ids], "child"
-    if isinstance(group_by, str):
-        if group_by not in ("type", "position"):
-            raise ValueError(f"group_by must be 'type', 'position', a (N_src,) tensor or None; got {group_by!r}")
-        if child_types is not None:
-            if isinstance(child_types, bool) or not isinstance(child_types, Integral) or child_types < 1 \
-                    or n_src % child_types:
-                raise ValueError(
-                    f"child_types must be a positive integer dividing N_src = {n_src}; got {child_types!r}"
-                )
-            types = ids % child_types
-            n_types = int(child_types)
-        elif "child_type" in g.edata:
-            src, _ = g.edges()
-            types = np.zeros(n_src, dtype=np.int64)
-            types[src.cpu().numpy()] = g.edata["child_type"].cpu().numpy()
-            n_types = int(types.max()) + 1
-        else:
-            raise ValueError(
-                f"group_by={group_by!r} needs the capsule types per grid position: pass child_types=A "
-                "(32 for CapsNet's primary capsules) or use a graph from conv_capsule_graph"
-            )
-        if group_by == "type":
-            return types, [f"type {a}" for a in range(n_types)], "type"
-        n_pos = -(-n_src // n_types)
-        return ids // n_types, [f"pos {p}" for p in range(n_pos)], "position"
-    labels = torch.as_tensor(group_by)
-    if labels.shape != (n_src,) or labels.is_floating_point() or labels.is_complex():
-        raise ValueError(
-            f"group_by as a tensor must hold one integer label per child, shape (N_src,) = ({n_src},); "
-            f"got {labels.dtype} {tuple(labels.shape)}"
-        )
-    names, row_of = np.unique(labels.cpu().numpy(), return_inverse=True)
-    return row_of.reshape(-1), [f"group {n}" for n in names], "group"

@@ -1,4 +1,4 @@
-"""All three routing pictures of one routing call, written to a directory."""
+"""The three routing pictures of one routing call, each written to a file, and all three to a directory."""
 import os
 
 from ._trace import check_trace
@@ -7,7 +7,68 @@ from .entropy import plot_entropy
 from .histogram import animate_histogram
 from .save import save_animation
 
-__all__ = ["routing_report"]
+__all__ = ["routing_report", "draw_entropy", "draw_histogram", "draw_bipartite", "picture_options"]
+
+MAX_CHILDREN = 48  # more children than this are drawn as the top_k that carry most
+MAX_PARENTS = 40  # more parents than this are grouped by type where the layer knows its types
+
+
+def draw_entropy(path, g, trace, sample=0, weights=None, weights_label=None, label=None, title=None,
+                 figsize=(5.5, 3.8), dpi=100):
+    """Write :func:`plot_entropy` of ``trace`` (and its curve weighted by ``weights``) as a PNG; returns ``path``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax = fig.add_subplot()
+    plot_entropy(g, trace, ax=ax, sample=sample, label=label)
+    if weights is not None:
+        plot_entropy(g, trace, ax=ax, sample=sample, weights=weights, label=f"weighted by {weights_label}",
+                     color="tab:red", linestyle="--")
+    if title is not None:
+        ax.set_title(title, fontsize="medium")
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def draw_histogram(path, g, trace, sample=0, title=None, figsize=(5.5, 3.8), fps=2, dpi=100):
+    """Write :func:`animate_histogram` of ``trace`` (a GIF, or what :func:`save_animation` writes); returns its path."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    kw = {} if title is None else dict(title=title)
+    ani = animate_histogram(trace, g=g, sample=sample, ax=fig.add_subplot(), **kw)
+    return save_animation(ani, path, fps=fps, dpi=dpi)
+
+
+def draw_bipartite(path, g, trace, sample=0, parent_strength=None, child_weights=None, title=None, fps=2, dpi=100,
+                   **options):
+    """Write :func:`animate_bipartite` of ``trace`` with its ``options``; returns the path written."""
+    from matplotlib.figure import Figure
+
+    # No layout engine: it would cost an extra render of all edges on every saved frame.
+    fig = Figure(figsize=(7.5, 6.5))
+    kw = {} if title is None else dict(title=title)
+    ani = animate_bipartite(g, trace, sample=sample, parent_strength=parent_strength, child_weights=child_weights,
+                            ax=fig.add_axes(AXES_RECT), **kw, **options)
+    return save_animation(ani, path, fps=fps, dpi=dpi)
+
+
+def picture_options(g, child_weights=None, weights_label=None, parent_types=None):
+    """How to draw a routed layer's bipartite picture readably: options of :func:`animate_bipartite`.
+
+    Parents grouped by type when there are more than ``MAX_PARENTS`` and the
+    layer knows its ``parent_types``; the ``top_k`` children that carry most
+    (by ``child_weights``, else the most decided ones) when there are more
+    than ``MAX_CHILDREN``.
+    """
+    kw = {}
+    if parent_types and g.num_dst_nodes() > MAX_PARENTS:
+        kw.update(group_parents="type", parent_types=parent_types)
+    if g.num_src_nodes() > MAX_CHILDREN:
+        kw["top_k"] = 24 if kw else 32
+    if child_weights is not None:
+        kw.update(child_weights=child_weights, weights_label=weights_label)
+    return kw
 
 
 def routing_report(g, result, out_dir, parent_strength=None, sample=0, fps=2, dpi=100):
@@ -56,8 +117,6 @@ def routing_report(g, result, out_dir, parent_strength=None, sample=0, fps=2, dp
     >>> sorted(paths)
     ['bipartite', 'entropy', 'histogram']
     """
-    from matplotlib.figure import Figure
-
     if getattr(result, "trace", None) is None:
         raise ValueError(
             "result.trace is None: call the routing with return_trace=True to record the "
@@ -65,23 +124,11 @@ def routing_report(g, result, out_dir, parent_strength=None, sample=0, fps=2, dp
         )
     trace = check_trace(g, result.trace, "routing_report")
     os.makedirs(out_dir, exist_ok=True)
-    paths = {
-        "entropy": os.path.join(out_dir, "entropy.png"),
-        "histogram": os.path.join(out_dir, "histogram.gif"),
-        "bipartite": os.path.join(out_dir, "bipartite.gif"),
-    }
-
-    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
-    plot_entropy(g, trace, ax=fig.add_subplot(), sample=sample)
-    fig.savefig(paths["entropy"], dpi=dpi)
-
-    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
-    ani = animate_histogram(trace, g=g, sample=sample, ax=fig.add_subplot())
-    save_animation(ani, paths["histogram"], fps=fps, dpi=dpi)
-
-    fig = Figure(figsize=(7.5, 6.5))
     top_k = 256 if g.num_src_nodes() > 2304 else None  # every child of a CapsNet layer
-    ani = animate_bipartite(g, trace, sample=sample, parent_strength=parent_strength, top_k=top_k,
-                            ax=fig.add_axes(AXES_RECT))
-    save_animation(ani, paths["bipartite"], fps=fps, dpi=dpi)
-    return paths
+    return {
+        "entropy": draw_entropy(os.path.join(out_dir, "entropy.png"), g, trace, sample=sample, dpi=dpi),
+        "histogram": draw_histogram(os.path.join(out_dir, "histogram.gif"), g, trace, sample=sample, fps=fps,
+                                    dpi=dpi),
+        "bipartite": draw_bipartite(os.path.join(out_dir, "bipartite.gif"), g, trace, sample=sample,
+                                    parent_strength=parent_strength, top_k=top_k, fps=fps, dpi=dpi),
+    }

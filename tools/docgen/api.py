@@ -19,7 +19,7 @@ from pathlib import Path
 __all__ = ["public_modules", "exported", "entries", "undocumented", "write_api_pages", "ORDER"]
 
 #: Pages in this order first (names relative to the package), then any others alphabetically.
-ORDER = ("", "graph", "routing", "functional", "nn", "models", "data", "train", "evaluation", "viz", "testing",
+ORDER = ("", "graph", "routing", "functional", "nn", "models", "data", "train", "evaluation", "analysis", "viz", "testing", "contract",
          "reproduce", "files", "cli")
 
 

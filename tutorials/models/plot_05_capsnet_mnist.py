@@ -111,18 +111,16 @@ for a in axes.flat:
 #
 # ``model.routing(x)`` returns, for every routed layer, its name, its capsule
 # graph, the :class:`~dgl_capsules.routing.RoutingResult` with the trace of
-# every iteration, and the parents' strengths (class-capsule lengths).
-# :func:`~dgl_capsules.viz.model_routing` adds what each child carries (here
-# the mean length of its votes), so the picture can show the 32 primary
-# capsules whose votes are longest. Edge width and opacity follow the
+# every iteration, the parents' strengths (class-capsule lengths), its routing
+# family and what each child carries (here the mean length of its votes), so
+# the picture can show the 32 primary capsules whose votes are longest. Edge width and opacity follow the
 # coupling on one fixed scale: thin and faint at the uniform 1/10, widest at
 # coupling 1, so a routing that stays near uniform looks near uniform.
 
 digit = x_test[:1]
-with torch.no_grad():
-    (name, g, result, strength), = model.routing(digit)
-print(name, g, "\nclass lengths:", [round(v, 2) for v in strength[:, 0].tolist()])
 (layer,) = viz.model_routing(model, digit)
+g, result, strength = layer.graph, layer.result, layer.parent_strength
+print(layer.name, layer.routing, g, "\nclass lengths:", [round(v, 2) for v in strength[:, 0].tolist()])
 
 fig, ax = plt.subplots(figsize=(2, 2), layout="constrained")
 ax.imshow(digit[0, 0], cmap="gray_r")
@@ -130,7 +128,7 @@ ax.axis("off")
 
 predicted = int(strength[:, 0].argmax())
 ani_digit = viz.animate_bipartite(g, result.trace, sample=0, parent_strength=strength, top_k=32,
-                                  child_weights=layer.child_weights, weights_label="vote length",
+                                  child_weights=layer.child_strength, weights_label="vote length",
                                   parent_labels=[f"{k} ◀ predicted" if k == predicted else str(k)
                                                  for k in range(10)],
                                   interval=700, title=f"Routing of a test '{y_test[0].item()}'")

@@ -13,7 +13,8 @@ of a fixed handful of validation inputs is recorded after every epoch.
 **What you will learn**
 
 * :func:`dgl_capsules.viz.model_routing`: every routed layer of a model with
-  its trace and what each child carries (vote length or activation);
+  its trace, its routing family and what each child carries (vote length or
+  activation);
 * the coupling entropy per iteration, plain and *weighted* by what children
   carry (``plot_entropy(..., weights=...)``), against the uniform level
   :math:`\\log \\#\\text{parents}`;
@@ -104,11 +105,11 @@ def entropy_table(layers):
     for layer in layers:
         g, trace = layer.graph, layer.result.trace
         mean, _ = viz.entropy_curve(g, trace)
-        wmean, _ = viz.entropy_curve(g, trace, weights=layer.child_weights)
+        wmean, _ = viz.entropy_curve(g, trace, weights=layer.child_strength)
         deg = g.out_degrees()
         level = torch.log(deg[deg > 0].double()).mean().item()
         print(f"{layer.name:10s} {g.num_src_nodes():5d} -> {g.num_dst_nodes():3d}  uniform {level:.3f}  "
-              f"mean {np.round(mean, 3).tolist()}  weighted by {layer.weight_name} "
+              f"mean {np.round(mean, 3).tolist()}  weighted by {dc.routing.get_routing(layer.routing).strength_name} "
               f"{np.round(wmean, 3).tolist()}")
 
 
@@ -118,8 +119,8 @@ def entropy_figure(layers, title):
                              squeeze=False)
     for ax, layer in zip(axes[0], layers):
         viz.plot_entropy(layer.graph, layer.result.trace, ax=ax, label="mean over children", capsize=3)
-        viz.plot_entropy(layer.graph, layer.result.trace, ax=ax, weights=layer.child_weights, capsize=3,
-                         label=f"weighted by {layer.weight_name}", color="tab:red", linestyle="--")
+        viz.plot_entropy(layer.graph, layer.result.trace, ax=ax, weights=layer.child_strength, capsize=3,
+                         label=f"weighted by {dc.routing.get_routing(layer.routing).strength_name}", color="tab:red", linestyle="--")
         ax.set_title(f"{layer.name}: {layer.graph.num_src_nodes()} -> {layer.graph.num_dst_nodes()}",
                      fontsize="medium")
     fig.suptitle(title)
@@ -160,7 +161,7 @@ with torch.no_grad():
     predicted = capsnet.scores(capsnet(splits.val.images[:1])).argmax(1).item()
 ani_capsnet = viz.animate_bipartite(
     first.graph, first.result.trace, sample=0, parent_strength=first.parent_strength,
-    top_k=32, child_weights=first.child_weights, weights_label="vote length",
+    top_k=32, child_weights=first.child_strength, weights_label="vote length",
     parent_labels=[f"{d} ◀ predicted" if int(d) == predicted else d for d in DIGITS],
     title=f"CapsNet digitcaps, digit {int(splits.val.labels[0])}",
 )
@@ -192,7 +193,7 @@ fig = entropy_figure(em_layers, "MatrixCapsNet (EM routing), 8 validation digits
 
 conv1 = em_layers[0]
 ani_em = viz.animate_bipartite(
-    conv1.graph, conv1.result.trace, sample=0, top_k=24, child_weights=conv1.child_weights,
+    conv1.graph, conv1.result.trace, sample=0, top_k=24, child_weights=conv1.child_strength,
     weights_label="activation", group_parents="type", parent_types=conv1.parent_types,
     parent_strength=conv1.parent_strength, title="MatrixCapsNet convcaps1",
 )
@@ -224,7 +225,7 @@ fig = entropy_figure(seq_layers, "SequenceCapsClassifier (Heinsen routing), 32 v
 
 parts, classes = viz.model_routing(seqnet, seq_val.sequences[:1])
 ani_tokens = viz.animate_bipartite(
-    parts.graph, parts.result.trace, child_weights=parts.child_weights, weights_label="activation",
+    parts.graph, parts.result.trace, child_weights=parts.child_strength, weights_label="activation",
     parent_strength=parts.parent_strength, title="Heinsen: tokens -> parts, one sequence",
 )
 
@@ -243,7 +244,7 @@ k = 0
 for net_name, history in histories:
     for j, layer in enumerate(history[-1]):
         mean = [viz.entropy_curve(h[j].graph, h[j].result.trace[-1:])[0][0] for h in history]
-        weighted = [viz.entropy_curve(h[j].graph, h[j].result.trace[-1:], weights=h[j].child_weights)[0][0]
+        weighted = [viz.entropy_curve(h[j].graph, h[j].result.trace[-1:], weights=h[j].child_strength)[0][0]
                     for h in history]
         deg = layer.graph.out_degrees()
         level = torch.log(deg[deg > 0].double()).mean().item()
@@ -265,7 +266,7 @@ axes[0].set_ylabel("entropy after routing (nats)")
 
 caps_frames = [h[0].result.trace[-1][:, 0] for h in caps_history]
 ani_epochs = viz.animate_bipartite(
-    first.graph, caps_frames, sample=0, top_k=32, child_weights=first.child_weights[:, 0],
+    first.graph, caps_frames, sample=0, top_k=32, child_weights=first.child_strength[:, 0],
     weights_label="vote length", parent_labels=DIGITS, title="CapsNet digitcaps over training",
     frame_labels=[f"epoch {e}" for e in range(len(caps_frames))],
 )

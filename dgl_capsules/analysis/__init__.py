@@ -1,0 +1,12 @@
+"""Instruments for what routing does in a trained network, for every routing family.
+
+:mod:`~dgl_capsules.analysis.metrics` measures one routed layer from its
+couplings: normalised entropy, how static the routing is across inputs, dead
+capsules, agreement between votes and poses, and credit chained across layers.
+"""
+from .metrics import (
+    agreement, chain_credit, dead_share, normalised_entropy, routing_dynamics, static_index, weighted_mean,
+)
+
+__all__ = ["agreement", "chain_credit", "dead_share", "normalised_entropy", "routing_dynamics", "static_index",
+           "weighted_mean"]
