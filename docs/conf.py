@@ -12,13 +12,15 @@ import shutil
 import sys
 from pathlib import Path
 
-import dgl_capsules
-
 HERE = Path(__file__).resolve().parent
+# The site documents the checkout it is built from, also where another checkout is the installed one.
+sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))  # gallery_utils, named by string in sphinx_gallery_conf
 sys.path.insert(0, str(HERE.parent / "tools"))  # docgen: the generated pages
 
 import matplotlib  # noqa: E402
+
+import dgl_capsules  # noqa: E402
 
 matplotlib.use("Agg")
 import docgen  # noqa: E402

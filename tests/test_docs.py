@@ -295,7 +295,12 @@ def test_fragments_come_from_their_sources(tmp_path):
 
     written = {p.name for p in fragments.write_fragments(tmp_path, ROOT)}
     assert written == {"readme_installation.inc", "readme_command_line.inc", "datasets.inc", "bench_scripts.inc",
-                       "bench_results.inc"}
+                       "bench_results.inc", "routings.inc"}
+    from dgl_capsules.routing import list_routings
+
+    routings = (tmp_path / "routings.inc").read_text()
+    assert all(f"   * - ``{name}``\n" in routings for name in list_routings())
+    assert ":func:`~dgl_capsules.routing.self_attention_routing`" in routings
     assert "**Why torch is pinned to 2.2.1:**" in (tmp_path / "readme_installation.inc").read_text()
     datasets = (tmp_path / "datasets.inc").read_text()
     assert "$ dgl-capsules data --list" in datasets and "mnist5k" in datasets

@@ -5,7 +5,9 @@
 - ``datasets.inc``: what ``dgl-capsules data --list`` prints;
 - ``bench_scripts.inc``: every ``bench/bench_*.py`` with its command and the
   first line of its docstring;
-- ``bench_results.inc``: ``bench/results.md``, the last ``make bench`` run.
+- ``bench_results.inc``: ``bench/results.md``, the last ``make bench`` run;
+- ``routings.inc``: every routing family of
+  :func:`dgl_capsules.routing.list_routings` with its paper and function.
 """
 import ast
 import contextlib
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from . import markdown
 
-__all__ = ["write_fragments", "README_SECTIONS", "bench_scripts", "data_list"]
+__all__ = ["write_fragments", "README_SECTIONS", "bench_scripts", "data_list", "routings_rst"]
 
 #: README sections included in the site's home page: ``{title: fragment name}``.
 README_SECTIONS = {"Installation": "readme_installation", "Command line": "readme_command_line"}
@@ -57,6 +59,21 @@ def _bench_scripts_rst(bench_dir):
     return "\n".join(markdown.list_table(rows, widths=(35, 65)))
 
 
+def routings_rst():
+    """A table of every registered routing family: its name, what it is, its paper, its function."""
+    from dgl_capsules import routing
+
+    rows = [["name", "what", "paper", "function", "iterations"]]
+    for name in routing.list_routings():
+        spec = routing.get_routing(name)
+        fn = spec.fn.__name__
+        # a function exported by dgl_capsules.routing links to its API entry; any other is named
+        ref = f"\x02~dgl_capsules.routing.{fn}\x03" if getattr(routing, fn, None) is spec.fn else f"`{fn}`"
+        rows.append([f"`{name}`", spec.label, spec.citation or "", ref, "yes" if spec.iterative else "one pass"])
+    lines = markdown.list_table(rows, widths=(15, 30, 25, 20, 10))
+    return "\n".join(line.replace("\x02", ":func:`").replace("\x03", "`") for line in lines)
+
+
 def write_fragments(out_dir, repo):
     """Write every fragment into ``out_dir`` (emptied first); return their paths."""
     out_dir, repo = Path(out_dir), Path(repo)
@@ -69,6 +86,7 @@ def write_fragments(out_dir, repo):
     texts["datasets"] = "\n".join([".. code-block:: text", "", "   $ dgl-capsules data --list"]
                                   + [f"   {line}".rstrip() for line in listing.splitlines()]) + "\n"
     texts["bench_scripts"] = _bench_scripts_rst(repo / "bench")
+    texts["routings"] = routings_rst()
     texts["bench_results"] = markdown.to_rst((repo / "bench" / "results.md").read_text(), top=3)
     paths = []
     for stem, text in texts.items():
