@@ -56,8 +56,8 @@ HEADLINES = {
     "efficient-capsnet": Headline(
         "Efficient-CapsNet", what="MNIST test accuracy, Efficient-CapsNet (self-attention routing) on the "
         "recipe of its published code, 150 epochs, selected on validation digits",
-        paper="99.74 % (0.26 % error, Mazzia et al. 2021, single models, quoted from Table 2, selected on the "
-        "test set; 0.16 % error with an ensemble)"),
+        paper="99.74 % (0.26 % error of single models as quoted from Mazzia et al. 2021, Table 2, not verified "
+        "here; selected on the test set; 0.16 % error with an ensemble)"),
     "affnist-style": Headline(
         "CapsNet `small`", metric="affine_accuracy", what="accuracy on affine-transformed MNIST test digits "
         "(our set, milder than affNIST), trained on shifted digits", paper="79 % on the real affNIST (CNN 66 %)"),
