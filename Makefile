@@ -23,14 +23,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2
 
-# The site with every tutorial executed (tutorials/**/plot_*.py); warnings fail it.
+# The site with every tutorial executed (tutorials/**/plot_*.py); warnings fail it. conf.py first
+# generates the Results section with its plots, the API reference and the included fragments
+# (tools/docgen: docs/results/, docs/api/, docs/_generated/, all git-ignored).
 docs: $(STAMP)
 	$(BIN)/sphinx-build -E -W --keep-going -b html docs docs/_build/html
 
-# Open the built site in headless Chromium (installed with apt-get when missing):
-# console errors, broken images or animations fail; screenshots in docs/_build/screenshots.
+# Open the built site in headless Chromium (installed with apt-get when missing): console errors,
+# broken images, animations or links fail; screenshots in docs/_build/screenshots.
 docs-check: $(STAMP) docs/_build/html/index.html
-	$(BIN)/python docs/check_site.py
+	$(BIN)/python tools/check_site.py
 
 docs/_build/html/index.html:
 	$(MAKE) docs
@@ -39,4 +41,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info runs docs/_build docs/auto_tutorials docs/api/generated docs/sg_execution_times.rst
+	rm -rf $(VENV) build dist *.egg-info runs docs/_build docs/auto_tutorials docs/api docs/results docs/_generated \
+		docs/sg_execution_times.rst

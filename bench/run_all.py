@@ -20,7 +20,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-# Benchmarks the README's Performance section relies on: missing ones are errors.
+# Benchmarks the Performance page (docs/performance.rst) relies on: missing ones are errors.
 EXPECTED = ("dynamic", "em_conv", "heinsen_ragged", "capsnet_step", "em_step", "viz", "self_attention", "epoch",
             "families")
 

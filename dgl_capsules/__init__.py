@@ -8,6 +8,7 @@ the outer subpackages (``models``, ``data``, ``train``, ``viz``, ``testing``,
 ...) are imported on first use, so ``import dgl_capsules as dc`` stays fast
 and ``dc.models.MatrixCapsNet`` still works.
 """
+#: The version of the package.
 __version__ = "0.1.0"
 
 import importlib
@@ -21,7 +22,7 @@ import sys as _sys
 # only takes effect when dgl_capsules is imported before torch (the CLI, the benchmarks, scripts
 # that import it first); THP_MEM_ALLOC_ENABLE=0 in the environment turns it off. It is a trade: without
 # dgl_capsules.train.reuse_freed_memory() it makes HeinsenImageNet's step 1.6x slower; with it, every model
-# is at its fastest and the page size matters within 5 % (README, Performance).
+# is at its fastest and the page size matters within 5 % (docs/performance.rst).
 if "torch" not in _sys.modules:
     _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 

@@ -21,7 +21,8 @@ import warnings
 
 __all__ = ["main", "run", "build_parser", "parse_settings", "FLAGS"]
 
-FLAGS = {  # Python parameter named in a library error -> the command-line flag that feeds it
+#: The Python parameter named in a library error -> the command-line flag that feeds it.
+FLAGS = {
     "model": "--model", "preset": "--preset", "settings": "--set", "width": "--width", "data": "--data",
     "image_size": "--image-size", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
     "lr_decay": "--lr-decay", "lr_decay_steps": "--lr-decay-steps", "lr_floor": "--lr-floor", "shift": "--shift",
@@ -246,16 +247,61 @@ def _visualize(args):
     return 0
 
 
+def _print_experiments():
+    """``reproduce --list``: every experiment with its title, its rows' finished / planned seeds (from
+    ``results/NAME/*.json``) and its estimated hours."""
+    from .reproduce import experiment, list_experiments, load_results
+
+    for name in list_experiments():
+        exp = experiment(name)
+        results = load_results(name)
+        trained = [r for r in exp.rows if r.same_as is None]
+        done = sum(s in results.get(r.label, {}) for r in trained for s in r.seeds)
+        hours = "not estimated" if exp.hours is None else f"estimated {exp.hours:g} h"
+        print(f"{name}: {exp.title}")
+        print(f"  {done} of {sum(len(r.seeds) for r in trained)} planned runs finished; {hours}")
+        width = max(len(r.label) for r in exp.rows)
+        for r in exp.rows:
+            if r.same_as is not None:
+                print(f"    {r.label:{width}}  = {r.same_as} (not trained)")
+                continue
+            finished = sorted(results.get(r.label, {}))
+            todo = [s for s in r.seeds if s not in finished]
+            extra = [s for s in finished if s not in r.seeds]
+            line = f"    {r.label:{width}}  {len(r.seeds) - len(todo)} of {len(r.seeds)} seeds finished"
+            line += f"; to run: {', '.join(map(str, todo))}" if todo else ""
+            print(line + (f"; also finished: {', '.join(map(str, extra))}" if extra else ""))
+
+
 def _reproduce(args):
     from .reproduce import list_experiments, reproduce
 
     if args.list:
-        print("\n".join(list_experiments()))
+        _print_experiments()
         return 0
     if args.name is None:
         raise ValueError(f"name: give an experiment (one of {', '.join(list_experiments())}) or --list")
     path = reproduce(args.name, seeds=args.seeds, out=args.out, rows=args.rows, progress=not args.quiet)
     print(f"table: {path}")
+    return 0
+
+
+def _data(args):
+    """``data --list``: every data spec ``--data`` takes, with what it is."""
+    import shutil
+    import textwrap
+
+    from .data import list_datasets
+
+    specs = list_datasets()
+    width = max(len(spec) for spec, _ in specs)
+    columns = max(shutil.get_terminal_size((100, 24)).columns, 60)
+    for spec, text in specs:
+        lines = textwrap.wrap(text, columns - width - 2) or [""]
+        print(f"{spec:{width}}  {lines[0]}")
+        for line in lines[1:]:
+            print(f"{'':{width}}  {line}")
+    print("train on one with: dgl-capsules train --data SPEC (in Python: dgl_capsules.data.get_dataset(SPEC))")
     return 0
 
 
@@ -435,9 +481,17 @@ def build_parser():
     rp.add_argument("--out", default=None, help="results folder (default: results/NAME)")
     rp.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                     help="train only these rows (labels or slugs, e.g. 3-iterations-reconstruction; default: every row)")
-    rp.add_argument("--list", action="store_true", help="print the experiment names")
+    rp.add_argument("--list", action="store_true",
+                    help="print every experiment: its title, its rows with their seeds finished (results/NAME/*.json) "
+                         "and planned, its estimated hours")
     rp.add_argument("--quiet", action="store_true", help="no progress bars")
     rp.set_defaults(func=_reproduce)
+
+    da = sub.add_parser("data", formatter_class=_Formatter, help="list the data sets --data takes",
+                        description="The data sets of dgl_capsules.data.list_datasets(): the specs that "
+                                    "train --data and get_dataset take, with what each is.")
+    da.add_argument("--list", action="store_true", help="print the data sets (also what `data` alone does)")
+    da.set_defaults(func=_data)
     return parser
 
 

@@ -12,7 +12,8 @@ import numpy as np
 
 __all__ = ["TrainConfig", "learning_rate", "SHAPE_KEYS"]
 
-SHAPE_KEYS = ("in_channels", "image_size", "n_classes")  # settings that come from the data
+#: The model settings that come from the data set, not from the user: channels, image side, classes.
+SHAPE_KEYS = ("in_channels", "image_size", "n_classes")
 
 
 def _is_int(value):

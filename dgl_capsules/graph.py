@@ -21,8 +21,11 @@ from ._checks import check_positive_int
 
 __all__ = ["capsule_graph", "conv_capsule_graph", "CHILD", "PARENT", "VOTE"]
 
+#: The node type of the child capsules (the sources of every edge).
 CHILD = "child"
+#: The node type of the parent capsules (the destinations).
 PARENT = "parent"
+#: The one edge type, child to parent: a vote.
 VOTE = "vote"
 _ETYPE = (CHILD, VOTE, PARENT)
 

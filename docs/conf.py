@@ -1,8 +1,10 @@
-"""Sphinx configuration: API reference from the docstrings and an executed tutorial gallery.
+"""Sphinx configuration: generated pages, API reference from the docstrings and an executed tutorial gallery.
 
 Build with ``make docs`` (``sphinx-build -W -b html docs docs/_build/html``). Every
 ``tutorials/**/plot_*.py`` runs on each build; ``tutorials/**/*.py`` without the
-``plot_`` prefix is rendered but not run.
+``plot_`` prefix is rendered but not run. Before anything is read, ``tools/docgen``
+writes the Results section with its plots, the API reference (one page per public
+module, from the ``__all__`` lists) and the fragments that hand-written pages include.
 """
 import os
 import re
@@ -10,10 +12,25 @@ import shutil
 import sys
 from pathlib import Path
 
-import dgl_capsules
-
 HERE = Path(__file__).resolve().parent
+# The site documents the checkout it is built from, also where another checkout is the installed one.
+sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))  # gallery_utils, named by string in sphinx_gallery_conf
+sys.path.insert(0, str(HERE.parent / "tools"))  # docgen: the generated pages
+
+import matplotlib  # noqa: E402
+
+import dgl_capsules  # noqa: E402
+
+matplotlib.use("Agg")
+import docgen  # noqa: E402
+import docgen.api  # noqa: E402
+
+# The Results section (results/), the API reference (api/) and the included fragments
+# (_generated/) are written on every build from the result JSONs, the __all__ lists, the
+# README and bench/results.md; all three folders are git-ignored.
+GENERATED = docgen.build(HERE)
+print("conf.py: generated", ", ".join(f"{k}: {len(v)}" for k, v in GENERATED.items()))
 
 project = "dgl_capsules"
 author = "the dgl_capsules developers"
@@ -35,7 +52,7 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 html_theme = "furo"
 html_title = f"dgl_capsules {release}"
 html_static_path = ["_static"]
-html_css_files = ["anim_controls.css"]
+html_css_files = ["anim_controls.css", "tables.css"]
 html_favicon = "_static/favicon.svg"
 
 # ---- API reference -------------------------------------------------------
@@ -125,6 +142,45 @@ def _offline_generated_pages(app, docname, source):
         source[0] = _DATATABLES_INIT.sub("", _CDN_TAG.sub("", source[0]))
 
 
+def _warn_undocumented(app):
+    """Every public name needs a docstring (or a ``#:`` comment for a constant): a warning, so -W fails."""
+    from sphinx.util import logging
+
+    for name in docgen.api.undocumented():
+        logging.getLogger(__name__).warning(f"{name} is exported (in an __all__) but has no docstring")
+
+
+# sphinx.ext.viewcode links each function of a source page back to its entry with the anchor
+# <first module that documented something of this file>.<name>; where a file's names are documented
+# under two modules (a package and one of its submodules) some anchors miss. Every API entry has a
+# page of its own named after it (api/generated/<full name>.html), and its members' anchors extend
+# that name: the right anchor is the page's name plus what follows the object's own name.
+_BACKLINK = re.compile(r'(href="[^"]*api/generated/([\w.]+)\.html)#([\w.]+)"')
+
+
+def _backlink(m):
+    link, page, anchor = m.groups()
+    if anchor == page or anchor.startswith(page + "."):
+        return m.group(0)
+    short, parts = page.rsplit(".", 1)[-1], anchor.split(".")
+    if short not in parts:
+        return m.group(0)
+    k = len(parts) - 1 - parts[::-1].index(short)
+    return f'{link}#{".".join([page] + parts[k + 1:])}"'
+
+
+def _fix_source_backlinks(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    for page in Path(app.outdir, "_modules").rglob("*.html"):
+        text = page.read_text()
+        fixed = _BACKLINK.sub(_backlink, text)
+        if fixed != text:
+            page.write_text(fixed)
+
+
 def setup(app):
+    app.connect("build-finished", _fix_source_backlinks)
+    app.connect("builder-inited", _warn_undocumented)
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
     app.connect("source-read", _offline_generated_pages)

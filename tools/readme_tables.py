@@ -1,30 +1,56 @@
-"""Regenerate the README's result tables from the committed result JSONs.
+"""Regenerate the README's generated parts from the committed result JSONs.
 
-Every block between ``<!-- results:NAME -->`` and ``<!-- /results -->`` in the
-README is replaced by :func:`dgl_capsules.reproduce.render_table` of
-``RESULTS/NAME/*.json``; nothing outside the markers changes.
+- The block between ``<!-- results-summary -->`` and ``<!-- /results-summary -->``
+  becomes the summary table, one line per experiment
+  (:func:`docgen.summary.summary_markdown`): the headline number ± std, its
+  seeds, the width-matched CNN beside it, the paper's and the best public
+  reproduction's figures, a link to the experiment's page of the built site.
+- Every block between ``<!-- results:NAME -->`` and ``<!-- /results -->``
+  becomes :func:`dgl_capsules.reproduce.render_table` of ``RESULTS/NAME/*.json``.
+
+Nothing outside the markers changes. The same module writes the site's
+Results section (``docs/conf.py`` calls ``docgen.build``), so both come from
+one source.
 
     python tools/readme_tables.py            # rewrite README.md in place
-    python tools/readme_tables.py --check    # exit 1 if a table is stale
+    python tools/readme_tables.py --check    # exit 1 if a generated part is stale
 """
 import argparse
 import re
 import sys
+from pathlib import Path
 
-from dgl_capsules.reproduce import render_table
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dgl_capsules.reproduce import render_table  # noqa: E402
+
+from docgen.summary import summary_markdown  # noqa: E402
 
 MARKER = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+SUMMARY = re.compile(r"(<!-- results-summary -->\n)(?P<body>.*?)(<!-- /results-summary -->)", re.S)
+SITE = "docs/_build/html/results"
+
+
+def page_link(name):
+    """The README's link to experiment ``name``'s page of the built site."""
+    return f"{SITE}/{name}.html"
 
 
 def regenerate(text, results="results"):
-    """``text`` with every marked block replaced by its experiment's table; and the names replaced."""
+    """``text`` with every marked block regenerated, and the names of the blocks (``"summary"`` for the
+    summary table)."""
     names = []
 
-    def sub(m):
+    def table(m):
         names.append(m["name"])
         return m.group(1) + render_table(m["name"], f"{results}/{m['name']}") + m.group(4)
 
-    return MARKER.sub(sub, text), names
+    def summary(m):
+        names.append("summary")
+        return m.group(1) + summary_markdown(results, page_link) + m.group(3)
+
+    text = SUMMARY.sub(summary, text)
+    return MARKER.sub(table, text), names
 
 
 def main(argv=None):
@@ -37,7 +63,7 @@ def main(argv=None):
         old = f.read()
     new, names = regenerate(old, args.results)
     if not names:
-        print(f"{args.readme}: no <!-- results:NAME --> markers", file=sys.stderr)
+        print(f"{args.readme}: no <!-- results:NAME --> markers and no <!-- results-summary -->", file=sys.stderr)
         return 1
     if args.check:
         stale = new != old
@@ -46,7 +72,7 @@ def main(argv=None):
     if new != old:
         with open(args.readme, "w") as f:
             f.write(new)
-    print(f"{args.readme}: tables {', '.join(names)} regenerated")
+    print(f"{args.readme}: {', '.join(names)} regenerated")
     return 0
 
 

@@ -18,6 +18,7 @@ from .results import CorruptResultError, check_record, read_record
 
 __all__ = ["DEFAULT_ROOT", "load_results", "render_table", "write_table", "matched_errors", "paired_tests"]
 
+#: Where results go without ``out``: ``results/NAME`` under the working directory.
 DEFAULT_ROOT = "results"
 
 

@@ -10,6 +10,7 @@ from .registry import register_routing
 
 __all__ = ["heinsen_routing", "P_MODELS"]
 
+#: The values of ``p_model`` of :func:`heinsen_routing`: how the E-step scores a vote at a parent.
 P_MODELS = ("gaussian", "skm")
 
 

@@ -1,8 +1,9 @@
 """Look at the built site in a real browser: ``make docs-check``.
 
-Serves ``docs/_build/html`` on 127.0.0.1, opens the gallery index and every
-tutorial page (plus the home page and the API index) in headless Chromium,
-and fails when a page
+Serves ``docs/_build/html`` on 127.0.0.1, opens the gallery index, every
+tutorial page, every page of the Results section, the Performance page, the
+home page, the guide and every API page in headless Chromium, and fails when
+a page
 
 * logs a console error, throws an uncaught exception or fails to load a resource,
 * references a script, style sheet or image outside the site (an offline
@@ -11,6 +12,11 @@ and fails when a page
 * has an embedded animation whose player lacks its frames (fewer than two
   frames, a frame that does not decode, or stepping does not change the picture),
 * still shows raw TeX because MathJax did not typeset it.
+
+Before the browser starts, every HTML file of the build is read for links:
+a link or image to a file of the site that does not exist, or to an anchor
+that the target page does not have, fails (links to other sites are not
+followed: the check runs offline).
 
 It also writes one animation with :func:`dgl_capsules.viz.save_animation` to a
 stand-alone ``.html`` file, opens it the same way and fails if it requests
@@ -24,11 +30,12 @@ missing (as root). It is driven over the Chrome DevTools Protocol with the
 ``websocket-client`` package (the ``docs`` extra); no browser or driver is
 downloaded.
 
-Usage: ``python docs/check_site.py [--html DIR] [--out DIR] [--keep-going]``
+Usage: ``python tools/check_site.py [--html DIR] [--tutorials DIR] [--out DIR]``
 """
 import argparse
 import base64
 import functools
+import html.parser
 import http.server
 import itertools
 import json
@@ -41,10 +48,11 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 CHROMIUM_FLAGS = [
     "--headless=new",
@@ -393,7 +401,8 @@ def serve(root):
 
 
 def pages_to_check(html, tutorials):
-    """The gallery index, every tutorial page (each tutorials/**/*.py must have one), home, API."""
+    """The gallery index, every tutorial page (each tutorials/**/*.py must have one), the home page, the
+    guide, the Results section (index and every experiment), the Performance page and every API page."""
     gallery = html / "auto_tutorials"
     if not (gallery / "index.html").is_file():
         sys.exit(f"check_site: {gallery / 'index.html'} is missing; run `make docs` first")
@@ -402,20 +411,75 @@ def pages_to_check(html, tutorials):
         rel = src.relative_to(tutorials).with_suffix(".html")
         page = gallery / rel
         if not page.is_file():
-            missing.append(str(rel))
+            missing.append(f"auto_tutorials/{rel.as_posix()}")
             continue
         pages.append((f"auto_tutorials/{rel.as_posix()}", False))
     for sub in sorted(p for p in gallery.iterdir() if (p / "index.html").is_file()):
         pages.append((f"auto_tutorials/{sub.name}/index.html", False))
-    pages += [("index.html", False), ("api/index.html", False)]
+    for rel in ("index.html", "guide.html", "performance.html", "results/index.html", "api/index.html"):
+        if not (html / rel).is_file():
+            missing.append(rel)
+            continue
+        pages.append((rel, False))
+    for folder in ("results", "api"):
+        pages += [(f"{folder}/{p.name}", False) for p in sorted((html / folder).glob("*.html"))
+                  if p.name != "index.html"]
     return pages, missing
+
+
+class _Links(html.parser.HTMLParser):
+    """The ``href`` of every ``<a>`` and the ``src`` of every ``<img>``, and every ``id`` / ``name``."""
+
+    def __init__(self):
+        super().__init__()
+        self.links, self.ids = [], set()
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("id", "name"):
+            if attrs.get(key):
+                self.ids.add(attrs[key])
+        if tag == "a" and attrs.get("href"):
+            self.links.append(("link", attrs["href"]))
+        elif tag == "img" and attrs.get("src"):
+            self.links.append(("image", attrs["src"]))
+
+
+def _parse(path, cache):
+    if path not in cache:
+        parser = _Links()
+        parser.feed(path.read_text(errors="replace"))
+        cache[path] = parser
+    return cache[path]
+
+
+def broken_links(html):
+    """``{page: [problem, ...]}`` for links and images of every HTML file under ``html`` that point to a
+    missing file of the site or to an anchor the target page lacks; links to other sites are skipped."""
+    html = html.resolve()
+    cache, problems = {}, {}
+    for page in sorted(html.rglob("*.html")):
+        for kind, url in _parse(page, cache).links:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme or parts.netloc or url.startswith("data:"):
+                continue  # another site, a data: image or mailto: - nothing of ours to check
+            target = page if not parts.path else (page.parent / urllib.parse.unquote(parts.path)).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            rel = page.relative_to(html).as_posix()
+            if not target.is_file() or html not in target.parents:
+                problems.setdefault(rel, []).append(f"{kind} to a missing file: {url}")
+            elif parts.fragment and target.suffix == ".html" \
+                    and urllib.parse.unquote(parts.fragment) not in _parse(target, cache).ids:
+                problems.setdefault(rel, []).append(f"{kind} to a missing anchor: {url}")
+    return problems
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--html", type=Path, default=HERE / "_build" / "html")
-    ap.add_argument("--tutorials", type=Path, default=HERE.parent / "tutorials")
-    ap.add_argument("--out", type=Path, default=HERE / "_build" / "screenshots")
+    ap.add_argument("--html", type=Path, default=ROOT / "docs" / "_build" / "html")
+    ap.add_argument("--tutorials", type=Path, default=ROOT / "tutorials")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "_build" / "screenshots")
     args = ap.parse_args(argv)
 
     pages, missing = pages_to_check(args.html, args.tutorials)
@@ -427,6 +491,14 @@ def main(argv=None):
     }
     pages = [(rel, rel in animated) for rel, _ in pages]
 
+    links = broken_links(args.html)
+    n_html = sum(1 for _ in args.html.rglob("*.html"))
+    print(f"{'ok  ' if not links else 'FAIL'} links and images of all {n_html} HTML files", flush=True)
+    for rel, problems in links.items():
+        print(f"FAIL {rel}")
+        for p in problems[:10]:
+            print(f"       - {p}")
+
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)
     binary = find_or_install_chromium()
@@ -435,7 +507,8 @@ def main(argv=None):
 
     httpd, base = serve(args.html)
     browser = Browser(binary)
-    failures = {f"auto_tutorials/{m}": ["tutorial page missing from the build"] for m in missing}
+    failures = {m: ["page missing from the build"] for m in missing}
+    failures.update({f"links in {rel}": problems for rel, problems in links.items()})
     try:
         for rel, expect_anim in pages:
             t0 = time.monotonic()
