@@ -291,6 +291,98 @@ def _demo(args):
     return 0
 
 
+# ---------------------------------------------------------------------------- analyze (routing analysis)
+
+FLAGS.update(max_samples="--max-samples", iterations="--swap-iters", transform="--robustness",
+             compare="--compare")
+
+
+def _compare_models(items):
+    """``{label: model}`` from ``--compare LABEL=CHECKPOINT`` (or ``CHECKPOINT``: the label is its run folder)."""
+    from .train import load_model
+
+    out = {}
+    for item in items or ():
+        label, eq, path = item.partition("=")
+        label, path = (label, path) if eq else (os.path.basename(os.path.dirname(os.path.abspath(item))), item)
+        if not label or not path:
+            raise ValueError(f"compare takes LABEL=CHECKPOINT or CHECKPOINT; got {item!r}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"compare {path!r}: no such file")
+        out[label] = load_model(path)[0]
+    return out
+
+
+def _analyze(args):
+    from .analysis import (
+        TRANSFORMS, analyze, plot_dead, plot_entropy, plot_robustness, plot_swap, robustness, routing_swap,
+    )
+
+    transforms = tuple(args.robustness or TRANSFORMS) if args.robustness is not None else ()
+    for transform in transforms:
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}; got {transform!r}")
+    if args.swap_iters is not None and any(k < 1 for k in args.swap_iters):
+        raise ValueError(f"iterations must be integers >= 1; got {args.swap_iters}")
+    if args.compare and args.robustness is None:
+        raise ValueError("compare: --compare draws other models on the robustness curves; add --robustness")
+    compare = _compare_models(args.compare)  # every input is checked before the work
+    model, trained_on = _trained_model(args)
+    data = args.data or trained_on
+    test = _data_for(model, data)[0].test
+    progress = not args.quiet
+    os.makedirs(args.out, exist_ok=True)
+    source = args.checkpoint or f"{args.model} {args.preset or ''} weights {args.weights}".replace("  ", " ")
+    result = dict(source=source, data=data)
+    result["analysis"] = analyze(model, test, batch_size=args.batch_size, max_samples=args.max_samples,
+                                 progress=progress)
+    result["swap"] = routing_swap(model, test, iterations=args.swap_iters, batch_size=args.batch_size,
+                                  max_samples=args.max_samples, seed=args.seed, progress=progress)
+    pictures = dict(entropy=plot_entropy(result["analysis"]), swap=plot_swap(result["swap"]),
+                    dead=plot_dead(result["analysis"]))
+    if args.robustness is not None:
+        models = {args.model or type(model).__name__: model, **compare}
+        result["robustness"] = {t: robustness(models, test, t, batch_size=args.batch_size,
+                                              max_samples=args.max_samples, progress=progress)
+                                for t in transforms}
+        pictures["robustness"] = plot_robustness(result["robustness"])
+    path = os.path.join(args.out, "analysis.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1, allow_nan=False)
+    print(f"analysis: {path}")
+    for name, fig in pictures.items():
+        fig.savefig(os.path.join(args.out, f"{name}.png"), dpi=100)
+        print(f"{name}: {os.path.join(args.out, name + '.png')}")
+    swap = result["swap"]
+    print(f"accuracy {swap['trained']['accuracy']:.4f} with its routing, {swap['uniform']['accuracy']:.4f} with "
+          f"uniform couplings, {swap['random']['accuracy']:.4f} with random ones ({swap['samples']} images)")
+    return 0
+
+
+def _analyze_parser(sub):
+    an = sub.add_parser("analyze", formatter_class=_Formatter,
+                        help="what routing does in a trained model: entropy, static index, dead capsules, "
+                             "routing swaps, robustness",
+                        description="Measure every routed layer of a trained model on a test set and write "
+                                    "OUT/analysis.json with pictures (entropy.png, swap.png, dead.png).")
+    _add_model_source(an)
+    an.add_argument("--data", default=None, help="data spec (default: the one the model was trained on)")
+    an.add_argument("--out", required=True, help="directory of analysis.json and the pictures")
+    an.add_argument("--max-samples", type=int, default=None, help="analyse only the first N test images "
+                                                                   "(default: all)")
+    an.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    an.add_argument("--swap-iters", type=int, nargs="+", default=None, metavar="N",
+                    help="iteration counts to swap in (default: 1 to two more than trained)")
+    an.add_argument("--seed", type=int, default=0, help="seed of the random couplings")
+    an.add_argument("--robustness", nargs="*", default=None, metavar="TRANSFORM",
+                    help="also draw accuracy against rotation, shear, scale, translation (all four when given "
+                         "without names; default: off)")
+    an.add_argument("--compare", action="append", default=[], metavar="LABEL=CHECKPOINT",
+                    help="with --robustness: another trained model on the same axes (repeatable; default: none)")
+    an.add_argument("--quiet", action="store_true", help="no progress bars")
+    an.set_defaults(func=_analyze)
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -426,6 +518,7 @@ def build_parser():
     vi.add_argument("--over-training", action="store_true",
                     help="animate the routing recorded by train --trace-routing in the run of --checkpoint")
     vi.set_defaults(func=_visualize)
+    _analyze_parser(sub)
 
     rp = sub.add_parser("reproduce", formatter_class=_Formatter,
                         help="train a named table of experiments (resumable) and write its table.md",

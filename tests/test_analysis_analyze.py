@@ -9,7 +9,7 @@ import dgl_capsules as dc
 from dgl_capsules.analysis import (
     analyze, chain_credit, dead_share, normalised_entropy, routing_dynamics, static_index, weighted_mean,
 )
-from dgl_capsules.analysis.analyze import ENTROPY_BINS, _hist_quantile
+from dgl_capsules.analysis.summary import ENTROPY_BINS, _hist_quantile
 from dgl_capsules.analysis.metrics import agreement
 from dgl_capsules.data import ImageDataset
 from dgl_capsules.models import RoutedLayer, get_model
