@@ -118,7 +118,7 @@ def affine_transform(images, rotation=0.0, shear=0.0, scale=1.0, translation=(0.
     r"""Move every image by the same affine map, keeping its size (the map of :func:`random_affine`, fixed).
 
     :math:`p \mapsto R\,S_h\,s\,p + t` about the image centre: ``rotation``
-    degrees (counter-clockwise on screen), horizontal ``shear``, ``scale``
+    degrees (clockwise on screen: the rows grow downwards), horizontal ``shear``, ``scale``
     and ``translation`` ``(dx, dy)`` pixels, bilinear resampling, black
     border, clamped to [0, 1].
 
