@@ -11,7 +11,7 @@ from .augment import (
 from .registry import get_dataset, list_datasets, register_dataset, unregister_dataset
 from .mnist import MNIST, mnist, mnist5k, read_idx, stratified_split  # registers "mnist5k", "mnist"
 from .affine import (  # registers "multi"
-    MultiPairs, affine_mnist, multi_mnist, multi_splits, pad_to, random_affine, random_shift,
+    MultiPairs, affine_mnist, affine_transform, multi_mnist, multi_splits, pad_to, random_affine, random_shift,
 )
 from .motifs import MotifSequences, motif_sequences
 from .smallnorb import SmallNORB, read_norb_matrix
@@ -21,7 +21,7 @@ from .viewpoints import ViewpointSplits, render_views, viewpoint_split, viewpoin
 __all__ = [
     "ImageDataset", "MNIST", "efficient_capsnet_augment", "get_augmentation", "list_augmentations",
     "register_augmentation", "unregister_augmentation", "MotifSequences", "MultiPairs", "PlantedClusters", "SmallNORB", "Splits",
-    "affine_mnist", "get_dataset", "list_datasets", "mnist", "mnist5k", "motif_sequences", "multi_mnist",
+    "affine_mnist", "affine_transform", "get_dataset", "list_datasets", "mnist", "mnist5k", "motif_sequences", "multi_mnist",
     "multi_splits", "pad_to", "planted_clusters", "random_affine", "random_shift", "read_idx", "read_norb_matrix",
     "register_dataset", "stratified_split", "unregister_dataset",
     "ViewpointSplits", "render_views", "viewpoint_split", "viewpoints",
