@@ -127,7 +127,7 @@ def test_bad_input_fails_naming_the_argument():
         analyze(net, data, bins=1.5, progress=False)
     with pytest.raises(ValueError, match="max_samples must be None or an integer >= 2; got 1"):
         analyze(net, data, max_samples=1, progress=False)
-    with pytest.raises(ValueError, match="data must hold at least 2 samples"):
+    with pytest.raises(ValueError, match=r"data must hold at least 2 sample\(s\); got 1"):
         analyze(net, ImageDataset(torch.rand(1, 1, 28, 28), torch.tensor([0])), progress=False)
     with pytest.raises(ValueError, match=r"thresholds must be positive numbers; got \(0.0,\)"):
         analyze(net, data, thresholds=(0.0,), progress=False)

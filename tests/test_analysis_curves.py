@@ -68,7 +68,7 @@ def test_bad_robustness_input_fails_naming_the_argument():
         (dict(values=[float("nan")]), "values must be finite numbers; got nan"),
         (dict(transform="scale", values=[0]), "values: a scale must be > 0; got 0"),
         (dict(batch_size=0), "batch_size must be a positive integer; got 0"),
-        (dict(max_samples=0), "max_samples must be None or a positive integer; got 0"),
+        (dict(max_samples=0), "max_samples must be None or an integer >= 1; got 0"),
         (dict(models={"m": LeftRight(image_size=5)}), "data: the images are 9x9 but the model LeftRight takes 5x5"),
     ]
     for change, message in cases:

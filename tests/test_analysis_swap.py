@@ -201,12 +201,12 @@ def test_bad_swaps_fail_naming_the_argument():
     data = ImageDataset(_x(3), torch.arange(3))
     with pytest.raises(ValueError, match="data must be an image data set with .images and .labels"):
         routing_swap(net, "mnist", progress=False)
-    with pytest.raises(ValueError, match="max_samples must be None or a positive integer; got 0"):
+    with pytest.raises(ValueError, match="max_samples must be None or an integer >= 1; got 0"):
         routing_swap(net, data, max_samples=0, progress=False)
     with pytest.raises(ValueError, match="batch_size must be a positive integer; got -1"):
         routing_swap(net, data, batch_size=-1, progress=False)
     with pytest.raises(ValueError, match=r"iterations must be integers >= 1; got \[0\]"):
         routing_swap(net, data, iterations=(0,), progress=False)
-    with pytest.raises(ValueError, match="data holds no samples"):
+    with pytest.raises(ValueError, match=r"data must hold at least 1 sample\(s\); got 0"):
         routing_swap(net, ImageDataset(torch.rand(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), n_classes=10),
                      progress=False)

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..data.affine import affine_transform, pad_to
 from ..evaluation import correct
+from ._inputs import check_positive_int, check_samples
 
 __all__ = ["TRANSFORMS", "DEFAULT_VALUES", "transform_images", "robustness"]
 
@@ -108,20 +109,13 @@ def robustness(models, data, transform, values=None, *, batch_size=256, max_samp
     """
     if not isinstance(models, dict) or not models:
         raise ValueError(f"models must be a non-empty dict of name -> model; got {type(models).__name__}")
-    if not hasattr(data, "images") or not hasattr(data, "labels"):
-        raise ValueError(f"data must be an image data set with .images and .labels (an ImageDataset); got "
-                         f"{type(data).__name__}")
+    n = check_samples(data, max_samples)
     if transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}; got {transform!r}")
     values = list(DEFAULT_VALUES[transform] if values is None else values)
     if not values:
         raise ValueError("values must hold at least one size")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
-                                    or max_samples < 1):
-        raise ValueError(f"max_samples must be None or a positive integer; got {max_samples!r}")
-    n = len(data.images) if max_samples is None else min(max_samples, len(data.images))
+    check_positive_int("batch_size", batch_size)
     images, labels = data.images[:n], data.labels[:n]
     moved = [transform_images(images[:1], transform, v) for v in values]  # every value checked before the work
     del moved

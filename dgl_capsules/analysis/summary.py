@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..evaluation import correct
 from ..functional import coupling_entropy
 from ..routing import get_routing
+from ._inputs import check_positive_int, check_samples
 from .metrics import agreement
 
 __all__ = ["analyze", "ENTROPY_BINS", "QUANTILES", "DEAD_THRESHOLDS"]
@@ -290,18 +291,9 @@ def _check_inputs(model, data, batch_size, max_samples, bins, thresholds):
     name = type(model).__name__
     if not callable(getattr(model, "routing", None)):
         raise ValueError(f"model: {name} has no routing(x) method, so no routed layers to analyse")
-    if not hasattr(data, "images") or not hasattr(data, "labels"):
-        raise ValueError(f"data must be an image data set with .images and .labels (an ImageDataset); got "
-                         f"{type(data).__name__}")
-    for arg, value in (("batch_size", batch_size), ("bins", bins)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be a positive integer; got {value!r}")
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
-                                    or max_samples < 2):
-        raise ValueError(f"max_samples must be None or an integer >= 2; got {max_samples!r}")
-    n = len(data.images) if max_samples is None else min(max_samples, len(data.images))
-    if n < 2:
-        raise ValueError(f"data must hold at least 2 samples (routing varies over inputs); got {n}")
+    n = check_samples(data, max_samples, least=2)  # routing varies over inputs: two at least
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("bins", bins)
     thresholds = tuple(thresholds)
     if not thresholds or any(not isinstance(t, (int, float)) or isinstance(t, bool) or t <= 0 for t in thresholds):
         raise ValueError(f"thresholds must be positive numbers; got {thresholds!r}")

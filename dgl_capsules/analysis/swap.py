@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..evaluation import correct, mcnemar, pack_correct
 from ..routing import first_coupling, get_routing, list_routings
 from ..routing.registry import takes_keyword
+from ._inputs import check_positive_int, check_samples
 
 __all__ = ["MODES", "SwappedLayers", "routed_modules", "swap_plans", "swapped_routing", "random_coupling",
            "routing_swap"]
@@ -222,15 +223,7 @@ def swapped_routing(model, mode, n_iters=None, seed=0):
 
 
 def _subset(data, max_samples):
-    if not hasattr(data, "images") or not hasattr(data, "labels"):
-        raise ValueError(f"data must be an image data set with .images and .labels (an ImageDataset); got "
-                         f"{type(data).__name__}")
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
-                                    or max_samples < 1):
-        raise ValueError(f"max_samples must be None or a positive integer; got {max_samples!r}")
-    n = len(data.images) if max_samples is None else min(max_samples, len(data.images))
-    if n < 1:
-        raise ValueError("data holds no samples")
+    n = check_samples(data, max_samples)
     return data.images[:n], data.labels[:n]
 
 
@@ -287,8 +280,7 @@ def routing_swap(model, data, *, iterations=None, batch_size=256, max_samples=No
         routing family that ignores the random couplings of :func:`~dgl_capsules.routing.first_coupling`.
     """
     images, labels = _subset(data, max_samples)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     swap_plans(model, "uniform")  # a model without routed layers fails here
     trained_iters = _trained_iterations(model)
     if iterations is None:
