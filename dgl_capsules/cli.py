@@ -314,46 +314,23 @@ def _compare_models(items):
 
 
 def _analyze(args):
-    from .analysis import (
-        TRANSFORMS, analyze, plot_dead, plot_entropy, plot_robustness, plot_swap, robustness, routing_swap,
-    )
+    from .analysis import TRANSFORMS, write_analysis
 
-    transforms = tuple(args.robustness or TRANSFORMS) if args.robustness is not None else ()
-    for transform in transforms:
-        if transform not in TRANSFORMS:
-            raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}; got {transform!r}")
-    if args.swap_iters is not None and any(k < 1 for k in args.swap_iters):
-        raise ValueError(f"iterations must be integers >= 1; got {args.swap_iters}")
-    if args.compare and args.robustness is None:
+    transforms = () if args.robustness is None else tuple(args.robustness or TRANSFORMS)
+    if args.compare and not transforms:
         raise ValueError("compare: --compare draws other models on the robustness curves; add --robustness")
     compare = _compare_models(args.compare)  # every input is checked before the work
     model, trained_on = _trained_model(args)
     data = args.data or trained_on
-    test = _data_for(model, data)[0].test
-    progress = not args.quiet
-    os.makedirs(args.out, exist_ok=True)
     source = args.checkpoint or f"{args.model} {args.preset or ''} weights {args.weights}".replace("  ", " ")
-    result = dict(source=source, data=data)
-    result["analysis"] = analyze(model, test, batch_size=args.batch_size, max_samples=args.max_samples,
-                                 progress=progress)
-    result["swap"] = routing_swap(model, test, iterations=args.swap_iters, batch_size=args.batch_size,
-                                  max_samples=args.max_samples, seed=args.seed, progress=progress)
-    pictures = dict(entropy=plot_entropy(result["analysis"]), swap=plot_swap(result["swap"]),
-                    dead=plot_dead(result["analysis"]))
-    if args.robustness is not None:
-        models = {args.model or type(model).__name__: model, **compare}
-        result["robustness"] = {t: robustness(models, test, t, batch_size=args.batch_size,
-                                              max_samples=args.max_samples, progress=progress)
-                                for t in transforms}
-        pictures["robustness"] = plot_robustness(result["robustness"])
-    path = os.path.join(args.out, "analysis.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1, allow_nan=False)
-    print(f"analysis: {path}")
-    for name, fig in pictures.items():
-        fig.savefig(os.path.join(args.out, f"{name}.png"), dpi=100)
-        print(f"{name}: {os.path.join(args.out, name + '.png')}")
-    swap = result["swap"]
+    paths = write_analysis(model, _data_for(model, data)[0].test, args.out, label=args.model, source=source,
+                           data_name=data, batch_size=args.batch_size, max_samples=args.max_samples,
+                           iterations=args.swap_iters, seed=args.seed, transforms=transforms, compare=compare,
+                           progress=not args.quiet)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    with open(paths["analysis"]) as f:
+        swap = json.load(f)["swap"]
     print(f"accuracy {swap['trained']['accuracy']:.4f} with its routing, {swap['uniform']['accuracy']:.4f} with "
           f"uniform couplings, {swap['random']['accuracy']:.4f} with random ones ({swap['samples']} images)")
     return 0

@@ -99,3 +99,25 @@ def test_pictures_of_an_analysis_are_saved_and_bad_input_is_named(tmp_path):
             draw({"nothing": 1})
     with pytest.raises(ValueError, match="curves must be the dict of robustness"):
         plot_robustness([1, 2])
+
+
+def test_write_analysis_writes_the_json_and_pictures_and_checks_before_the_work(tmp_path):
+    import json
+
+    from dgl_capsules.analysis import write_analysis
+
+    net = get_model("capsnet", "tiny")
+    data = ImageDataset(torch.rand(5, 1, 28, 28), torch.arange(5))
+    paths = write_analysis(net, data, str(tmp_path / "an"), label="caps", source="here", data_name="rand",
+                           iterations=(1,), transforms=("translation",), compare={"other": LeftRight()},
+                           max_samples=4, progress=False)
+    assert sorted(paths) == ["analysis", "dead", "entropy", "robustness", "swap"]
+    result = json.loads(open(paths["analysis"]).read())
+    assert (result["source"], result["data"], result["analysis"]["samples"]) == ("here", "rand", 4)
+    assert sorted(result["robustness"]["translation"]["models"]) == ["caps", "other"]
+    for bad, message in ((dict(transforms=("spin",)), "transform must be one of rotation, shear, scale"),
+                         (dict(compare={"other": LeftRight()}), "compare: other models are drawn on the robustness"),
+                         (dict(iterations=(0, 2)), r"iterations must be integers >= 1; got \[0, 2\]")):
+        with pytest.raises(ValueError, match=message):
+            write_analysis(net, data, str(tmp_path / "bad"), progress=False, **bad)
+    assert not (tmp_path / "bad").exists()

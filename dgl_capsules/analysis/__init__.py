@@ -9,7 +9,8 @@
   test time (uniform or random couplings, other iteration counts) and score the model;
 - :func:`robustness` (:mod:`~dgl_capsules.analysis.curves`) draws accuracy against the size of one
   transformation for several models;
-- :mod:`~dgl_capsules.analysis.plots` draws all of these.
+- :mod:`~dgl_capsules.analysis.plots` draws all of these, and :func:`write_analysis` writes them all to a
+  folder (``dgl-capsules analyze``).
 """
 from .curves import TRANSFORMS, robustness
 from .metrics import (
@@ -18,7 +19,8 @@ from .metrics import (
 from .plots import plot_dead, plot_entropy, plot_robustness, plot_swap
 from .summary import analyze
 from .swap import MODES, routed_modules, routing_swap, swapped_routing
+from .report import write_analysis
 
-__all__ = ["analyze", "routing_swap", "swapped_routing", "routed_modules", "MODES", "robustness", "TRANSFORMS",
+__all__ = ["analyze", "write_analysis", "routing_swap", "swapped_routing", "routed_modules", "MODES", "robustness", "TRANSFORMS",
            "plot_entropy", "plot_swap", "plot_dead", "plot_robustness", "agreement", "chain_credit", "dead_share",
            "normalised_entropy", "routing_dynamics", "static_index", "weighted_mean"]
