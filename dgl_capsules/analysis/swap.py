@@ -164,8 +164,9 @@ def swapped_routing(model, mode, n_iters=None, seed=0):
 
     - ``"uniform"``: every child's couplings are equal over its parents
       (:math:`1 / |\\mathcal{N}(i)|`): the family's own ``uniform`` switch
-      where it has one (self-attention), else one iteration (the first pass
-      of every family routes with uniform couplings);
+      where it has one (self-attention, whose learned bias is still added
+      after the couplings), else one iteration (the first pass of every
+      family routes with uniform couplings);
     - ``"random"``: the same single pass, starting from random couplings
       (:func:`random_coupling`, seeded by ``seed``) through
       :func:`~dgl_capsules.routing.first_coupling`;
