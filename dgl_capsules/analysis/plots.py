@@ -31,15 +31,17 @@ def _check(result, key, who):
         raise ValueError(f"result must be the dict of {who} (with {key!r}); got {type(result).__name__}")
 
 
-def plot_entropy(result, path=None):
-    """Per routed layer, the distribution of normalised coupling entropy at every routing iteration.
+def _documented(arg, source):
+    """Append the Parameters, Returns and Raises that the pictures of one ``source`` dict share."""
+    def document(fn):
+        fn.__doc__ += f"""
 
     Parameters
     ----------
-    result : dict
-        What :func:`~dgl_capsules.analysis.analyze` returns.
+    {arg} : dict
+        What :func:`~dgl_capsules.analysis.{source}` returns (or that dict read back from its JSON).
     path : str, optional
-        Where to save the picture (``.png``, ``.pdf``, ``.svg``).
+        Where to save the picture (``.png``, ``.pdf``, ``.svg``); nothing is saved without it.
 
     Returns
     -------
@@ -48,8 +50,15 @@ def plot_entropy(result, path=None):
     Raises
     ------
     ValueError
-        If ``result`` is not an analysis.
+        If ``{arg}`` is not what :func:`~dgl_capsules.analysis.{source}` returns.
     """
+        return fn
+    return document
+
+
+@_documented("result", "analyze")
+def plot_entropy(result, path=None):
+    """Per routed layer, the distribution of normalised coupling entropy at every routing iteration."""
     _check(result, "layers", "analyze")
     layers = result["layers"]
     fig, axes = _figure(max(1, len(layers)))
@@ -71,24 +80,9 @@ def plot_entropy(result, path=None):
     return _save(fig, path)
 
 
+@_documented("swap", "routing_swap")
 def plot_swap(swap, path=None):
-    """Accuracy with the trained routing and with every test-time swap, as bars.
-
-    Parameters
-    ----------
-    swap : dict
-        What :func:`~dgl_capsules.analysis.routing_swap` returns.
-    path : str, optional
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    Raises
-    ------
-    ValueError
-        If ``swap`` is not a routing swap.
-    """
+    """Accuracy with the trained routing and with every test-time swap, as bars."""
     _check(swap, "trained", "routing_swap")
     trained = set(swap.get("trained_iterations", {}).values())
     rows = [("trained", swap["trained"]), ("uniform", swap.get("uniform")), ("random", swap.get("random"))]
@@ -106,26 +100,11 @@ def plot_swap(swap, path=None):
     return _save(fig, path)
 
 
+@_documented("result", "analyze")
 def plot_dead(result, path=None):
     """The share of capsules whose strength stays below a threshold on every input, against the threshold.
 
-    Children (solid) and parents (dashed) of every routed layer, on a log axis.
-
-    Parameters
-    ----------
-    result : dict
-        What :func:`~dgl_capsules.analysis.analyze` returns.
-    path : str, optional
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    Raises
-    ------
-    ValueError
-        If ``result`` is not an analysis.
-    """
+    Children (solid) and parents (dashed) of every routed layer, on a log axis."""
     _check(result, "layers", "analyze")
     fig, (ax,) = _figure(1, width=5.0)
     for k, layer in enumerate(result["layers"]):
@@ -145,25 +124,12 @@ def plot_dead(result, path=None):
     return _save(fig, path)
 
 
+@_documented("curves", "robustness")
 def plot_robustness(curves, path=None):
     """Accuracy against the size of each transformation, every model's curve on the same axes.
 
-    Parameters
-    ----------
-    curves : dict
-        What :func:`~dgl_capsules.analysis.robustness` returns: ``{"transform": ..., "values": [...],
-        "models": {name: [accuracy, ...]}}``, or a dict of those keyed by transformation (one panel each).
-    path : str, optional
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    Raises
-    ------
-    ValueError
-        If ``curves`` is not what :func:`~dgl_capsules.analysis.robustness` returns.
-    """
+    ``curves`` is one ``{"transform": ..., "values": [...], "models": {name: [accuracy, ...]}}`` or a dict of
+    them keyed by transformation (one panel each)."""
     panels = [curves] if isinstance(curves, dict) and "models" in curves else (
         list(curves.values()) if isinstance(curves, dict) else None)
     if not panels or any(not isinstance(p, dict) or "models" not in p for p in panels):
