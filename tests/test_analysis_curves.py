@@ -78,22 +78,22 @@ def test_bad_robustness_input_fails_naming_the_argument():
 
 
 def test_pictures_of_an_analysis_are_saved_and_bad_input_is_named(tmp_path):
-    net = get_model("matrixcaps", "tiny")
+    net = get_model("capsnet", "tiny")
     data = ImageDataset(torch.rand(4, 1, 28, 28), torch.arange(4))
     result = analyze(net, data, batch_size=2, progress=False)
-    swap = routing_swap(net, data, iterations=(1, 2), progress=False)
+    swap = routing_swap(net, data, iterations=(1, 3), progress=False)
     curves = {t: robustness({"a": LeftRight(), "b": LeftRight()}, _dots(), t, [1.0, 0.5] if t == "scale" else [0, 1],
                             progress=False) for t in ("scale", "rotation")}
-    for draw, arg, name, panels in ((plot_entropy, result, "e.png", 3), (plot_dead, result, "d.png", 1),
+    for draw, arg, name, panels in ((plot_entropy, result, "e.png", 1), (plot_dead, result, "d.png", 1),
                                     (plot_swap, swap, "s.svg", 1), (plot_robustness, curves, "r.png", 2)):
         fig = draw(arg, str(tmp_path / "sub" / name))
         assert isinstance(fig, Figure) and len(fig.axes) == panels and (tmp_path / "sub" / name).stat().st_size > 0
     (ax,) = plot_swap(swap).axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ["trained", "uniform", "random", "1 iter.",
-                                                            "2 iter. (trained)"]
+                                                            "3 iter. (trained)"]
     line = plot_robustness(curves["scale"]).axes[0].lines[0]
     assert list(line.get_xdata()) == [0.5, 1.0]  # drawn in order of size
-    assert len(plot_dead(result).axes[0].lines) == 6  # children and parents of three layers
+    assert len(plot_dead(result).axes[0].lines) == 2  # the children and parents of the one layer
     for draw, what in ((plot_entropy, "analyze"), (plot_dead, "analyze"), (plot_swap, "routing_swap")):
         with pytest.raises(ValueError, match=f"result must be the dict of {what}"):
             draw({"nothing": 1})
