@@ -12,105 +12,15 @@ import argparse
 import json
 import math
 import os
-import re
 import shlex
 import signal
 import sys
 import threading
 import warnings
 
+from .cliflags import FLAGS, _error_line, parse_settings
+
 __all__ = ["main", "run", "build_parser", "parse_settings", "FLAGS"]
-
-#: The Python parameter named in a library error -> the command-line flag that feeds it.
-FLAGS = {
-    "model": "--model", "preset": "--preset", "settings": "--set", "width": "--width", "data": "--data",
-    "image_size": "--image-size", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
-    "lr_decay": "--lr-decay", "lr_decay_steps": "--lr-decay-steps", "lr_floor": "--lr-floor", "shift": "--shift",
-    "rotate": "--rotate", "scale": "--scale", "augment": "--augment", "ema": "--ema",
-    "seed": "--seed", "trace_routing": "--trace-routing", "out": "--out", "resume": "--resume",
-    "overwrite": "--overwrite", "path": "--checkpoint", "checkpoint": "--checkpoint", "on": "--on",
-    "index": "--index", "weights": "--weights", "json": "--json", "n_in": "--children", "n_out": "--parents",
-    "batch": "--batch",
-    "n_iters": "--iters", "seeds": "--seeds", "name": "NAME", "threads": "--threads",
-    "eval_each_epoch": "--eval-each-epoch",
-}
-_SWITCHES = {"--resume", "--overwrite"}  # flags without a value: "resume=True" reads "--resume"
-
-
-
-def _extra_of(package):
-    """The pip extra of dgl_capsules that installs the importable ``package`` (from the package metadata)."""
-    from importlib import metadata
-
-    try:
-        requirements = metadata.requires("dgl_capsules") or []
-    except metadata.PackageNotFoundError:
-        return None
-    aliases = {"sklearn": "scikit-learn"}  # import name -> distribution name, where they differ
-    wanted = aliases.get(package, package).lower().replace("_", "-")
-    for req in requirements:
-        found = re.match(r"\s*([A-Za-z0-9_.-]+).*extra\s*==\s*['\"]([\w-]+)['\"]", req)
-        if found and found.group(1).lower().replace("_", "-") == wanted:
-            return found.group(2)
-    return None
-
-
-def _in_flags(message, settings=()):
-    """A library error message in the command line's words: parameter names become flags.
-
-    A message that starts with the name of a setting given with ``--set`` (the
-    model's own check of its value) starts with ``--set NAME`` instead.
-    """
-    def flag_value(m):
-        flag = FLAGS[m.group(1)]
-        return flag if flag in _SWITCHES and m.group(2) == "True" else f"{flag} {m.group(2)}"
-
-    names = "|".join(sorted(FLAGS, key=len, reverse=True))
-    message = re.sub(rf"(?<![\w-])({names})=([^\s;,)]+)", flag_value, message)
-    first = re.match(r"\w+", message)
-    if first and first.group() in settings:
-        return f"--set {message}"
-    return re.sub(rf"^({names})(?=\W|$)", lambda m: FLAGS[m.group(1)], message)
-
-
-def _error_line(e, settings=()):
-    if isinstance(e, ImportError) and "pip install" not in str(e):
-        name = getattr(e, "name", None) or str(e)
-        extra = _extra_of(str(name).split(".")[0])
-        hint = f"pip install 'dgl_capsules[{extra}]'" if extra else f"pip install {name}"
-        return f"missing optional package {name!r} ({e}); install it with: {hint}"
-    message = str(e).strip().splitlines()
-    message = message[0] if message else type(e).__name__
-    return _in_flags(message, settings)
-
-
-def parse_settings(items):
-    """``["stem_stride=1", "inverse_temperatures=[0.01, 0.02]"]`` -> ``{"stem_stride": 1, ...}`` (``--set``).
-
-    Values are Python literals (numbers, lists, ``None``), or JSON (``NaN``, ``nan`` and
-    ``inf`` read as floats, so that they reach the checks); anything else is kept as a string.
-
-    Examples
-    --------
-    >>> parse_settings(["stem_stride=1", "step_scale=2e3", "inverse_temperatures=[0.01, 0.02]"])
-    {'stem_stride': 1, 'step_scale': 2000.0, 'inverse_temperatures': [0.01, 0.02]}
-    """
-    import ast
-
-    out = {}
-    for item in items or ():
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"--set takes KEY=VALUE; got {item!r}")
-        value = value.strip()
-        try:
-            out[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            try:
-                out[key.strip()] = json.loads(re.sub(r"\bnan\b", "NaN", re.sub(r"\binf\b", "Infinity", value)))
-            except ValueError:
-                out[key.strip()] = value
-    return out
 
 
 # ---------------------------------------------------------------------------- commands
@@ -330,6 +240,76 @@ def _demo(args):
     return 0
 
 
+# ---------------------------------------------------------------------------- analyze (routing analysis)
+
+FLAGS.update(max_samples="--max-samples", iterations="--swap-iters", transform="--robustness",
+             compare="--compare")
+
+
+def _compare_models(items):
+    """``{label: model}`` from ``--compare LABEL=CHECKPOINT`` (or ``CHECKPOINT``: the label is its run folder)."""
+    from .train import load_model
+
+    out = {}
+    for item in items or ():
+        label, eq, path = item.partition("=")
+        label, path = (label, path) if eq else (os.path.basename(os.path.dirname(os.path.abspath(item))), item)
+        if not label or not path:
+            raise ValueError(f"compare takes LABEL=CHECKPOINT or CHECKPOINT; got {item!r}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"compare {path!r}: no such file")
+        out[label] = load_model(path)[0]
+    return out
+
+
+def _analyze(args):
+    from .analysis import TRANSFORMS, write_analysis
+    from .evaluation import data_for_model
+
+    transforms = () if args.robustness is None else tuple(args.robustness or TRANSFORMS)
+    if args.compare and not transforms:
+        raise ValueError("compare: --compare draws other models on the robustness curves; add --robustness")
+    compare = _compare_models(args.compare)  # every input is checked before the work
+    model, shape, trained_on, described = _trained_model(args)
+    data = args.data or trained_on
+    source = args.checkpoint or f"{args.model} {args.preset or ''} weights {args.weights}".replace("  ", " ")
+    paths = write_analysis(model, data_for_model(data, shape, described)[0].test, args.out, label=args.model, source=source,
+                           data_name=data, batch_size=args.batch_size, max_samples=args.max_samples,
+                           iterations=args.swap_iters, seed=args.seed, transforms=transforms, compare=compare,
+                           progress=not args.quiet)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    with open(paths["analysis"]) as f:
+        swap = json.load(f)["swap"]
+    print(f"accuracy {swap['trained']['accuracy']:.4f} with its routing, {swap['uniform']['accuracy']:.4f} with "
+          f"uniform couplings, {swap['random']['accuracy']:.4f} with random ones ({swap['samples']} images)")
+    return 0
+
+
+def _analyze_parser(sub):
+    an = sub.add_parser("analyze", formatter_class=_Formatter,
+                        help="what routing does in a trained model: entropy, static index, dead capsules, "
+                             "routing swaps, robustness",
+                        description="Measure every routed layer of a trained model on a test set and write "
+                                    "OUT/analysis.json with pictures (entropy.png, swap.png, dead.png).")
+    _add_model_source(an)
+    an.add_argument("--data", default=None, help="data spec (default: the one the model was trained on)")
+    an.add_argument("--out", required=True, help="directory of analysis.json and the pictures")
+    an.add_argument("--max-samples", type=int, default=None, help="analyse only the first N test images "
+                                                                   "(default: all)")
+    an.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    an.add_argument("--swap-iters", type=int, nargs="+", default=None, metavar="N",
+                    help="iteration counts to swap in (default: 1 to two more than trained)")
+    an.add_argument("--seed", type=int, default=0, help="seed of the random couplings")
+    an.add_argument("--robustness", nargs="*", default=None, metavar="TRANSFORM",
+                    help="also draw accuracy against rotation, shear, scale, translation (all four when given "
+                         "without names; default: off)")
+    an.add_argument("--compare", action="append", default=[], metavar="LABEL=CHECKPOINT",
+                    help="with --robustness: another trained model on the same axes (repeatable; default: none)")
+    an.add_argument("--quiet", action="store_true", help="no progress bars")
+    an.set_defaults(func=_analyze)
+
+
 # ---------------------------------------------------------------------------- parser
 
 
@@ -472,6 +452,7 @@ def build_parser():
     vi.add_argument("--over-training", action="store_true",
                     help="animate the routing recorded by train --trace-routing in the run of --checkpoint")
     vi.set_defaults(func=_visualize)
+    _analyze_parser(sub)
 
     rp = sub.add_parser("reproduce", formatter_class=_Formatter,
                         help="train a named table of experiments (resumable) and write its table.md",

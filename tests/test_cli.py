@@ -308,7 +308,7 @@ def test_the_flag_table_covers_every_library_parameter_the_commands_take():
     ("modelling failed", (), "modelling failed"),  # whole words only
 ])
 def test_library_messages_are_put_in_flags(message, settings, expected):
-    from dgl_capsules.cli import _in_flags
+    from dgl_capsules.cliflags import _in_flags
 
     assert _in_flags(message, settings) == expected
 

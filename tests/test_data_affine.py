@@ -110,3 +110,17 @@ def test_random_affine_rotates_about_the_centre_and_keeps_the_size():
                                random_affine(x, torch.Generator().manual_seed(3), rotation=30))
     with pytest.raises(ValueError, match=r"images must have shape \(N, C, H, W\); got \(21, 21\)"):
         random_affine(x[0, 0])
+
+
+def test_affine_transform_is_random_affine_with_every_range_one_value():
+    from dgl_capsules.data.affine import affine_transform, random_affine
+
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(affine_transform(x, scale=0.8), random_affine(x, scale=(0.8, 0.8)))
+    assert torch.equal(affine_transform(x), random_affine(x))
+    dot = torch.zeros(1, 1, 9, 9)
+    dot[0, 0, 4, 2] = 1  # row 4, column 2
+    assert affine_transform(dot, translation=(3, 0))[0, 0].nonzero().tolist() == [[4, 5]]
+    assert affine_transform(dot, translation=(0, -2))[0, 0].nonzero().tolist() == [[2, 2]]
+    turned = affine_transform(dot, rotation=90)[0, 0]
+    assert turned.max() > 0.99 and (turned > 0.01).nonzero().tolist() == [[2, 4]]  # left of the centre -> above it

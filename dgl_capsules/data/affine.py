@@ -9,7 +9,8 @@ from .canvas import pad_to
 from .datasets import ImageDataset, Splits
 from .registry import get_dataset, register_dataset, register_test_set
 
-__all__ = ["pad_to", "random_shift", "random_affine", "affine_mnist", "multi_mnist", "MultiPairs", "multi_splits"]
+__all__ = ["pad_to", "random_shift", "affine_transform", "random_affine", "affine_mnist", "multi_mnist", "MultiPairs",
+           "multi_splits"]
 
 
 def _check_images(images):
@@ -76,18 +77,52 @@ def random_affine(images, generator=None, rotation=0.0, shear=0.0, scale=(1.0, 1
     sh = uniform(-shear, shear)
     s = uniform(*scale)
     t = uniform(-translation, translation), uniform(-translation, translation)
+    return _warp(images, angle, sh, s, torch.stack(t, -1))
+
+
+def _warp(images, angle, sh, s, t):
+    r"""Images moved by :math:`p \mapsto R(angle)\,S_h(sh)\,s\,p + t` about their centre; one map per image
+    (``angle`` radians, ``sh``, ``s`` ``(N,)`` and ``t`` ``(N, 2)`` pixels, all float64)."""
+    n, _, h, w = images.shape
     cos, sin = torch.cos(angle), torch.sin(angle)
     rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (N, 2, 2)
     shear_m = torch.eye(2, dtype=torch.float64).repeat(n, 1, 1)
     shear_m[:, 0, 1] = sh
     a = rot @ shear_m * s[:, None, None]  # (N, 2, 2) forward map in (x, y) normalised coordinates
-    shift = torch.stack(t, -1) * 2 / torch.tensor([w, h], dtype=torch.float64)  # (N, 2) pixels -> normalised
+    shift = t * 2 / torch.tensor([w, h], dtype=torch.float64)  # (N, 2) pixels -> normalised
     # NOTE: affine_grid asks, for every output pixel, where to read in the input: the inverse map.
     inv = torch.linalg.inv(a)
     theta = torch.cat([inv, -(inv @ shift[:, :, None])], -1).to(images.dtype)  # (N, 2, 3)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.clamp(0, 1)
+
+
+def affine_transform(images, rotation=0.0, shear=0.0, scale=1.0, translation=(0.0, 0.0)):
+    r"""Move every image by the same affine map, keeping its size (the map of :func:`random_affine`, fixed).
+
+    :math:`p \mapsto R\,S_h\,s\,p + t` about the image centre: ``rotation``
+    degrees (clockwise on screen: the rows grow downwards), horizontal ``shear``, ``scale``
+    and ``translation`` ``(dx, dy)`` pixels, bilinear resampling, black
+    border, clamped to [0, 1].
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.zeros(1, 1, 9, 9); x[0, 0, 4, 4] = 1
+    >>> affine_transform(x, translation=(2, 0))[0, 0, 4].nonzero().flatten().tolist()
+    [6]
+    >>> torch.allclose(affine_transform(x, rotation=360), x, atol=1e-5)
+    True
+    """
+    _check_images(images)
+    n = images.shape[0]
+
+    def each(v):
+        return torch.full((n,), float(v), dtype=torch.float64)
+
+    t = torch.tensor([[float(translation[0]), float(translation[1])]], dtype=torch.float64).expand(n, 2)
+    return _warp(images, each(rotation) * math.pi / 180, each(shear), each(scale), t)
 
 
 def affine_mnist(dataset, size=40, seed=0, rotation=20.0, shear=0.2, scale=(0.8, 1.2), translation=4.0):

@@ -64,6 +64,9 @@ class RoutedLayer(NamedTuple):
     child_types, parent_types : int or None
         Capsule types per grid position of the children and parents, where
         they sit on a convolutional grid (child id ``position * types + type``).
+    votes : torch.Tensor or None
+        The votes ``(|E|, B, ...)`` that were routed, where the model records
+        them (what the agreement between votes and parent poses needs).
     """
 
     name: str
@@ -74,6 +77,7 @@ class RoutedLayer(NamedTuple):
     child_strength: Optional[torch.Tensor] = None
     child_types: Optional[int] = None
     parent_types: Optional[int] = None
+    votes: Optional[torch.Tensor] = None
 
     @classmethod
     def of(cls, name, graph, result, routing, votes=None, a_in=None, child_types=None, parent_types=None):
@@ -82,10 +86,12 @@ class RoutedLayer(NamedTuple):
         ``votes`` ``(|E|, B, ...)`` give a length family's child strengths (mean
         vote lengths), ``a_in`` ``(N_src, B)`` an activation family's (its
         activations or logits); the parent strengths come from ``result``.
+        The votes are kept in the entry when given.
         """
         spec = get_routing(routing)
         child = None if votes is None and a_in is None else spec.child_strength(graph, votes=votes, a_in=a_in)
-        return cls(name, graph, result, spec.parent_strength(result), routing, child, child_types, parent_types)
+        return cls(name, graph, result, spec.parent_strength(result), routing, child, child_types, parent_types,
+                   votes)
 
 
 @runtime_checkable

@@ -82,6 +82,9 @@ class SelfAttentionCaps(nn.Module):
     (torch.Size([2, 10, 16]), torch.Size([160, 2]), 20640)
     """
 
+    #: The registered routing family the layer routes with.
+    routing = "self-attention"
+
     def __init__(self, in_caps, out_caps, in_dim, out_dim, uniform=False, eps=1e-20):
         super().__init__()
         self.in_caps = check_positive_int("in_caps", in_caps)

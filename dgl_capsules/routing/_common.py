@@ -1,4 +1,6 @@
-"""What every routing algorithm shares: its result type and input checks."""
+"""What every routing algorithm shares: its result type, input checks and the first pass's couplings."""
+import contextvars
+from contextlib import contextmanager
 from numbers import Real
 from typing import List, NamedTuple, Optional
 
@@ -7,7 +9,7 @@ import torch
 
 from .._checks import check_float_tensor
 
-__all__ = ["RoutingResult"]
+__all__ = ["RoutingResult", "first_coupling"]
 
 
 class RoutingResult(NamedTuple):
@@ -116,3 +118,56 @@ def mean_vote_length(g, votes, vote_dims=1):
     total = lengths.new_zeros((g.num_src_nodes(),) + lengths.shape[1:]).index_add_(0, src.long(), lengths)
     deg = g.out_degrees().clamp_min(1).to(device=total.device, dtype=total.dtype)
     return total / deg.view((-1,) + (1,) * (total.dim() - 1))
+
+
+_FIRST_COUPLING = contextvars.ContextVar("dgl_capsules_first_coupling", default=None)
+
+
+@contextmanager
+def first_coupling(make):
+    r"""Inside this context, every routing starts from the couplings ``make(g, batch_shape, like)`` instead of
+    uniform ones.
+
+    Every registered family's first pass routes with uniform couplings
+    :math:`1 / |\mathcal{N}(i)|` (dynamic routing's zero logits, EM's and
+    Heinsen's first M-step, self-attention with ``uniform=True``); this
+    replaces them, so that one pass (``n_iters=1``) routes with any given
+    couplings, as a test-time swap of the routing does
+    (:func:`~dgl_capsules.analysis.swapped_routing`). The families' fast
+    paths step aside while it is active. Contexts nest; the innermost wins.
+
+    Parameters
+    ----------
+    make : callable
+        ``make(g, batch_shape, like)`` returns couplings ``(|E|, *batch_shape)``
+        with the dtype and device of tensor ``like``, normalised as the family
+        normalises them.
+
+    Examples
+    --------
+    >>> import torch, dgl_capsules as dc
+    >>> g = dc.capsule_graph(3, 2)
+    >>> one_hot = lambda g, batch, like: (g.edges()[1] == 0).to(like).view(-1, *[1] * len(batch)).expand(-1, *batch)
+    >>> with first_coupling(one_hot):
+    ...     r = dc.routing.dynamic_routing(g, torch.randn(6, 4, 8), n_iters=1)
+    >>> r.coupling[:, 0].tolist()
+    [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    """
+    token = _FIRST_COUPLING.set(make)
+    try:
+        yield make
+    finally:
+        _FIRST_COUPLING.reset(token)
+
+
+def coupling_override(g, batch_shape, like):
+    """The couplings :func:`first_coupling` asks for, ``(|E|, *batch_shape)``, or ``None`` outside its context."""
+    make = _FIRST_COUPLING.get()
+    if make is None:
+        return None
+    return make(g, tuple(batch_shape), like).to(dtype=like.dtype, device=like.device)
+
+
+def overridden():
+    """Whether a :func:`first_coupling` context is active (the families' fast paths then step aside)."""
+    return _FIRST_COUPLING.get() is not None

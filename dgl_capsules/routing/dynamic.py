@@ -5,7 +5,7 @@ from dgl.ops import edge_softmax
 
 from .._checks import check_edge_tensor, check_float_tensor, check_n_iters
 from ..functional import _squash_parts, squash
-from ._common import RoutingResult, check_graph, empty_result
+from ._common import RoutingResult, check_graph, coupling_override, empty_result, overridden
 from .registry import register_routing
 
 __all__ = ["dynamic_routing", "dynamic_routing_table"]
@@ -97,7 +97,7 @@ def dynamic_routing(g, votes, n_iters=3, return_trace=False):
         batch = votes.shape[1:-1]
         return empty_result(votes, n_iters, return_trace, poses=(g.num_dst_nodes(),) + batch + votes.shape[-1:],
                             coupling=votes.shape[:-1])
-    pairs = complete_pairs(g)
+    pairs = None if overridden() else complete_pairs(g)
     if pairs is not None:
         return _route_complete(pairs, votes, n_iters, return_trace)
     return _route_message_passing(g, votes, n_iters, return_trace)
@@ -109,10 +109,11 @@ def _route_message_passing(g, votes, n_iters, return_trace):
     with g.local_scope():
         g.edata["u"] = votes  # (E, *, D)
         logits = votes.new_zeros(votes.shape[:-1])  # (E, *)
+        first = coupling_override(g, votes.shape[1:-1], votes)  # (E, *) or None: see first_coupling
         for it in range(n_iters):
             # NOTE: Sabour's softmax over the parents j of each child i is
             # edge_softmax normalised by source.
-            coupling = edge_softmax(g, logits, norm_by="src")  # (E, *)
+            coupling = first if it == 0 and first is not None else edge_softmax(g, logits, norm_by="src")  # (E, *)
             if trace is not None:
                 trace.append(coupling)
             g.edata["m"] = coupling.unsqueeze(-1) * votes  # (E, *, D)
@@ -228,7 +229,7 @@ def dynamic_routing_table(g, table, n_iters=3, return_trace=False):
     table = check_float_tensor("table", table, layout)
     if table.dim() != 4 or table.shape[1:3] != (pairs.n_dst, pairs.n_src) or table.shape[-1] == 0:
         raise ValueError(f"table must have shape {layout} with D >= 1; got {tuple(table.shape)}")
-    if table.numel() == 0:  # a batch of no samples
+    if table.numel() == 0 or overridden():  # a batch of no samples, or first couplings given (first_coupling)
         return dynamic_routing(g, pairs.edges(table), n_iters, return_trace)
     return _route_table(pairs, table, n_iters, return_trace, table.shape[:1])
 

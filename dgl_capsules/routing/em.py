@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from dgl.ops import edge_softmax, gsddmm, gspmm
 
 from .._checks import check_edge_tensor, check_eps, check_n_iters, check_node_tensor
-from ._common import RoutingResult, check_graph, per_item, uniform_coupling
+from ._common import RoutingResult, check_graph, coupling_override, overridden, per_item, uniform_coupling
 from .registry import register_routing
 
 __all__ = ["em_routing", "default_inverse_temperatures"]
@@ -243,13 +243,14 @@ def em_routing(
         return _empty_result(g, votes, a_in, beta_u, beta_a, n_iters, return_trace)
     tiny = torch.finfo(votes.dtype).tiny
 
-    regular = _regular_layout(g)
+    regular = None if overridden() else _regular_layout(g)
     if regular is not None:
         return _em_regular(g, votes, a_in, beta_u, beta_a, lam, n_iters, eps, tiny, return_trace, *regular)
     src, dst = g.edges()
     ops = _GraphOps(g, _edge_graph(g, dst), src.long())
     a_edge = a_in[src.long()]  # (E, *): a_i on every edge of child i
-    coupling = uniform_coupling(g, batch, votes)  # (E, *)
+    coupling = coupling_override(g, batch, votes)  # (E, *): see first_coupling
+    coupling = uniform_coupling(g, batch, votes) if coupling is None else coupling
     with torch.no_grad():
         # NOTE: centring the votes of every parent at the mean of the first M-step (a constant: the
         # results do not depend on it) keeps E[U^2] - E[U]^2 free of cancellation for votes of

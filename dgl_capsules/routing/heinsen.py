@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from dgl.ops import edge_softmax
 
 from .._checks import check_edge_tensor, check_eps, check_float_tensor, check_n_iters, check_node_tensor
-from ._common import RoutingResult, check_graph, empty_result, per_item, uniform_coupling
+from ._common import RoutingResult, check_graph, coupling_override, empty_result, per_item, uniform_coupling
 from .registry import register_routing
 
 __all__ = ["heinsen_routing", "P_MODELS"]
@@ -155,7 +155,8 @@ def heinsen_routing(g, votes, a_in, beta_use, beta_ign, n_iters=3, eps=1e-5, p_m
     for it in range(n_iters):
         # E-step.
         if it == 0:
-            coupling = uniform_coupling(g, batch, votes)  # (E, *)
+            coupling = coupling_override(g, batch, votes)  # (E, *): see first_coupling
+            coupling = uniform_coupling(g, batch, votes) if coupling is None else coupling
         else:
             if gaussian:
                 # NOTE: sum_ch log sqrt(sigma2) is 0.5 * sum_ch log(sigma2).

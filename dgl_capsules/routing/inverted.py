@@ -6,7 +6,7 @@ from dgl import ops
 from dgl.ops import edge_softmax
 
 from .._checks import check_edge_tensor, check_eps, check_float_tensor, check_n_iters
-from ._common import RoutingResult, check_graph, empty_result, uniform_coupling
+from ._common import RoutingResult, check_graph, coupling_override, empty_result, uniform_coupling
 from .registry import register_routing
 
 __all__ = ["inverted_routing"]
@@ -108,7 +108,8 @@ def inverted_routing(g, votes, weight=None, bias=None, n_iters=2, normalize=True
     with g.local_scope():
         for it in range(n_iters):
             if it == 0:
-                coupling = uniform_coupling(g, batch, votes)  # (E, *)
+                coupling = coupling_override(g, batch, votes)  # (E, *): see first_coupling
+                coupling = uniform_coupling(g, batch, votes) if coupling is None else coupling
             else:
                 agreement = ops.e_dot_v(g, votes, poses).squeeze(-1) * scale  # (E, *)
                 # NOTE: the parents j of child i compete for it: edge_softmax normalised by source.

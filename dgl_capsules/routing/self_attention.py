@@ -6,7 +6,7 @@ from dgl.ops import edge_softmax
 
 from .._checks import check_edge_tensor, check_eps
 from ..functional import efficient_squash
-from ._common import RoutingResult, check_graph, empty_result, per_item, uniform_coupling
+from ._common import RoutingResult, check_graph, coupling_override, empty_result, per_item, uniform_coupling
 from .registry import register_routing
 
 __all__ = ["self_attention_routing"]
@@ -104,7 +104,8 @@ def self_attention_routing(g, votes, bias=0.0, uniform=False, eps=1e-20, return_
     with g.local_scope():
         g.edata["u"] = votes  # (E, *, D)
         if uniform:
-            coupling = uniform_coupling(g, batch_shape, votes)  # (E, *)
+            coupling = coupling_override(g, batch_shape, votes)  # (E, *): see first_coupling
+            coupling = uniform_coupling(g, batch_shape, votes) if coupling is None else coupling
         else:
             g.update_all(fn.copy_e("u", "m"), fn.sum("m", "total"))  # (N_dst, *, D): all votes per parent
             g.apply_edges(fn.e_dot_v("u", "total", "agree"))  # (E, *, 1)

@@ -9,7 +9,7 @@ from dgl import ops
 from dgl.ops import edge_softmax
 
 from .._checks import check_float_tensor, check_n_iters, check_node_tensor, check_tensor
-from ._common import RoutingResult, check_graph, empty_result, uniform_coupling
+from ._common import RoutingResult, check_graph, coupling_override, empty_result, overridden, uniform_coupling
 from .registry import register_routing
 
 __all__ = ["vector_routing", "sequence_lengths", "BLOCK_MIN_EDGES"]
@@ -171,9 +171,9 @@ def vector_routing_state(g, x, a, beta_use, beta_ign, w_f1, w_f2, b_f2, w_g1, w_
         return VectorState(r.poses, r.coupling, None, None, r.trace)
     x_scaled = x * sequence_lengths(g).to(x).rsqrt().view((-1,) + (1,) * (x.dim() - 1))  # (N_src, *, D_in)
     args = (x, x_scaled, torch.sigmoid(a), p, edge, n_iters, normalize, return_trace)
-    if layout is not None:
+    if layout is not None and not overridden():  # first couplings given (first_coupling): message passing
         return _route_complete(layout, *args)
-    if parts is not None:
+    if parts is not None and not overridden():
         return _route_parts(parts, *args)
     return _route_message_passing(g, *args)
 
@@ -267,7 +267,8 @@ def _route_message_passing(g, x, x_scaled, f_a, p, edge, n_iters, normalize, ret
         f_a = ops.copy_u(g, f_a)  # (E, *): f(a_i) on every edge of child i
         for it in range(n_iters):
             if it == 0:
-                coupling = uniform_coupling(g, batch, x)  # (E, *)
+                coupling = coupling_override(g, batch, x)  # (E, *): see first_coupling
+                coupling = uniform_coupling(g, batch, x) if coupling is None else coupling
             else:
                 predicted = _predictions(x_out, p)  # (N_dst, *, D_in)
                 dots = ops.u_dot_v(g, x, predicted).squeeze(-1)  # (E, *)
