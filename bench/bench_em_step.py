@@ -7,7 +7,7 @@ Two networks on 28x28 random images, batch 32, float32:
   capsules (28,800 + 20,736 + 1,440 routed edges);
 - ``small``: ``MatrixCapsNet.from_preset("small")`` (14,400 + 5,184 + 720 edges).
 
-With ``--others``, two networks whose routing code issue 17 did not change,
+With ``--others``, two networks whose routing code the EM speed-up did not change,
 for the before/after of what it changed for every model (huge pages, freed
 memory reused): ``capsnet-small``, ``CapsNet.from_preset("small")`` (dynamic
 routing, batch 64), and ``heinsen-small``, ``HeinsenImageNet.from_preset("small")``
@@ -65,7 +65,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-# The last commit before the EM speed-up (issue 17).
+# The last commit before the EM speed-up (ConvCaps routed on a regular layout).
 BEFORE = "d6147f8"
 BATCH = 32
 NETS = {
