@@ -97,3 +97,12 @@ def test_chain_credit_by_hand_and_rows_sum_to_one():
         chain_credit([(g1, c1), (dc.capsule_graph(3, 2), torch.full((6, 1), 0.5))])
     with pytest.raises(ValueError, match=r"layers\[0\] coupling must have shape \(\|E\|, B\) with \|E\| = 4"):
         chain_credit([(g1, c1[:3])])
+
+
+def test_routing_dynamics_counts_float32_uniform_couplings_as_static():
+    g = dc.capsule_graph(6, 10)
+    c = torch.full((60, 40), 0.1)  # uniform couplings 1/10 as float32 rounds them: half one ulp below
+    c[:, ::2] = torch.nextafter(c[:, ::2], torch.zeros(()))
+    assert (c.double() * 10).min() < 1 < (c.double() * 10).max()  # on both sides of the bin edge at 0.1
+    out = routing_dynamics(g, c, torch.arange(40) % 2)
+    assert out["entropy"] == 0.0 and out["parse_trees"] == {0: 1, 1: 1}

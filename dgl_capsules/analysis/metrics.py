@@ -113,7 +113,8 @@ def static_index(g, coupling):
 def routing_dynamics(g, coupling, labels, bins=10):
     r"""Routing-dynamics entropy and distinct parse trees per class (Renzulli et al. 2022, REM).
 
-    Each coupling is quantised into ``bins`` equal bins of [0, 1]. For every
+    Each coupling is quantised into ``bins`` equal bins of [0, 1] (a value
+    within :math:`10^{-6}` below a bin edge counts in the bin above). For every
     class and edge, the entropy (in nats) of the quantised value's distribution
     over that class's inputs measures how much the edge's routing changes from
     input to input; it is averaged over edges and then over classes. A parse
@@ -152,7 +153,9 @@ def routing_dynamics(g, coupling, labels, bins=10):
         raise ValueError(f"labels must have shape (B,) = ({coupling.shape[1]},); got {tuple(labels.shape)}")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins must be a positive integer; got {bins!r}")
-    q = (coupling.double().clamp(0, 1) * bins).long().clamp_max(bins - 1)  # (E, B)
+    # NOTE: uniform couplings 1 / n sit on bin edges (1/10 * 10 bins = 1): float rounding would spread them over
+    # two bins and count a static routing as dynamic; values within 1e-6 of an edge go to the bin above it.
+    q = (coupling.double().clamp(0, 1) * bins + 1e-6).long().clamp_max(bins - 1)  # (E, B)
     entropies, trees, counts = [], {}, {}
     for k in labels.unique().tolist():
         qk = q[:, labels == k]  # (E, n_k)
