@@ -220,17 +220,24 @@ def test_a_training_process_killed_at_a_random_point_resumes_to_the_same_result(
     stays, the last checkpoint is that of the last whole epoch), then the same command with --resume, or
     again from the start if no epoch was saved; the final metrics and weights equal an uninterrupted run's."""
     full, folder, seconds = command_run
-    delay = random.Random().uniform(0.05, 0.8) * seconds
+    rng = random.Random()
+    after_epoch, fraction = rng.randrange(4), rng.uniform(0.05, 0.5)  # killed in epoch after_epoch + 1 (or + 2)
     out = tmp_path / "killed"
     victim = subprocess.Popen(_command(*_argv(digits), "--out", str(out)), stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, env=_env())
-    for line in victim.stdout:  # data and model are ready: training starts now
-        if " parameters) on " in line:
+    epoch_seconds = seconds / 4  # the uninterrupted run's mean epoch, until the victim's own first epoch is timed
+    for line in victim.stdout:  # the victim's progress, not a guess of its speed, says when training runs
+        if " parameters) on " in line:  # data and model are ready: training starts now
+            started = time.time()
+        if line.startswith("epoch   1 "):
+            epoch_seconds = time.time() - started  # the first epoch is the slowest (warm-up)
+        if " parameters) on " in line and after_epoch == 0 or line.startswith(f"epoch {after_epoch:3d} "):
             break
-    time.sleep(delay)
+    time.sleep(fraction * epoch_seconds)  # at most half an epoch: before the fourth epoch ends
     victim.kill()
     victim.wait()
-    assert victim.returncode == -signal.SIGKILL, f"the run ended before the kill after {delay:.2f} s"
+    assert victim.returncode == -signal.SIGKILL, (f"the run ended before the kill, {fraction:.2f} "
+                                                       f"of an epoch after epoch {after_epoch}")
     resume = ["--resume"] if (out / "checkpoint.pt").exists() else []
     capsys.readouterr()
     assert main(_argv(digits) + ["--out", str(out), *resume]) == 0, capsys.readouterr().err

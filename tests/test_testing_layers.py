@@ -4,7 +4,7 @@ import torch
 
 import dgl_capsules as dc
 from helpers import DoubleGradient
-from dgl_capsules.nn import DynamicCaps
+from dgl_capsules.nn import DynamicCaps, RoutedCaps
 from dgl_capsules.testing import Deviation, check_layer_contract, measure_layer_contract
 
 
@@ -17,12 +17,13 @@ class MixesSamples(DynamicCaps):
         return super().forward(x - 0.1 * x.mean(0, keepdim=True), return_routing, return_trace)
 
 
-class ReadsEdgeIds(DynamicCaps):
+# RoutedCaps (dynamic routing by default) routes the votes of votes(g, x); DynamicCaps routes its vote table.
+class ReadsEdgeIds(RoutedCaps):
     def votes(self, g, x):  # assumes edge i * J + j, whatever the graph says
         return torch.einsum("bid,ijde->ijbe", x, self.weight).flatten(0, 1)
 
 
-class LeavesFeatures(DynamicCaps):
+class LeavesFeatures(RoutedCaps):
     def votes(self, g, x):
         g.edata["u"] = torch.zeros(g.num_edges())
         return super().votes(g, x)
