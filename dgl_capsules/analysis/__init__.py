@@ -21,6 +21,6 @@ from .summary import analyze
 from .swap import MODES, routed_modules, routing_swap, swapped_routing
 from .report import write_analysis
 
-__all__ = ["analyze", "write_analysis", "routing_swap", "swapped_routing", "routed_modules", "MODES", "robustness", "TRANSFORMS",
-           "plot_entropy", "plot_swap", "plot_dead", "plot_robustness", "agreement", "chain_credit", "dead_share",
-           "normalised_entropy", "routing_dynamics", "static_index", "weighted_mean"]
+__all__ = ["analyze", "write_analysis", "routing_swap", "swapped_routing", "routed_modules", "MODES", "robustness",
+           "TRANSFORMS", "plot_entropy", "plot_swap", "plot_dead", "plot_robustness", "agreement", "chain_credit",
+           "dead_share", "normalised_entropy", "routing_dynamics", "static_index", "weighted_mean"]
