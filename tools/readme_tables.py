@@ -5,6 +5,8 @@
   (:func:`docgen.summary.summary_markdown`): the headline number ± std, its
   seeds, the width-matched CNN beside it, the paper's and the best public
   reproduction's figures, a link to the experiment's page of the built site.
+- The block between ``<!-- routing-necessity -->`` and ``<!-- /routing-necessity -->``
+  becomes the routing-necessity table of the shipped networks (``tools/routing_necessity.py``).
 - Every block between ``<!-- results:NAME -->`` and ``<!-- /results -->``
   becomes :func:`dgl_capsules.reproduce.render_table` of ``RESULTS/NAME/*.json``.
 
@@ -24,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dgl_capsules.reproduce import render_table  # noqa: E402
 
+import routing_necessity  # noqa: E402
 from docgen.summary import summary_markdown  # noqa: E402
 
 MARKER = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 SUMMARY = re.compile(r"(<!-- results-summary -->\n)(?P<body>.*?)(<!-- /results-summary -->)", re.S)
+NECESSITY = re.compile(r"(<!-- routing-necessity -->\n)(?P<body>.*?)(<!-- /routing-necessity -->)", re.S)
 SITE = "docs/_build/html/results"
 
 
@@ -49,7 +53,12 @@ def regenerate(text, results="results"):
         names.append("summary")
         return m.group(1) + summary_markdown(results, page_link) + m.group(3)
 
+    def necessity(m):
+        names.append("routing-necessity")
+        return m.group(1) + routing_necessity.render(results) + m.group(3)
+
     text = SUMMARY.sub(summary, text)
+    text = NECESSITY.sub(necessity, text)
     return MARKER.sub(table, text), names
 
 
