@@ -110,6 +110,13 @@ def static_index(g, coupling):
     return float(coupling.double().std(dim=1, unbiased=False).mean())
 
 
+def quantise(coupling, bins):
+    """The bin of every coupling among ``bins`` equal bins of [0, 1] (int64, the shape of ``coupling``)."""
+    # NOTE: uniform couplings 1 / n sit on bin edges (1/10 * 10 bins = 1): float rounding would spread them over
+    # two bins and count a static routing as dynamic; values within 1e-6 of an edge go to the bin above it.
+    return (coupling.double().clamp(0, 1) * bins + 1e-6).long().clamp_max(bins - 1)
+
+
 def routing_dynamics(g, coupling, labels, bins=10):
     r"""Routing-dynamics entropy and distinct parse trees per class (Renzulli et al. 2022, REM).
 
@@ -153,9 +160,7 @@ def routing_dynamics(g, coupling, labels, bins=10):
         raise ValueError(f"labels must have shape (B,) = ({coupling.shape[1]},); got {tuple(labels.shape)}")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins must be a positive integer; got {bins!r}")
-    # NOTE: uniform couplings 1 / n sit on bin edges (1/10 * 10 bins = 1): float rounding would spread them over
-    # two bins and count a static routing as dynamic; values within 1e-6 of an edge go to the bin above it.
-    q = (coupling.double().clamp(0, 1) * bins + 1e-6).long().clamp_max(bins - 1)  # (E, B)
+    q = quantise(coupling, bins)  # (E, B)
     entropies, trees, counts = [], {}, {}
     for k in labels.unique().tolist():
         qk = q[:, labels == k]  # (E, n_k)

@@ -30,7 +30,7 @@ from ..evaluation import correct
 from ..functional import coupling_entropy
 from ..routing import get_routing
 from ._inputs import check_positive_int, check_samples
-from .metrics import agreement
+from .metrics import agreement, quantise
 
 __all__ = ["analyze", "ENTROPY_BINS", "QUANTILES", "DEAD_THRESHOLDS"]
 
@@ -90,7 +90,7 @@ class _Iteration:
         self.s1 += c.sum(1)
         self.s2 += c.square().sum(1)
         self.n += c.shape[1]
-        q = (c.clamp(0, 1) * self.bins).long().clamp_max(self.bins - 1)  # (E, B)
+        q = quantise(c, self.bins)  # (E, B)
         n_edges = q.shape[0]
         cell = torch.arange(n_edges)[:, None] * self.bins + q  # (E, B): edge-major (edge, bin) cell
         for k in classes.unique().tolist():
