@@ -1,4 +1,5 @@
 """Robustness curves against hand-computed accuracies, and the pictures of an analysis."""
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -84,10 +85,16 @@ def test_pictures_of_an_analysis_are_saved_and_bad_input_is_named(tmp_path):
     swap = routing_swap(net, data, iterations=(1, 3), progress=False)
     curves = {t: robustness({"a": LeftRight(), "b": LeftRight()}, _dots(), t, [1.0, 0.5] if t == "scale" else [0, 1],
                             progress=False) for t in ("scale", "rotation")}
+    plt.close("all")
     for draw, arg, name, panels in ((plot_entropy, result, "e.png", 1), (plot_dead, result, "d.png", 1),
                                     (plot_swap, swap, "s.svg", 1), (plot_robustness, curves, "r.png", 2)):
         fig = draw(arg, str(tmp_path / "sub" / name))
         assert isinstance(fig, Figure) and len(fig.axes) == panels and (tmp_path / "sub" / name).stat().st_size > 0
+    assert plt.get_fignums() == []  # saved to a path: no pyplot state
+    before = set(plt.get_fignums())
+    shown = plot_swap(swap)  # no path: a pyplot figure, for plt.show() or a notebook
+    assert set(plt.get_fignums()) - before == {shown.number}
+    plt.close(shown)
     (ax,) = plot_swap(swap).axes
     assert [t.get_text() for t in ax.get_xticklabels()] == ["trained", "uniform", "random", "1 iter.",
                                                             "3 iter. (trained)"]
@@ -99,6 +106,7 @@ def test_pictures_of_an_analysis_are_saved_and_bad_input_is_named(tmp_path):
             draw({"nothing": 1})
     with pytest.raises(ValueError, match="curves must be the dict of robustness"):
         plot_robustness([1, 2])
+    plt.close("all")
 
 
 def test_write_analysis_writes_the_json_and_pictures_and_checks_before_the_work(tmp_path):

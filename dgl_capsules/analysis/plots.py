@@ -3,19 +3,25 @@
 Every function takes the JSON-ready dicts of :func:`~dgl_capsules.analysis.analyze`,
 :func:`~dgl_capsules.analysis.routing_swap` or
 :func:`~dgl_capsules.analysis.robustness` (so pictures can be redrawn from a
-saved ``analysis.json``), draws on a :class:`matplotlib.figure.Figure` (the
-Agg canvas: no display and no pyplot state), saves it when given a path and
-returns it.
+saved ``analysis.json``) and returns the figure it draws. Given a path, it
+draws on a bare :class:`matplotlib.figure.Figure` (no display and no pyplot
+state) and saves it there; without one, on a new pyplot figure (shown by a
+notebook or ``plt.show()``, never closed here).
 """
 import os
 
 __all__ = ["plot_entropy", "plot_swap", "plot_dead", "plot_robustness"]
 
 
-def _figure(n_panels, width=4.0, height=3.2):
-    from matplotlib.figure import Figure
+def _figure(n_panels, path, width=4.0, height=3.2):
+    if path is None:
+        import matplotlib.pyplot as plt
 
-    fig = Figure(figsize=(width * n_panels, height), layout="constrained")
+        fig = plt.figure(figsize=(width * n_panels, height), layout="constrained")
+    else:
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(width * n_panels, height), layout="constrained")
     return fig, fig.subplots(1, n_panels, squeeze=False)[0]
 
 
@@ -61,7 +67,7 @@ def plot_entropy(result, path=None):
     """Per routed layer, the distribution of normalised coupling entropy at every routing iteration."""
     _check(result, "layers", "analyze")
     layers = result["layers"]
-    fig, axes = _figure(max(1, len(layers)))
+    fig, axes = _figure(max(1, len(layers)), path)
     for ax, layer in zip(axes, layers):
         for it in layer["iterations"]:
             ent = it["entropy"]
@@ -89,7 +95,7 @@ def plot_swap(swap, path=None):
     rows += [(f"{k} iter." + (" (trained)" if int(k) in trained else ""), row)
              for k, row in sorted(swap.get("iterations", {}).items(), key=lambda kv: int(kv[0]))]
     rows = [(name, row) for name, row in rows if row and "accuracy" in row]
-    fig, (ax,) = _figure(1, width=max(4.0, 0.8 * len(rows) + 1))
+    fig, (ax,) = _figure(1, path, width=max(4.0, 0.8 * len(rows) + 1))
     names, accs = [n for n, _ in rows], [100 * r["accuracy"] for _, r in rows]
     bars = ax.bar(range(len(rows)), accs, color=["tab:blue"] + ["tab:orange"] * (len(rows) - 1))
     ax.bar_label(bars, labels=[f"{a:.2f}" for a in accs], fontsize=8)
@@ -106,7 +112,7 @@ def plot_dead(result, path=None):
 
     Children (solid) and parents (dashed) of every routed layer, on a log axis."""
     _check(result, "layers", "analyze")
-    fig, (ax,) = _figure(1, width=5.0)
+    fig, (ax,) = _figure(1, path, width=5.0)
     for k, layer in enumerate(result["layers"]):
         for side, style in (("children", "-"), ("parents", "--")):
             dead = layer["dead"][side]
@@ -135,7 +141,7 @@ def plot_robustness(curves, path=None):
     if not panels or any(not isinstance(p, dict) or "models" not in p for p in panels):
         raise ValueError("curves must be the dict of robustness (with 'transform', 'values' and 'models') or a "
                          f"dict of them; got {type(curves).__name__}")
-    fig, axes = _figure(len(panels))
+    fig, axes = _figure(len(panels), path)
     for ax, panel in zip(axes, panels):
         order = sorted(range(len(panel["values"])), key=lambda i: panel["values"][i])
         for name, accs in panel["models"].items():
