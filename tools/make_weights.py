@@ -100,10 +100,12 @@ def main(argv=None):
     accs = [recs[s]["test_accuracy"] for s in sorted(recs)]
     mean = sum(accs) / len(accs)
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else None
-    rerun = "" if args.results == os.path.join(ROOT, "results") else f" --out {out}"
+    # the re-run's folder by its own name (where this machine kept it says nothing to a reader)
+    folder = os.path.basename(os.path.normpath(args.results))
+    rerun = "" if args.results == os.path.join(ROOT, "results") else f" --out {folder}/{args.experiment}"
     command = (f"dgl-capsules reproduce {args.experiment} --rows {row.slug} --seeds {args.seed}{rerun}; "
                f"python tools/make_weights.py --experiment {args.experiment} --row {row.slug} --seed {args.seed} "
-               f"--name {args.name}" + (f" --results {args.results}" if rerun else ""))
+               f"--name {args.name}" + (f" --results {folder}" if rerun else ""))
     entry = dict(model=config["model"], preset=config["preset"], name=args.name, file=fname, sha256=sha,
                  settings=dict(config["settings"]), shape=dict(shape), data=config["data"],
                  parameters=n_parameters(shipped), accuracy=round(half.float().mean().item(), 6),
