@@ -555,3 +555,15 @@ def test_efficient_capsnet_follows_the_published_recipe_and_records_it(tmp_path,
         assert 0 <= rec["last_test_accuracy"] <= 1
     table = (tmp_path / "table.md").read_text()
     assert "Efficient-CapsNet, uniform couplings" in table and "last epoch's test accuracy" in table
+
+
+def test_the_best_public_reproduction_has_its_own_column_where_a_row_has_one(tmp_path):
+    text = rp.render_table("sabour-table1", str(tmp_path / "none"))
+    header = next(line for line in text.splitlines() if line.startswith("| row |"))
+    assert header.endswith("| paper | best public reproduction |")
+    row = next(line for line in text.splitlines() if line.startswith("| 3 iterations + reconstruction |"))
+    assert row.endswith("| error 0.25 ± 0.005 % (99.75 %) | 99.66 % mean of 3, 99.71 % best "
+                        "(XifengGuo/CapsNet-Keras); 99.70 % mean (Apache MXNet example/capsnet) |")
+    cnn = next(line for line in text.splitlines() if line.startswith("| CNN (width-matched) |"))
+    assert cnn.endswith("| error 0.39 % (99.61 %) |  |")
+    assert "best public reproduction" not in rp.render_table("tiny", str(tmp_path / "none-tiny"))

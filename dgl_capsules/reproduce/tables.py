@@ -88,8 +88,8 @@ def render_table(name, out=None):
     accuracy"), parameters, mean
     training time per run (training and validation, wall clock), mean CPU
     time per run (all threads and processes; runs resumed from a checkpoint
-    written before it was recorded have none), threads, and the paper's
-    figure. Rows with no finished
+    written before it was recorded have none), threads, the paper's
+    figure and, where a row has one, the best public reproduction of it. Rows with no finished
     run say so; rows equal to another by construction print that row's numbers.
     The test accuracy is that of the model selected on the validation split;
     runs that recorded it also show the last epoch's test accuracy.
@@ -103,6 +103,8 @@ def render_table(name, out=None):
     cols = ["row", "test accuracy (mean ± std)", "every seed"] + [
         _COLUMN.get(k, k.replace("_", " ")) for k in extra] + [
         "parameters", "training time per run", "CPU time per run", "threads", "paper"]
+    public = any(row.public for row in exp.rows)
+    cols += ["best public reproduction"] * public
     lines = [f"### {exp.title}", "", f"`dgl-capsules reproduce {name}`", "",
              "| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
     notes = []
@@ -113,8 +115,8 @@ def render_table(name, out=None):
         if row.note:
             notes.append(f"- {row.label}: {row.note}.")
         if not recs:
-            lines.append("| " + " | ".join([label, "not run yet", "", *[""] * len(extra), "", "", "", "", row.paper])
-                         + " |")
+            lines.append("| " + " | ".join([label, "not run yet", "", *[""] * len(extra), "", "", "", "", row.paper,
+                                             *[row.public] * public]) + " |")
             continue
         seeds = sorted(recs)
         acc = [recs[s]["test_accuracy"] for s in seeds]
@@ -132,7 +134,7 @@ def render_table(name, out=None):
         part = f" ({len(cpu)} of {len(seeds)} seeds)" if cpu and len(cpu) < len(seeds) else ""
         cells.append(_duration(sum(cpu) / len(cpu)) + part if cpu else "not recorded")
         cells.append(", ".join(str(t) for t in sorted({recs[s].get("threads") for s in seeds} - {None})))
-        cells.append(row.paper)
+        cells += [row.paper] + [row.public] * public
         lines.append("| " + " | ".join(cells) + " |")
     notes += _paired_notes(exp, results)
     notes.append("- training time per run: training and validation, wall clock, mean over seeds (with any time a "
