@@ -247,18 +247,26 @@ FLAGS.update(max_samples="--max-samples", iterations="--swap-iters", transform="
 
 
 def _compare_models(items):
-    """``{label: model}`` from ``--compare LABEL=CHECKPOINT`` (or ``CHECKPOINT``: the label is its run folder)."""
+    """``{label: model}`` from ``--compare LABEL=CHECKPOINT``, ``LABEL=MODEL:WEIGHTS`` (shipped weights, e.g.
+    ``matrixcaps:mnist``) or ``CHECKPOINT`` (the label is its run folder)."""
+    from .models import get_model, list_weights
     from .train import load_model
 
+    shipped = {f"{w.model}:{w.name}" for w in list_weights()}
     out = {}
     for item in items or ():
         label, eq, path = item.partition("=")
         label, path = (label, path) if eq else (os.path.basename(os.path.dirname(os.path.abspath(item))), item)
         if not label or not path:
-            raise ValueError(f"compare takes LABEL=CHECKPOINT or CHECKPOINT; got {item!r}")
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"compare {path!r}: no such file")
-        out[label] = load_model(path)[0]
+            raise ValueError(f"compare takes LABEL=CHECKPOINT, LABEL=MODEL:WEIGHTS or CHECKPOINT; got {item!r}")
+        if os.path.isfile(path):
+            out[label] = load_model(path)[0]
+        elif path in shipped:
+            model, _, name = path.partition(":")
+            out[label] = get_model(model, weights=name).eval()
+        else:
+            raise FileNotFoundError(f"compare {path!r}: no such file, nor shipped weights (one of "
+                                    f"{', '.join(sorted(shipped))})")
     return out
 
 
@@ -305,7 +313,8 @@ def _analyze_parser(sub):
                     help="also draw accuracy against rotation, shear, scale, translation (all four when given "
                          "without names; default: off)")
     an.add_argument("--compare", action="append", default=[], metavar="LABEL=CHECKPOINT",
-                    help="with --robustness: another trained model on the same axes (repeatable; default: none)")
+                    help="with --robustness: another trained model on the same axes, a checkpoint or shipped "
+                         "weights as MODEL:WEIGHTS, e.g. MatrixCapsNet=matrixcaps:mnist (repeatable; default: none)")
     an.add_argument("--quiet", action="store_true", help="no progress bars")
     an.set_defaults(func=_analyze)
 

@@ -61,6 +61,14 @@ def test_analyze_robustness_draws_every_model_on_one_axes(run, tmp_path, capsys)
     assert "robustness: " in capsys.readouterr().out
 
 
+def test_analyze_compares_with_shipped_weights_by_model_and_name(run, tmp_path):
+    out = tmp_path / "shipped"
+    assert main(["analyze", "--checkpoint", str(run), "--out", str(out), "--max-samples", "4", "--swap-iters", "2",
+                 "--robustness", "rotation", "--compare", "EM=matrixcaps:mnist", "--quiet"]) == 0
+    (rotation,) = json.loads((out / "analysis.json").read_text())["robustness"].values()
+    assert sorted(rotation["models"]) == ["CapsNet", "EM"]
+
+
 @pytest.mark.parametrize("extra, message", [
     ([], "--checkpoint: give either --checkpoint"),
     (["--checkpoint", "RUN", "--max-samples", "1"], "--max-samples must be None or an integer >= 2; got 1"),
@@ -69,7 +77,9 @@ def test_analyze_robustness_draws_every_model_on_one_axes(run, tmp_path, capsys)
     (["--checkpoint", "RUN", "--robustness", "spin"], "--robustness must be one of rotation, shear, scale, "
                                                       "translation; got 'spin'"),
     (["--checkpoint", "RUN", "--compare", "RUN"], "--compare: --compare draws other models on the robustness"),
-    (["--checkpoint", "RUN", "--robustness", "--compare", "x=/no/such.pt"], "--compare '/no/such.pt': no such file"),
+    (["--checkpoint", "RUN", "--robustness", "--compare", "x=/no/such.pt"],
+     r"--compare '/no/such.pt': no such file, nor shipped weights \(one of capsnet:mnist, .*matrixcaps:mnist"),
+    (["--checkpoint", "RUN", "--robustness", "--compare", "x=capsnet:svhn"], "--compare 'capsnet:svhn': no such file"),
     (["--checkpoint", "/no/such/model.pt"], "--checkpoint '/no/such/model.pt': no such file"),
 ])
 def test_bad_input_is_one_line_naming_the_flag(run, tmp_path, capsys, extra, message):
