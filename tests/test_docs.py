@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import readme_tables  # noqa: E402
 from docgen import markdown, pages, summary  # noqa: E402
+from dgl_capsules.reproduce import experiment  # noqa: E402
 
 needs_sphinx = pytest.mark.needs("sphinx")
 
@@ -166,7 +167,8 @@ def test_summary_line_is_the_headline_row_over_its_seeds_beside_the_cnn(tmp_path
     assert s["paper"].startswith("99.75 %") and "99.66 % mean / 99.71 % best" in s["public"]
     assert (s["finished"], s["planned"]) == (4, 9)
     missing = summary.summary("sabour-official", tmp_path)  # no JSON: planned, with the estimate
-    assert missing["ours"] == "not run yet (estimated 4.6 h)" and missing["seeds"] == "0 of 1"
+    hours = experiment("sabour-official").hours
+    assert missing["ours"] == f"not run yet (estimated {hours:.1f} h)" and missing["seeds"] == "0 of 1"
     table = summary.summary_markdown(tmp_path, lambda name: f"site/{name}.html")
     lines = table.splitlines()
     assert len(lines) == 2 + len(summary.documented_experiments())
@@ -255,7 +257,8 @@ def test_results_section_has_a_page_per_experiment_with_plots_or_a_plan(tmp_path
             assert f"dgl-capsules reproduce {name}" in text and ".. figure::" not in text, name
     planned = (out / "sabour-official.rst").read_text()
     assert "**Planned: no run has finished yet.**" in planned
-    assert "dgl-capsules reproduce sabour-official" in planned and "Estimated time: 4.6 h" in planned
+    hours = experiment("sabour-official").hours
+    assert "dgl-capsules reproduce sabour-official" in planned and f"Estimated time: {hours:.1f} h" in planned
     assert ".. figure::" not in planned and "official schedule" in planned
     index = (out / "index.rst").read_text()
     assert ".. toctree::" in index and all(f"   {n}\n" in index for n in names)

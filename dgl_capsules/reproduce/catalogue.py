@@ -196,9 +196,10 @@ register_experiment(Experiment(
           "of 3 runs with the test set as validation, and Apache MXNet example/capsnet, 99.70 % average over 200 "
           "epochs; seeds 1 and 2 and the width-matched CNN on the same schedule follow only if seed 0 reaches "
           "99.60 %",
-    hours=4.6,
-    estimate="about 70 s per epoch of sabour-table1's row at 2 threads on a quiet machine (batch 64); batch 128 "
-             "has half the steps: 200 epochs about 4 h of training plus 0.6 h of validation",
+    hours=11.7,
+    estimate="measured on seed 0 (commit e54ef35, one thread beside another one-thread training run): 180 to 250 s "
+             "per epoch, about 210 s, training and validation; 200 epochs about 11.7 h. sabour-table1's row (the "
+             "same work per epoch at batch 64) took 88 to 94 s per epoch at 2 threads on a quiet machine: about 5 h",
 ))
 
 register_experiment(Experiment(
