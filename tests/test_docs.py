@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import readme_tables  # noqa: E402
-from docgen import markdown, pages, summary  # noqa: E402
+from docgen import markdown, pages, plots, summary  # noqa: E402
 from dgl_capsules.reproduce import experiment  # noqa: E402
 
 needs_sphinx = pytest.mark.needs("sphinx")
@@ -263,6 +263,25 @@ def test_results_section_has_a_page_per_experiment_with_plots_or_a_plan(tmp_path
     index = (out / "index.rst").read_text()
     assert ".. toctree::" in index and all(f"   {n}\n" in index for n in names)
     assert ":doc:`sabour-table1 <sabour-table1>`" in index and "plots/all-cost.png" in index
+
+
+def test_a_longer_schedule_is_drawn_beside_the_row_it_questions(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "site"
+    write_run(results, "sabour-table1", "3 iterations + reconstruction", 0, 0.995, epochs=4)
+    write_run(results, "sabour-table1", "CNN (width-matched)", 0, 0.994, epochs=4)
+    write_run(results, "sabour-official", "3 iterations + reconstruction, official schedule", 0, 0.996, epochs=9)
+    written = pages.write_results_section(out, results, tmp_path / "no-notes")
+    page = (out / "sabour-official.rst").read_text()
+    figures = re.findall(r"^\.\. figure:: (\S+)$", page, re.M)
+    assert "plots/sabour-official-beside-sabour-table1.png" in figures and written["sabour-official"] == 3
+    assert "of sabour-table1's row \"3 iterations + reconstruction\" on one axes" in page
+    lines = plots.beside_figure([("a", {0: dict(curve=[])})], tmp_path / "none.png", "t")
+    assert lines is None and not (tmp_path / "none.png").exists()  # no curve, no figure
+    fig_path = out / "plots/sabour-official-beside-sabour-table1.png"
+    from PIL import Image
+
+    with Image.open(fig_path) as im:
+        assert im.format == "PNG" and im.size[0] >= 600
 
 
 def test_plots_tell_cpu_hours_from_training_hours():

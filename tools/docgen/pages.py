@@ -16,7 +16,10 @@ from dgl_capsules.reproduce import experiment, load_results, render_table
 from . import markdown, plots
 from .summary import SUMMARY_COLUMNS, documented_experiments, progress, summary
 
-__all__ = ["write_results_section", "experiment_page", "index_page", "EXTRA_PAGES"]
+__all__ = ["write_results_section", "experiment_page", "index_page", "EXTRA_PAGES", "CURVES_BESIDE"]
+
+#: Experiments whose curves are drawn beside another experiment's row: ``{name: (other experiment, row label)}``.
+CURVES_BESIDE = {"sabour-official": ("sabour-table1", "3 iterations + reconstruction")}
 
 #: Hand-written pages of ``docs/`` listed in the Results section after the experiments.
 EXTRA_PAGES = ("mnist5k_notebook",)
@@ -60,6 +63,17 @@ def _figure(path, alt, caption):
     return [f".. figure:: plots/{path.name}", f"   :alt: {alt}", "   :width: 100%", "", f"   {caption}", ""]
 
 
+def _beside_figure(exp, results, results_root, plot_dir):
+    """The :data:`CURVES_BESIDE` figure of ``exp`` (None if it has none or no run has a curve)."""
+    if exp.name not in CURVES_BESIDE:
+        return None
+    other, row = CURVES_BESIDE[exp.name]
+    runs = [(f"{exp.name}: {r.label}", results[r.label]) for r in exp.rows if r.label in results]
+    runs.append((f"{other}: {row}", load_results(other, str(Path(results_root) / other)).get(row, {})))
+    return plots.beside_figure(runs, plot_dir / f"{exp.name}-beside-{other}.png",
+                               f"{exp.name} beside {other}: training (dashed) and validation (solid) error")
+
+
 def experiment_page(name, results_root, notes_dir, plot_dir):
     """The reStructuredText of experiment ``name``'s page and the plots it drew (paths)."""
     exp = experiment(name)
@@ -95,6 +109,12 @@ def experiment_page(name, results_root, notes_dir, plot_dir):
             out += _figure(curves, f"training and validation error per epoch of every run of {name}",
                            "Training (dashed) and validation (solid) error per epoch of every run, one panel per "
                            "row, one colour per seed; error = 100 - accuracy, log scale.")
+        beside = _beside_figure(exp, results, results_root, plot_dir)
+        if beside:
+            drawn.append(beside)
+            out += _figure(beside, f"curves of {name} beside {CURVES_BESIDE[name][0]}",
+                           f"Training (dashed) and validation (solid) error per epoch of this experiment's runs "
+                           f"and of {CURVES_BESIDE[name][0]}'s row \"{CURVES_BESIDE[name][1]}\" on one axes.")
         if exp.table == "matched":
             view = plots.viewpoints_figure(exp, results, plot_dir / f"{name}-viewpoints.png")
             if view:

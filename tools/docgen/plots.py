@@ -4,6 +4,8 @@
   of an experiment (the JSONs' ``"curve"``);
 - :func:`viewpoints_figure`: familiar and novel error per epoch, and novel
   against familiar error, for the novel-viewpoint experiments;
+- :func:`beside_figure`: one row's curves beside another experiment's row
+  (a longer schedule against the short one it questions);
 - :func:`cost_figure`: each run's accuracy against the CPU-hours it took
   (training hours where CPU time was not recorded, drawn hollow), capsule
   networks beside CNNs, one panel per experiment.
@@ -17,7 +19,7 @@ from dgl_capsules.reproduce import experiment, matched_errors
 
 from .summary import HEADLINES, Headline
 
-__all__ = ["curves_figure", "viewpoints_figure", "cost_figure", "run_metric", "run_hours", "METRIC_LABELS"]
+__all__ = ["curves_figure", "beside_figure", "viewpoints_figure", "cost_figure", "run_metric", "run_hours", "METRIC_LABELS"]
 
 DPI = 100
 SEED_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")
@@ -95,6 +97,37 @@ def curves_figure(exp, results, path):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     fig.suptitle(f"{exp.name}: training (dashed) and validation (solid) error per epoch", fontsize=11)
+    return _save(fig, path)
+
+
+def beside_figure(runs, path, title):
+    """Training (dashed) and validation (solid) error per epoch of several rows' runs on one axes.
+
+    ``runs`` is ``[(label, {seed: record}), ...]``: one colour per label, seeds
+    of a label in that colour. Returns ``path``, or None when no run has a curve.
+    """
+    drawn = [(label, recs) for label, recs in runs if any(rec.get("curve") for rec in recs.values())]
+    if not drawn:
+        return None
+    fig = Figure(figsize=(7.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    handles = []
+    for k, (label, recs) in enumerate(drawn):
+        colour = SEED_COLOURS[k % len(SEED_COLOURS)]
+        for seed in sorted(recs):
+            curve = recs[seed].get("curve") or []
+            epochs = [c["epoch"] for c in curve]
+            ax.plot(epochs, [_error(c["train_accuracy"]) for c in curve], "--", color=colour, lw=1.0)
+            ax.plot(epochs, [_error(c["val_accuracy"]) for c in curve], "-", color=colour, lw=1.4)
+        seeds = ", ".join(str(s) for s in sorted(recs))
+        handles.append(Line2D([], [], color=colour, lw=1.4, label=f"{label} (seed {seeds})"))
+    handles += [Line2D([], [], color="0.3", ls="--", label="training"), Line2D([], [], color="0.3", label="validation")]
+    _error_axis(ax)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("error = 100 - accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    ax.set_title(title, fontsize=10)
     return _save(fig, path)
 
 
