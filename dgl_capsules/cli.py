@@ -252,21 +252,18 @@ def _compare_models(items):
     from .models import get_model, list_weights
     from .train import load_model
 
-    shipped = {f"{w.model}:{w.name}" for w in list_weights()}
+    shipped = {f"{w.model}:{w.name}": w for w in list_weights()}
     out = {}
     for item in items or ():
         label, eq, path = item.partition("=")
         label, path = (label, path) if eq else (os.path.basename(os.path.dirname(os.path.abspath(item))), item)
         if not label or not path:
             raise ValueError(f"compare takes LABEL=CHECKPOINT, LABEL=MODEL:WEIGHTS or CHECKPOINT; got {item!r}")
-        if os.path.isfile(path):
-            out[label] = load_model(path)[0]
-        elif path in shipped:
-            model, _, name = path.partition(":")
-            out[label] = get_model(model, weights=name).eval()
-        else:
-            raise FileNotFoundError(f"compare {path!r}: no such file, nor shipped weights (one of "
-                                    f"{', '.join(sorted(shipped))})")
+        w = None if os.path.isfile(path) else shipped.get(path)
+        if w is None and not os.path.isfile(path):
+            names = ", ".join(sorted(shipped))
+            raise FileNotFoundError(f"compare {path!r}: no such file, nor shipped weights (one of {names})")
+        out[label] = get_model(w.model, w.preset, weights=w.name) if w else load_model(path)[0]
     return out
 
 
