@@ -8,8 +8,6 @@ Data-parallel training: torchrun --nproc_per_node=N -m dgl_capsules train ...
 """
 # This module is the only one that knows command-line flags: the library raises ValueError /
 # TypeError naming Python parameters, and main() rewrites those names with FLAGS.
-import argparse
-import json
 import math
 import os
 import shlex
@@ -18,7 +16,9 @@ import sys
 import threading
 import warnings
 
+from .clianalyze import _analyze_parser
 from .cliflags import FLAGS, _error_line, parse_settings
+from .cliparts import _add_model_source, _Formatter, _Parser, _trained_model
 
 __all__ = ["main", "run", "build_parser", "parse_settings", "FLAGS"]
 
@@ -68,26 +68,6 @@ def _train(args):
 
     train(_config(args), args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     return 0
-
-
-def _trained_model(args):
-    """``(model, its input shape, the data spec it was trained on, the model in the user's words)`` from
-    ``--checkpoint`` or ``--model [--preset] --weights``."""
-    if (args.checkpoint is None) == (args.weights is None):
-        raise ValueError("checkpoint: give either --checkpoint (a run's model.pt) or --model with --weights "
-                         "(shipped weights)")
-    if args.weights is not None:
-        from .models import get_model, get_weights
-
-        if args.model is None:
-            raise ValueError("model: --weights needs --model (the model whose shipped weights to load)")
-        entry = get_weights(args.model, args.preset, args.weights)
-        return (get_model(args.model, args.preset, weights=args.weights), entry.shape, entry.data,
-                f"the {entry.model} {entry.preset} model with the shipped {entry.name!r} weights")
-    from .train import load_model
-
-    model, ckpt = load_model(args.checkpoint)
-    return model, ckpt["shape"], ckpt["config"]["data"], f"the {ckpt['config']['model']} model in {args.checkpoint}"
 
 
 def _evaluate(args):
@@ -240,104 +220,7 @@ def _demo(args):
     return 0
 
 
-# ---------------------------------------------------------------------------- analyze (routing analysis)
-
-FLAGS.update(max_samples="--max-samples", iterations="--swap-iters", transform="--robustness",
-             compare="--compare")
-
-
-def _compare_models(items):
-    """``{label: model}`` from ``--compare LABEL=CHECKPOINT``, ``LABEL=MODEL:WEIGHTS`` (shipped weights, e.g.
-    ``matrixcaps:mnist``) or ``CHECKPOINT`` (the label is its run folder)."""
-    from .models import get_model, list_weights
-    from .train import load_model
-
-    shipped = {f"{w.model}:{w.name}": w for w in list_weights()}
-    out = {}
-    for item in items or ():
-        label, eq, path = item.partition("=")
-        label, path = (label, path) if eq else (os.path.basename(os.path.dirname(os.path.abspath(item))), item)
-        if not label or not path:
-            raise ValueError(f"compare takes LABEL=CHECKPOINT, LABEL=MODEL:WEIGHTS or CHECKPOINT; got {item!r}")
-        w = None if os.path.isfile(path) else shipped.get(path)
-        if w is None and not os.path.isfile(path):
-            names = ", ".join(sorted(shipped))
-            raise FileNotFoundError(f"compare {path!r}: no such file, nor shipped weights (one of {names})")
-        out[label] = get_model(w.model, w.preset, weights=w.name) if w else load_model(path)[0]
-    return out
-
-
-def _analyze(args):
-    from .analysis import TRANSFORMS, write_analysis
-    from .evaluation import data_for_model
-
-    transforms = () if args.robustness is None else tuple(args.robustness or TRANSFORMS)
-    if args.compare and not transforms:
-        raise ValueError("compare: --compare draws other models on the robustness curves; add --robustness")
-    compare = _compare_models(args.compare)  # every input is checked before the work
-    model, shape, trained_on, described = _trained_model(args)
-    data = args.data or trained_on
-    source = args.checkpoint or f"{args.model} {args.preset or ''} weights {args.weights}".replace("  ", " ")
-    paths = write_analysis(model, data_for_model(data, shape, described)[0].test, args.out, label=args.model, source=source,
-                           data_name=data, batch_size=args.batch_size, max_samples=args.max_samples,
-                           iterations=args.swap_iters, seed=args.seed, transforms=transforms, compare=compare,
-                           progress=not args.quiet)
-    for name, path in paths.items():
-        print(f"{name}: {path}")
-    with open(paths["analysis"]) as f:
-        swap = json.load(f)["swap"]
-    print(f"accuracy {swap['trained']['accuracy']:.4f} with its routing, {swap['uniform']['accuracy']:.4f} with "
-          f"uniform couplings, {swap['random']['accuracy']:.4f} with random ones ({swap['samples']} images)")
-    return 0
-
-
-def _analyze_parser(sub):
-    an = sub.add_parser("analyze", formatter_class=_Formatter,
-                        help="what routing does in a trained model: entropy, static index, dead capsules, "
-                             "routing swaps, robustness",
-                        description="Measure every routed layer of a trained model on a test set and write "
-                                    "OUT/analysis.json with pictures (entropy.png, swap.png, dead.png).")
-    _add_model_source(an)
-    an.add_argument("--data", default=None, help="data spec (default: the one the model was trained on)")
-    an.add_argument("--out", required=True, help="directory of analysis.json and the pictures")
-    an.add_argument("--max-samples", type=int, default=None, help="analyse only the first N test images "
-                                                                   "(default: all)")
-    an.add_argument("--batch-size", type=int, default=128, help="images per batch")
-    an.add_argument("--swap-iters", type=int, nargs="+", default=None, metavar="N",
-                    help="iteration counts to swap in (default: 1 to two more than trained)")
-    an.add_argument("--seed", type=int, default=0, help="seed of the random couplings")
-    an.add_argument("--robustness", nargs="*", default=None, metavar="TRANSFORM",
-                    help="also draw accuracy against rotation, shear, scale, translation (all four when given "
-                         "without names; default: off)")
-    an.add_argument("--compare", action="append", default=[], metavar="LABEL=CHECKPOINT",
-                    help="with --robustness: another trained model on the same axes, a checkpoint or shipped "
-                         "weights as MODEL:WEIGHTS, e.g. MatrixCapsNet=matrixcaps:mnist (repeatable; default: none)")
-    an.add_argument("--quiet", action="store_true", help="no progress bars")
-    an.set_defaults(func=_analyze)
-
-
 # ---------------------------------------------------------------------------- parser
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line, like every other failure of the command."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Every option's help ends with its default, unless the help already says it."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or not action.option_strings or action.default is argparse.SUPPRESS:
-            return text
-        if action.required:
-            return text + " (required; no default)"
-        if isinstance(action, argparse._StoreTrueAction):
-            return text + " (default: off)"
-        return text + " (default: %(default)s)"
 
 
 def _add_training_options(p, epochs, lr, lr_decay, shift, out):
@@ -391,18 +274,6 @@ def _train_parser(sub):
                     help="also score these test sets after every epoch, e.g. test novel (with --data viewpoints); "
                          "the curve records NAME_accuracy (default: none)")
     tr.set_defaults(func=_train)
-
-
-def _add_model_source(p):
-    from .models import list_weights
-
-    shipped = ", ".join(f"--model {w.model} --weights {w.name}" for w in list_weights()) or "none yet"
-    p.add_argument("--checkpoint", default=None,
-                   help="OUT/model.pt or OUT/checkpoint.pt of a run (default: none; or --model with --weights)")
-    p.add_argument("--model", default=None, help="with --weights: a model with shipped weights (default: none)")
-    p.add_argument("--preset", default=None, help="with --weights: the preset (default: the weights' own)")
-    p.add_argument("--weights", default=None,
-                   help=f"shipped trained weights instead of --checkpoint: {shipped} (default: none)")
 
 
 def build_parser():
