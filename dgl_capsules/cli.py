@@ -6,7 +6,7 @@ named table of experiments; route-demo routes a generated planted-cluster
 problem in seconds.
 Data-parallel training: torchrun --nproc_per_node=N -m dgl_capsules train ...
 """
-# This module is the only one that knows command-line flags: the library raises ValueError /
+# The cli*.py modules are the only ones that know command-line flags: the library raises ValueError /
 # TypeError naming Python parameters, and main() rewrites those names with FLAGS.
 import math
 import os
