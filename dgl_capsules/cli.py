@@ -137,13 +137,27 @@ def _visualize(args):
     return 0
 
 
+def _progress_text(state, name, slug, seed):
+    """One line on an unfinished run (:func:`~dgl_capsules.reproduce.results.run_progress`)."""
+    if state["error"]:
+        return f"its checkpoint cannot be read ({state['error']}); delete it to train the run from the start"
+    text = f"{state['epoch']} of {state['epochs']} epochs done"
+    if state["batch"] is not None:
+        text += f", stopped after batch {state['batch']} of {state['batches']} of epoch {state['epoch'] + 1}"
+    if state["running"]:
+        return text + f", training now (PID {state['running']})"
+    return text + f"; resume: dgl-capsules reproduce {name} --rows {slug} --seeds {seed}"
+
+
 def _print_experiments():
     """``reproduce --list``: every experiment with its title, its rows' finished / planned seeds (from
-    ``results/NAME/*.json``) and its estimated hours."""
-    from .reproduce import experiment, list_experiments, load_results
+    ``results/NAME/*.json``), where unfinished runs stand (their checkpoints) and its estimated hours."""
+    from .reproduce import DEFAULT_ROOT, experiment, list_experiments, load_results
+    from .reproduce.results import run_progress
 
     for name in list_experiments():
         exp = experiment(name)
+        out = os.path.join(DEFAULT_ROOT, name)
         results = load_results(name)
         trained = [r for r in exp.rows if r.same_as is None]
         done = sum(s in results.get(r.label, {}) for r in trained for s in r.seeds)
@@ -161,6 +175,10 @@ def _print_experiments():
             line = f"    {r.label:{width}}  {len(r.seeds) - len(todo)} of {len(r.seeds)} seeds finished"
             line += f"; to run: {', '.join(map(str, todo))}" if todo else ""
             print(line + (f"; also finished: {', '.join(map(str, extra))}" if extra else ""))
+            for seed in todo:
+                state = run_progress(out, r, seed)
+                if state is not None:
+                    print(f"    {'':{width}}  seed {seed}: {_progress_text(state, name, r.slug, seed)}")
 
 
 def _reproduce(args):

@@ -67,7 +67,7 @@ def load_file(path, name="path"):
         raise ValueError(f"{name} {path!r}: cannot be read ({e.strerror or e})") from None
     except Exception as e:  # noqa: BLE001 - truncated, foreign or code-carrying files all end here
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "Weights only load failed" in first or "Unsupported" in str(e):
+        if ("Weights only load failed" in first or "Unsupported" in str(e)) and "Unsupported operand" not in str(e):
             why = "it holds Python objects beyond tensors and plain values, which are never unpickled"
         else:
             why = "it is cut short or was not written by torch.save"
@@ -211,6 +211,34 @@ class FolderLock:
                 os.rmdir(self.folder)  # only if empty
             except OSError:
                 pass
+
+    @classmethod
+    def owner(cls, folder):
+        """The PID (a string) of the live process that holds ``folder``'s lock, or ``None`` if none does.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> folder = tempfile.mkdtemp()
+        >>> FolderLock.owner(folder) is None
+        True
+        >>> with FolderLock(folder):
+        ...     print(FolderLock.owner(folder) == str(os.getpid()))
+        True
+        """
+        import fcntl
+
+        try:
+            fd = os.open(os.path.join(os.fspath(folder), cls.FILE), os.O_RDONLY)
+        except OSError:  # no lock file: nobody holds it
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _read_owner(fd) or "unknown"
+        finally:
+            os.close(fd)  # closing frees a shared lock this call took
+        return None
 
     def __enter__(self):
         return self.acquire()

@@ -1,5 +1,6 @@
 """``dgl-capsules reproduce --list`` and ``dgl-capsules data --list``: what they print."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,45 @@ def test_data_list_is_every_registered_data_set(capsys):
         assert " ".join(text.split()) in words
     assert lines[-1].startswith("train on one with: dgl-capsules train --data SPEC")
     assert main(["data"]) == 0 and capsys.readouterr().out == out
+
+
+def write_checkpoint(folder, epoch, epochs, partial=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt = dict(config=dict(epochs=epochs), state=dict(epoch=epoch))
+    if partial is not None:
+        ckpt["partial"] = partial
+    torch.save(ckpt, folder / "checkpoint.pt")
+
+
+def test_reproduce_list_says_where_each_unfinished_run_stands(tmp_path, monkeypatch, capsys):
+    from dgl_capsules.files import FolderLock
+
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "results" / "tiny" / "runs"
+    write_checkpoint(runs / "3-iterations-seed0", 1, 2)  # between epochs
+    write_checkpoint(runs / "3-iterations-seed1", 1, 2, partial=dict(epoch=1, batches=3, of=10))  # stopped inside
+    (runs / "1-iteration-seed0").mkdir(parents=True)
+    (runs / "1-iteration-seed0" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with FolderLock(runs / "3-iterations-seed0"):
+        assert main(["reproduce", "--list"]) == 0
+    tiny = blocks(capsys.readouterr().out)["tiny"]
+    assert tiny[1] == "  0 of 3 planned runs finished; estimated 0 h"
+    assert " ".join(tiny[3].split()) == (
+        "seed 0: its checkpoint cannot be read (checkpoint 'results/tiny/runs/1-iteration-seed0/checkpoint.pt': not "
+        "loaded: it is cut short or was not written by torch.save); delete it to train the run from the start")
+    assert tiny[5].split() == f"seed 0: 1 of 2 epochs done, training now (PID {os.getpid()})".split()
+    assert tiny[6].split() == ("seed 1: 1 of 2 epochs done, stopped after batch 3 of 10 of epoch 2; resume: "
+                               "dgl-capsules reproduce tiny --rows 3-iterations --seeds 1").split()
+    assert main(["reproduce", "--list"]) == 0  # the lock released: the run can be resumed
+    tiny = blocks(capsys.readouterr().out)["tiny"]
+    assert tiny[5].split() == ("seed 0: 1 of 2 epochs done; resume: dgl-capsules reproduce tiny --rows 3-iterations "
+                               "--seeds 0").split()
+
+
+def test_reproduce_list_leaves_out_finished_seeds_and_runs_never_started(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_result(tmp_path / "results" / "tiny", "tiny", "3 iterations", "3-iterations", 0)
+    write_checkpoint(tmp_path / "results" / "tiny" / "runs" / "3-iterations-seed0", 2, 2)  # its JSON is written
+    assert main(["reproduce", "--list"]) == 0
+    tiny = blocks(capsys.readouterr().out)["tiny"]
+    assert len(tiny) == 5 and not any("epochs done" in line for line in tiny)

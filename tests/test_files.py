@@ -1,6 +1,7 @@
 """Files the library writes and reads (files.py): atomic writes, loads that run no code, folder locks."""
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -37,6 +38,10 @@ def test_load_file_names_cut_short_files_directories_and_missing_files(tmp_path)
     with pytest.raises(ValueError, match=r"^resume '.*cut.pt': not loaded: it is cut short or was not written by "
                                          r"torch.save$"):
         load_file(tmp_path / "cut.pt", "resume")
+    for name, data in [("text.pt", b"not a checkpoint"), ("pickle.pt", pickle.dumps({"w": 1}))]:
+        (tmp_path / name).write_bytes(data)  # bytes no torch.save wrote: not mistaken for a file with objects
+        with pytest.raises(ValueError, match=r"^resume '.*': not loaded: it is cut short or was not written by"):
+            load_file(tmp_path / name, "resume")
     with pytest.raises(ValueError, match=r"^path '.*': is a directory; expected a file written by torch.save"):
         load_file(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"^path '.*nothing.pt': no such file$"):
@@ -115,10 +120,11 @@ def test_a_lock_held_by_another_process_is_refused_until_that_process_ends(tmp_p
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(FolderInUseError, match=rf"in use by another run \(PID {holder.pid}, "):
             FolderLock(tmp_path).acquire()
+        assert FolderLock.owner(tmp_path) == str(holder.pid)
     finally:
         holder.kill()  # SIGKILL: no clean-up runs, the lock file stays behind
         holder.wait()
-    assert (tmp_path / ".lock").exists()
+    assert (tmp_path / ".lock").exists() and FolderLock.owner(tmp_path) is None  # a stale file holds nothing
     lines = []
     with FolderLock(tmp_path, log=lines.append):
         pass

@@ -9,10 +9,10 @@ import json
 import numbers
 import os
 
-from ..files import write_json
+from ..files import FolderLock, load_file, write_json
 
 __all__ = ["CorruptResultError", "read_result", "read_record", "check_record", "write_result", "result_path",
-           "REQUIRED"]
+           "run_progress", "REQUIRED"]
 
 #: What every result JSON holds (with these types).
 REQUIRED = {"experiment": str, "row": str, "seed": int, "test_accuracy": numbers.Real}
@@ -71,3 +71,34 @@ def read_result(path):
 def write_result(path, record):
     """Write ``record`` to ``path`` atomically (a crash leaves the previous file or none, never half of one)."""
     write_json(path, record, indent=1)
+
+
+def run_progress(out, row, seed):
+    """Where the unfinished run of ``row`` and ``seed`` stands, from its checkpoint in ``OUT/runs/<row slug>-seed<seed>``.
+
+    Returns
+    -------
+    dict or None
+        ``None`` if the run has no checkpoint (not started, or finished and
+        cleaned up); else ``epoch`` (epochs finished), ``epochs`` (planned),
+        ``batch`` and ``batches`` (where in the next epoch a stopped run
+        left off, or ``None``), ``running`` (the PID of the process training
+        it now, or ``None``) and ``error`` (why the checkpoint cannot be read,
+        or ``None``).
+    """
+    run_dir = os.path.join(out, "runs", f"{row.slug}-seed{seed}")
+    path = os.path.join(run_dir, "checkpoint.pt")
+    if not os.path.isfile(path):
+        return None
+    out = dict(epoch=None, epochs=None, batch=None, batches=None, running=FolderLock.owner(run_dir), error=None)
+    try:
+        ckpt = load_file(path, "checkpoint")
+        out.update(epoch=int(ckpt["state"]["epoch"]), epochs=int(ckpt["config"]["epochs"]))
+        partial = ckpt.get("partial")
+        if isinstance(partial, dict) and partial.get("epoch") == out["epoch"]:
+            out.update(batch=int(partial["batches"]), batches=int(partial["of"]))
+    except (OSError, ValueError) as e:
+        out["error"] = str(e)
+    except (KeyError, TypeError):
+        out["error"] = f"checkpoint {path!r}: not a training checkpoint"
+    return out
