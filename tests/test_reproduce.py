@@ -212,6 +212,41 @@ def test_tables_give_mcnemar_between_rows_per_seed_from_the_stored_correctness(t
     assert "McNemar's exact test" in text and "1 iteration vs 3 iterations: seed 0: 3 / 7, p = 0.34" in text
 
 
+def test_tables_give_mcnemar_against_the_rows_of_another_experiment(tmp_path, monkeypatch):
+    """``paired_with``: every row against another experiment's row, seed by seed; that row's committed record
+    when it holds per-digit correctness, else its re-run in ``weights-reruns/``; records without it are left out."""
+    base = rp.experiment("tiny")
+    exp = rp.Experiment(name="tiny-paired", title="paired", rows=(rp.Row("long", base.rows[1].config, seeds=(0, 1)),),
+                        paired_with=(("tiny", "3 iterations"),))
+    monkeypatch.setitem(rp._EXPERIMENTS, exp.name, exp)
+    fake_results(tmp_path / "tiny")  # tiny's own records hold no per-digit correctness
+    ours = torch.tensor([True] * 20 + [True] * 7 + [False] * 3)  # 30 digits
+    theirs = torch.tensor([True] * 20 + [False] * 7 + [True] * 3)
+    (tmp_path / "tiny-paired").mkdir()
+    for seed in (0, 1):
+        rec = dict(experiment="tiny-paired", row="long", seed=seed, test_accuracy=0.9,
+                   test_correct=dc.evaluation.pack_correct(ours))
+        (tmp_path / "tiny-paired" / f"long-seed{seed}.json").write_text(json.dumps(rec))
+    table = rp.render_table("tiny-paired", str(tmp_path / "tiny-paired"))
+    assert "McNemar" not in table  # no record of tiny holds what the test needs
+    rerun = tmp_path / "weights-reruns" / "tiny"
+    rerun.mkdir(parents=True)
+    rec = dict(experiment="tiny", row="3 iterations", seed=0, test_accuracy=0.8,
+               test_correct=dc.evaluation.pack_correct(theirs))
+    (rerun / "3-iterations-seed0.json").write_text(json.dumps(rec))
+    table = rp.render_table("tiny-paired", str(tmp_path / "tiny-paired"))
+    # 7 digits only "long" gets right, 3 only tiny's row: p = 352 / 1024; seed 1 has no partner
+    line = ("- McNemar's exact test against tiny's '3 iterations' on the test digits (digits only this experiment's "
+            "row gets right / only tiny's, two-sided p): long, seed 0 (90.00 %) vs seed 0 (80.00 %, "
+            f"{tmp_path.name}/weights-reruns/tiny): 7 / 3, p = 0.34.")
+    assert line in table.splitlines()
+    committed = json.loads((tmp_path / "tiny" / "3-iterations-seed0.json").read_text())
+    committed["test_correct"] = dc.evaluation.pack_correct(ours)  # the committed record wins over the re-run
+    (tmp_path / "tiny" / "3-iterations-seed0.json").write_text(json.dumps(committed))
+    table = rp.render_table("tiny-paired", str(tmp_path / "tiny-paired"))
+    assert f"vs seed 0 (95.00 %, {tmp_path.name}/tiny): 0 / 0, p = 1." in table
+
+
 def test_extra_test_sets_are_scored_by_the_selected_model_and_tabled(tmp_path, monkeypatch):
     """A row's ``evaluate_on`` sets: each run records the validation-selected model's accuracy on them (what
     ``evaluate`` gives for the saved ``model.pt``), and the table gives each set a column with mean ± std and

@@ -70,7 +70,9 @@ class Experiment:
     of the published figures. ``table`` is ``"accuracy"`` (test accuracy per
     row) or ``"matched"`` (familiar and novel error at matched familiar error,
     for rows trained with ``eval_each_epoch=("test", "novel")``; see
-    :func:`~dgl_capsules.reproduce.matched_errors`).
+    :func:`~dgl_capsules.reproduce.matched_errors`). ``paired_with`` names rows
+    of other experiments, ``(experiment, row label)``, that every row of this
+    one is compared with by McNemar's test on the same test digits.
     """
 
     name: str
@@ -81,6 +83,7 @@ class Experiment:
     estimate: str = ""
     metric: str = "test accuracy"
     table: str = "accuracy"
+    paired_with: tuple = ()
 
     def row(self, label):
         """The row whose label (or its :attr:`Row.slug`) is ``label``."""
@@ -196,6 +199,7 @@ register_experiment(Experiment(
           "of 3 runs with the test set as validation, and Apache MXNet example/capsnet, 99.70 % average over 200 "
           "epochs; seeds 1 and 2 and the width-matched CNN on the same schedule follow only if seed 0 reaches "
           "99.60 %",
+    paired_with=(("sabour-table1", "3 iterations + reconstruction"),),
     hours=11.7,
     estimate="measured on seed 0 (commit e54ef35, one thread beside another one-thread training run): 180 to 250 s "
              "per epoch, about 210 s, training and validation; 200 epochs about 11.7 h. sabour-table1's row (the "

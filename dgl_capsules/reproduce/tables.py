@@ -136,7 +136,7 @@ def render_table(name, out=None):
         cells.append(", ".join(str(t) for t in sorted({recs[s].get("threads") for s in seeds} - {None})))
         cells += [row.paper] + [row.public] * public
         lines.append("| " + " | ".join(cells) + " |")
-    notes += _paired_notes(exp, results)
+    notes += _paired_notes(exp, results) + _cross_notes(exp, results, out)
     notes.append("- training time per run: training and validation, wall clock, mean over seeds (with any time a "
                  "run was stopped); CPU time per run: all its threads and processes, not recorded for runs made, or "
                  "begun and later resumed, before dgl_capsules recorded it.")
@@ -193,6 +193,39 @@ def _paired_notes(exp, results):
     return ["- McNemar's exact test on the test digits, per seed (digits only the first row gets right / only the "
             "second, two-sided p): " + "; ".join(f"{a} vs {b}: {', '.join(v)}" for (a, b), v in pairs.items())
             + "."]
+
+
+def _with_correct(name, label, root):
+    """``{seed: record}`` of row ``label`` of experiment ``name`` holding per-digit correctness: from
+    ``ROOT/NAME``, else from ``ROOT/weights-reruns/NAME`` (re-runs of committed seeds that saved their model)."""
+    found = {}
+    for folder in (os.path.join(root, "weights-reruns", name), os.path.join(root, name)):  # committed runs win
+        for seed, rec in load_results(name, folder).get(label, {}).items():
+            if rec.get("test_correct"):
+                found[seed] = dict(rec, folder=folder)
+    return found
+
+
+def _cross_notes(exp, results, out):
+    """McNemar's test of every row against each row of :attr:`Experiment.paired_with`, seed by seed."""
+    root = os.path.dirname(os.path.abspath(os.path.join(DEFAULT_ROOT, exp.name) if out is None else out))
+    lines = []
+    for other, label in exp.paired_with:
+        theirs = _with_correct(other, label, root)
+        parts = []
+        for row in exp.rows:
+            for seed, rec in sorted(results.get(row.label, {}).items()):
+                ref = theirs.get(seed)
+                if not rec.get("test_correct") or ref is None or len(ref["test_correct"]) != len(rec["test_correct"]):
+                    continue
+                a_only, b_only, p = mcnemar(_correct_bits(rec["test_correct"]), _correct_bits(ref["test_correct"]))
+                where = os.path.relpath(ref["folder"], os.path.dirname(root))
+                parts.append(f"{row.label}, seed {seed} ({100 * rec['test_accuracy']:.2f} %) vs seed {seed} "
+                             f"({100 * ref['test_accuracy']:.2f} %, {where}): {a_only} / {b_only}, p = {p:.2g}")
+        if parts:
+            lines.append(f"- McNemar's exact test against {other}'s {label!r} on the test digits (digits only this "
+                         f"experiment's row gets right / only {other}'s, two-sided p): " + "; ".join(parts) + ".")
+    return lines
 
 
 def _footer(exp, results, lines):
