@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dgl_capsules.functional import efficient_squash
@@ -73,13 +74,18 @@ def test_batch_norm_follows_keras_defaults_and_the_published_init():
 
 
 def test_primary_capsule_n_takes_channels_8n_to_8n_plus_7_then_the_squash():
-    net = get_model("efficient-capsnet", "mnist").eval()
-    seen = []
-    net.primary.register_forward_hook(lambda m, args, out: seen.append(out))
-    x = torch.rand(3, 1, 28, 28)
+    """The primary capsules are the depthwise 9x9 convolution of the published network (computed as the dot
+    product it is), cut into capsules of 8 channels and squashed; float64 against ``F.conv2d``."""
+    net = get_model("efficient-capsnet", "mnist").double().eval()
+    with torch.no_grad():
+        net.primary.bias.normal_()  # zero at initialisation: give it a part in the comparison
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
     u = net.primary_caps(x)
-    raw = seen[-1].flatten(1)  # (B, 128)
-    torch.testing.assert_close(u[:, 5], efficient_squash(raw[:, 40:48]))
+    raw = F.conv2d(net.features(x), net.primary.weight, net.primary.bias, groups=128)  # (B, 128, 1, 1)
+    assert raw.shape == (3, 128, 1, 1)
+    for n in (0, 5, 15):
+        torch.testing.assert_close(u[:, n], efficient_squash(raw.flatten(1)[:, 8 * n:8 * n + 8]), rtol=1e-12,
+                                   atol=1e-12)
 
 
 def test_the_objective_is_the_published_one():
