@@ -468,7 +468,7 @@ def test_train_config_fields_are_the_agreed_ones():
 
 
 def test_the_library_speaks_of_parameters_not_flags():
-    # only cli.py and cliflags.py know --flags; docstrings may describe the command line, messages may not
+    # only the cli*.py modules know --flags; docstrings may describe the command line, messages may not
     import ast
     import re
     from pathlib import Path
@@ -478,7 +478,7 @@ def test_the_library_speaks_of_parameters_not_flags():
     root = Path(dgl_capsules.__file__).parent
     hits = []
     for path in sorted(root.rglob("*.py")):
-        if path.name in ("cli.py", "cliflags.py"):
+        if path.parent == root and path.name.startswith("cli"):
             continue
         tree = ast.parse(path.read_text())
         docstrings = {id(n.body[0].value) for n in ast.walk(tree)
