@@ -192,7 +192,10 @@ register_experiment(Experiment(
     title="CapsNet `small`, 3 iterations + reconstruction, on the learning-rate schedule of Sabour et al.'s code",
     rows=(
         Row("3 iterations + reconstruction, official schedule", _OFFICIAL, seeds=(0,),
-            paper="error 0.25 ± 0.005 % (99.75 %)", public=_PUBLIC_SABOUR),
+            paper="error 0.25 ± 0.005 % (99.75 %)", public=_PUBLIC_SABOUR,
+            note="seed 0 trained epochs 1-121 with one thread beside another one-thread training run and epochs "
+                 "122-200 with two threads alone (commit e54ef35 throughout; the threads column gives the last "
+                 "call's); its training time is the sum of both parts"),
     ),
     paper="Sabour, Frosst, Hinton 2017, Table 1, and the schedule of their published code (Adam 1e-3 x 0.96 per "
           "2,000 steps, batch 128, 2-px shifts); best public reproduction: XifengGuo/CapsNet-Keras, 99.66 % mean "
