@@ -198,8 +198,8 @@ class EfficientCapsNet(nn.Module):
         """Primary capsules ``(B, n_primary, primary_dim)`` of images ``x`` (capsule ``n``: channels ``nD..nD+D-1``)."""
         check_images(x, self.in_channels, self.image_size)
         f = self.features(x)  # (B, C, side, side): the depthwise kernel covers the whole map
-        # NOTE: written as the per-channel dot product it is, not as the convolution: the same sums, and a
-        # backward pass about ten times faster on CPU (bench/bench_epoch.py --models efficient --compare COMMIT).
+        # NOTE: written as the per-channel dot product it is, not as the convolution: the same sums, about ten times
+        # faster forward + backward on CPU, a few percent of a training step (bench/bench_primary_caps.py).
         u = (f * self.primary.weight.squeeze(1)).sum((-2, -1)) + self.primary.bias  # (B, C)
         return efficient_squash(u.view(u.shape[0], self.n_primary, self.primary_dim))  # (B, n_primary, primary_dim)
 
