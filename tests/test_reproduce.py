@@ -212,6 +212,29 @@ def test_tables_give_mcnemar_between_rows_per_seed_from_the_stored_correctness(t
     assert "McNemar's exact test" in text and "1 iteration vs 3 iterations: seed 0: 3 / 7, p = 0.34" in text
 
 
+def test_tables_pair_rows_through_the_reruns_of_seeds_whose_records_hold_no_correctness(tmp_path):
+    """A committed record without per-digit correctness is represented by its re-run in ``weights-reruns/``, and
+    the note says so with the re-runs' accuracies; a re-run of a seed with no committed record is not used."""
+    fake_results(tmp_path / "tiny")  # no record holds per-digit correctness
+    assert "McNemar" not in rp.render_table("tiny", str(tmp_path / "tiny"))
+    one = torch.tensor([True] * 20 + [False] * 7 + [True] * 3)  # 30 digits
+    three = torch.tensor([True] * 20 + [True] * 7 + [False] * 3)
+    rerun = tmp_path / "weights-reruns" / "tiny"
+    rerun.mkdir(parents=True)
+    for label, slug, seed, right in [("1 iteration", "1-iteration", 0, one), ("3 iterations", "3-iterations", 0, three),
+                                     ("1 iteration", "1-iteration", 1, one)]:
+        rec = dict(experiment="tiny", row=label, seed=seed, test_accuracy=float(right.float().mean()),
+                   test_correct=dc.evaluation.pack_correct(right))
+        (rerun / f"{slug}-seed{seed}.json").write_text(json.dumps(rec))
+    text = rp.render_table("tiny", str(tmp_path / "tiny"))
+    line = next(x for x in text.splitlines() if "McNemar" in x)
+    assert line == ("- McNemar's exact test on the test digits, per seed (digits only the first row gets right / only "
+                    "the second, two-sided p): 1 iteration vs 3 iterations: seed 0: 3 / 7, p = 0.34 (the seed's "
+                    "re-runs in weights-reruns/: 76.67 % / 90.00 %).")
+    # the table's accuracies stay those of the committed records
+    assert "| 1 iteration | 90.00 % (1 seed) | 90.00 (seed 0) |" in text
+
+
 def test_tables_give_mcnemar_against_the_rows_of_another_experiment(tmp_path, monkeypatch):
     """``paired_with``: every row against another experiment's row, seed by seed; that row's committed record
     when it holds per-digit correctness, else its re-run in ``weights-reruns/``; records without it are left out."""

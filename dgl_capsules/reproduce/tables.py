@@ -136,7 +136,7 @@ def render_table(name, out=None):
         cells.append(", ".join(str(t) for t in sorted({recs[s].get("threads") for s in seeds} - {None})))
         cells += [row.paper] + [row.public] * public
         lines.append("| " + " | ".join(cells) + " |")
-    notes += _paired_notes(exp, results) + _cross_notes(exp, results, out)
+    notes += _paired_notes(exp, results, _root(exp, out)) + _cross_notes(exp, results, out)
     notes.append("- training time per run: training and validation, wall clock, mean over seeds (with any time a "
                  "run was stopped); CPU time per run: all its threads and processes, not recorded for runs made, or "
                  "begun and later resumed, before dgl_capsules recorded it.")
@@ -182,17 +182,34 @@ def paired_tests(exp, results):
     return out
 
 
-def _paired_notes(exp, results):
-    tests = paired_tests(exp, results)
+def _paired_notes(exp, results, root):
+    """McNemar between the rows of ``exp``; a seed whose committed record holds no per-digit correctness is
+    represented by its re-run in ``ROOT/weights-reruns/NAME`` where one exists (said in the note)."""
+    filled = {}
+    for label, recs in results.items():
+        filled[label] = dict(recs)
+        for seed, rec in _with_correct(exp.name, label, root).items():
+            if seed in recs and not recs[seed].get("test_correct"):
+                filled[label][seed] = rec
+    tests = paired_tests(exp, filled)
     if not tests:
         return []
     pairs = {}
     for t in tests:
+        a, b = filled[t["a"]][t["seed"]], filled[t["b"]][t["seed"]]
+        reruns = "" if "weights-reruns" not in a.get("folder", "") + b.get("folder", "") else (
+            f" (the seed's re-runs in weights-reruns/: {100 * a['test_accuracy']:.2f} % / "
+            f"{100 * b['test_accuracy']:.2f} %)")
         pairs.setdefault((t["a"], t["b"]), []).append(f"seed {t['seed']}: {t['a_only']} / {t['b_only']}, "
-                                                      f"p = {t['p']:.2g}")
+                                                      f"p = {t['p']:.2g}{reruns}")
     return ["- McNemar's exact test on the test digits, per seed (digits only the first row gets right / only the "
             "second, two-sided p): " + "; ".join(f"{a} vs {b}: {', '.join(v)}" for (a, b), v in pairs.items())
             + "."]
+
+
+def _root(exp, out):
+    """The results root that holds the experiment's folder ``out`` (default: the committed ``results/``)."""
+    return os.path.dirname(os.path.abspath(os.path.join(DEFAULT_ROOT, exp.name) if out is None else out))
 
 
 def _with_correct(name, label, root):
@@ -208,7 +225,7 @@ def _with_correct(name, label, root):
 
 def _cross_notes(exp, results, out):
     """McNemar's test of every row against each row of :attr:`Experiment.paired_with`, seed by seed."""
-    root = os.path.dirname(os.path.abspath(os.path.join(DEFAULT_ROOT, exp.name) if out is None else out))
+    root = _root(exp, out)
     lines = []
     for other, label in exp.paired_with:
         theirs = _with_correct(other, label, root)
