@@ -168,7 +168,7 @@ def test_summary_line_is_the_headline_row_over_its_seeds_beside_the_cnn(tmp_path
     assert (s["finished"], s["planned"]) == (4, 9)
     missing = summary.summary("sabour-official", tmp_path)  # no JSON: planned, with the estimate
     hours = experiment("sabour-official").hours
-    assert missing["ours"] == f"not run yet (estimated {hours:.1f} h)" and missing["seeds"] == "0 of 1"
+    assert missing["ours"] == f"not run yet (estimated {hours:g} h)" and missing["seeds"] == "0 of 3"
     table = summary.summary_markdown(tmp_path, lambda name: f"site/{name}.html")
     lines = table.splitlines()
     assert len(lines) == 2 + len(summary.documented_experiments())
@@ -258,7 +258,7 @@ def test_results_section_has_a_page_per_experiment_with_plots_or_a_plan(tmp_path
     planned = (out / "sabour-official.rst").read_text()
     assert "**Planned: no run has finished yet.**" in planned
     hours = experiment("sabour-official").hours
-    assert "dgl-capsules reproduce sabour-official" in planned and f"Estimated time: {hours:.1f} h" in planned
+    assert "dgl-capsules reproduce sabour-official" in planned and f"Estimated time: {hours:g} h" in planned
     assert ".. figure::" not in planned and "official schedule" in planned
     index = (out / "index.rst").read_text()
     assert ".. toctree::" in index and all(f"   {n}\n" in index for n in names)
