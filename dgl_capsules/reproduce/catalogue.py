@@ -206,12 +206,14 @@ register_experiment(Experiment(
           "epochs; seeds 1 and 2 and the width-matched CNN on the same schedule are run because seed 0 reached "
           "99.60 % or more",
     paired_with=(("sabour-table1", "3 iterations + reconstruction"),),
-    hours=48.0,
+    hours=74.0,
     estimate="measured on seed 0 (commit e54ef35, one thread beside another one-thread training run): 180 to 250 s "
              "per epoch, about 210 s, training and validation; 200 epochs about 11.7 h per seed. sabour-table1's row "
              "(the same work per epoch at batch 64) took 88 to 94 s per epoch at 2 threads on a quiet machine: about "
-             "5 h. The CNN: sabour-table1's CNN seeds took 237 to 241 CPU-s per epoch (122 s at 2 threads), so 200 "
-             "epochs are about 13 CPU-h, about 13 h at one thread",
+             "5 h. The CNN: sabour-table1's CNN row took 736 s for an epoch at batch 64 with one thread beside another "
+             "one-thread training run (commit d0caaa1), and bench/bench_epoch.py --models cnn gives 820 ms per step "
+             "at batch 64 with one thread on a quiet machine (465 ms with two): 200 epochs are about 39 h at one "
+             "thread",
 ))
 
 register_experiment(Experiment(
