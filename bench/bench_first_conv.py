@@ -95,12 +95,38 @@ def run(quick=False, models=None, steps=None, rounds=None, threads=None):
             for v, t in trainers.items():
                 per_round[v].append(timed_steps(t, steps))
         for v in VARIANTS:
-            wall = [w / ref[0] for (w, _), ref in zip(per_round[v], per_round["conv2d"])]
-            cpu = [c / ref[1] for (_, c), ref in zip(per_round[v], per_round["conv2d"])]
-            rows.append(dict(model=model, variant=v, step_ms=statistics.median(w for w, _ in per_round[v]),
-                             cpu_ms=statistics.median(c for _, c in per_round[v]),
-                             x_conv2d=statistics.median(wall), cpu_x_conv2d=statistics.median(cpu)))
+            step_ms, cpu_ms, x, cpu_x = medians(per_round[v], per_round["conv2d"])
+            rows.append(dict(model=model, variant=v, step_ms=step_ms, cpu_ms=cpu_ms, x_conv2d=x, cpu_x_conv2d=cpu_x))
     return rows
+
+
+def medians(times, ref):
+    """Medians over rounds of ``times`` (``[(wall, cpu), ...]``, one pair a round): wall, CPU, and the ratios of
+    wall and of CPU to ``ref``'s in the same round."""
+    wall = [w / r for (w, _), (r, _) in zip(times, ref)]
+    cpu = [c / r for (_, c), (_, r) in zip(times, ref)]
+    return (statistics.median(w for w, _ in times), statistics.median(c for _, c in times),
+            statistics.median(wall), statistics.median(cpu))
+
+
+def _load():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def print_start(script, argv, threads):
+    """The command line of ``bench/SCRIPT`` and the threads and load it starts with."""
+    print(f"command: python bench/{script} " + " ".join(argv if argv is not None else sys.argv[1:]))
+    print(f"  {threads or torch.get_num_threads()} thread(s); load average {_load()}")
+
+
+def print_end(columns, lines):
+    """A markdown table of ``lines`` (lists of cells) under ``columns``, then the load at the end."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for cells in lines:
+        print("| " + " | ".join(cells) + " |")
+    print(f"load average at end: {_load()}")
 
 
 def main(argv=None):
@@ -111,16 +137,11 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=["capsnet", "matrixcaps", "cnn", "efficient"],
                         choices=["capsnet", "capsnet-nodec", "matrixcaps", "cnn", "efficient"])
     args = parser.parse_args(argv)
-    print("command: python bench/bench_first_conv.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    print(f"  {torch.get_num_threads() if not args.threads else args.threads} thread(s); load average "
-          f"{' '.join(open('/proc/loadavg').read().split()[:3])}")
+    print_start("bench_first_conv.py", argv, args.threads)
     rows = run(False, args.models, args.steps, args.rounds, args.threads)
-    print("| model | first conv | step ms | step CPU ms | x conv2d | CPU x conv2d |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['variant']} | {r['step_ms']:.1f} | {r['cpu_ms']:.1f} | {r['x_conv2d']:.3f} "
-              f"| {r['cpu_x_conv2d']:.3f} |")
-    print(f"load average at end: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    print_end(["model", "first conv", "step ms", "step CPU ms", "x conv2d", "CPU x conv2d"],
+              [[r["model"], r["variant"], f"{r['step_ms']:.1f}", f"{r['cpu_ms']:.1f}", f"{r['x_conv2d']:.3f}",
+                f"{r['cpu_x_conv2d']:.3f}"] for r in rows])
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_epoch  # noqa: E402  (imports the package before torch, as the command line does)
-from bench_first_conv import timed_steps  # noqa: E402
+from bench_first_conv import medians, print_end, print_start, timed_steps  # noqa: E402
 
 import dgl_capsules as dc  # noqa: E402
 import torch  # noqa: E402
@@ -71,11 +71,8 @@ def _with_variant(trainer, variant):
 def _rows(what, per_round):
     rows = []
     for v in VARIANTS:
-        wall = [w / ref[0] for (w, _), ref in zip(per_round[v], per_round["dot"])]
-        cpu = [c / ref[1] for (_, c), ref in zip(per_round[v], per_round["dot"])]
-        rows.append(dict(what=what, variant=v, ms=statistics.median(w for w, _ in per_round[v]),
-                         cpu_ms=statistics.median(c for _, c in per_round[v]),
-                         x_dot=statistics.median(wall), cpu_x_dot=statistics.median(cpu)))
+        ms, cpu_ms, x, cpu_x = medians(per_round[v], per_round["dot"])
+        rows.append(dict(what=what, variant=v, ms=ms, cpu_ms=cpu_ms, x_dot=x, cpu_x_dot=cpu_x))
     return rows
 
 
@@ -111,16 +108,11 @@ def main(argv=None):
                         "(the layer alone: 20 times as many repeats; default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     args = parser.parse_args(argv)
-    print("command: python bench/bench_primary_caps.py " + " ".join(argv if argv is not None else sys.argv[1:]))
-    print(f"  {torch.get_num_threads() if not args.threads else args.threads} thread(s); load average "
-          f"{' '.join(open('/proc/loadavg').read().split()[:3])}")
+    print_start("bench_primary_caps.py", argv, args.threads)
     rows = run(False, args.steps, args.rounds, args.threads)
-    print("| what | variant | ms | CPU ms | x dot | CPU x dot |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['what']} | {r['variant']} | {r['ms']:.2f} | {r['cpu_ms']:.2f} | {r['x_dot']:.3f} "
-              f"| {r['cpu_x_dot']:.3f} |")
-    print(f"load average at end: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    print_end(["what", "variant", "ms", "CPU ms", "x dot", "CPU x dot"],
+              [[r["what"], r["variant"], f"{r['ms']:.2f}", f"{r['cpu_ms']:.2f}", f"{r['x_dot']:.3f}",
+                f"{r['cpu_x_dot']:.3f}"] for r in rows])
 
 
 if __name__ == "__main__":
