@@ -211,8 +211,8 @@ register_experiment(Experiment(
              "per epoch, about 210 s, training and validation; 200 epochs about 11.7 h per seed. sabour-table1's row "
              "(the same work per epoch at batch 64) took 88 to 94 s per epoch at 2 threads on a quiet machine: about "
              "5 h. The CNN: sabour-table1's CNN row took 736 s for an epoch at batch 64 with one thread beside another "
-             "one-thread training run (commit d0caaa1), and bench/bench_epoch.py --models cnn gives 820 ms per step "
-             "at batch 64 with one thread on a quiet machine (465 ms with two): 200 epochs are about 39 h at one "
+             "one-thread training run (commit d0caaa1), and bench/bench_epoch.py gives the CNN 820 ms per step at "
+             "batch 64 with one thread on a quiet machine (465 ms with two): 200 epochs are about 39 h at one "
              "thread",
 ))
 
