@@ -210,7 +210,7 @@ def test_readme_is_a_short_users_page_whose_generated_parts_are_up_to_date(capsy
         assert "python tools/readme_figure.py" in text
     assert readme_tables.main(["--readme", str(ROOT / "README.md"), "--results", str(ROOT / "results"),
                                "--check"]) == 0, "run python tools/readme_tables.py"
-    assert "up to date (summary, routing-necessity)" in capsys.readouterr().out
+    assert "up to date (summary, routing-necessity, robustness)" in capsys.readouterr().out
 
 
 def test_readme_tables_writes_the_summary_between_its_markers(tmp_path):

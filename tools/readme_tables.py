@@ -7,6 +7,8 @@
   reproduction's figures, a link to the experiment's page of the built site.
 - The block between ``<!-- routing-necessity -->`` and ``<!-- /routing-necessity -->``
   becomes the routing-necessity table of the shipped networks (``tools/routing_necessity.py``).
+- The block between ``<!-- robustness -->`` and ``<!-- /robustness -->`` becomes the
+  robustness table of the shipped networks and its picture (``tools/robustness_curves.py``).
 - Every block between ``<!-- results:NAME -->`` and ``<!-- /results -->``
   becomes :func:`dgl_capsules.reproduce.render_table` of ``RESULTS/NAME/*.json``.
 
@@ -26,12 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dgl_capsules.reproduce import render_table  # noqa: E402
 
+import robustness_curves  # noqa: E402
 import routing_necessity  # noqa: E402
 from docgen.summary import summary_markdown  # noqa: E402
 
 MARKER = re.compile(r"(<!-- results:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 SUMMARY = re.compile(r"(<!-- results-summary -->\n)(?P<body>.*?)(<!-- /results-summary -->)", re.S)
 NECESSITY = re.compile(r"(<!-- routing-necessity -->\n)(?P<body>.*?)(<!-- /routing-necessity -->)", re.S)
+ROBUSTNESS = re.compile(r"(<!-- robustness -->\n)(?P<body>.*?)(<!-- /robustness -->)", re.S)
 SITE = "docs/_build/html/results"
 
 
@@ -57,8 +61,13 @@ def regenerate(text, results="results"):
         names.append("routing-necessity")
         return m.group(1) + routing_necessity.render(results) + m.group(3)
 
+    def robust(m):
+        names.append("robustness")
+        return m.group(1) + robustness_curves.render(results) + m.group(3)
+
     text = SUMMARY.sub(summary, text)
     text = NECESSITY.sub(necessity, text)
+    text = ROBUSTNESS.sub(robust, text)
     return MARKER.sub(table, text), names
 
 

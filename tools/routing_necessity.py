@@ -1,6 +1,6 @@
 """The routing-necessity table: does each shipped trained network need its routing?
 
-For every shipped weights entry (``dc.models.list_weights()``), on its data set's test split:
+For every shipped weights entry with routing (``dc.models.list_weights()``), on its data set's test split:
 accuracy with its routing, with uniform and with random couplings swapped in at test time
 (McNemar's exact test against its own routing), the accuracy of the same network *trained* with
 uniform couplings where its experiment has that row (mean over the committed seeds), and what
@@ -127,8 +127,8 @@ def main(argv=None):
     os.makedirs(folder, exist_ok=True)
     for entry in list_weights():
         path = os.path.join(folder, f"{entry.model}-{entry.preset}-{entry.name}.json")
-        if os.path.exists(path) and not args.overwrite:
-            continue
+        if not entry.routing.get("family") or (os.path.exists(path) and not args.overwrite):
+            continue  # a network without routing has nothing to swap
         print(f"measuring {entry.model} {entry.preset} {entry.name!r} ...", flush=True)
         write_text(path, json.dumps(measure(entry, args.results, args.max_samples), indent=1) + "\n")
     print(render(args.results))
