@@ -18,7 +18,8 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "data", "weights_golden.json")
 # covers the reassociation of float32 sums in convolutions and routing (scores are in [0, 1] or logits ~10).
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 # The models the library promises trained weights for: (model, preset, name).
-PROMISED = {("capsnet", "small", "mnist"), ("matrixcaps", "small", "mnist"), ("efficient-capsnet", "mnist", "mnist")}
+PROMISED = {("capsnet", "small", "mnist"), ("matrixcaps", "small", "mnist"), ("efficient-capsnet", "mnist", "mnist"),
+            ("cnn", "small", "mnist")}
 
 
 def _golden():

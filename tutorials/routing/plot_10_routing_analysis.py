@@ -88,9 +88,12 @@ plt.show()
 # transformation of growing size and scores each model given, so several
 # trained models share the same axes: here the shipped MatrixCapsNet (EM
 # routing, trained with 1-pixel shifts, 10-degree rotations and 10 % scaling)
-# beside the CapsNet (trained with 2-pixel shifts). The command line does the
-# same with ``--compare MatrixCapsNet=matrixcaps:mnist``.
-models = {"CapsNet small": net, "MatrixCapsNet small": dc.models.get_model("matrixcaps", weights="mnist")}
+# and the shipped CNN of the CapsNet's size (no routing, trained on the
+# CapsNet's recipe: 2-pixel shifts, the same schedule and decoder) beside the
+# CapsNet. The command line does the same with ``--compare
+# MatrixCapsNet=matrixcaps:mnist --compare CNN=cnn:mnist``.
+models = {"CapsNet small": net, "MatrixCapsNet small": dc.models.get_model("matrixcaps", weights="mnist"),
+          "CNN small": dc.models.get_model("cnn", weights="mnist")}
 curves = {t: analysis.robustness(models, digits, t, progress=False) for t in ("rotation", "translation")}
 for t, c in curves.items():
     for name, accs in c["models"].items():
@@ -105,9 +108,12 @@ plt.show()
 # uniform and barely change from digit to digit, and uniform couplings score
 # the same digits as the trained routing: this network does not need its
 # routing to classify MNIST. Random couplings do cost accuracy, so the class
-# capsules do depend on *some* balance of the votes. Neither network is robust
-# far beyond what it was trained on: both keep about half of these digits at
-# a 45-degree rotation or an 8-pixel shift; the EM network, trained with small
-# rotations, keeps a few points more at large rotations. The same measurement
-# on your own network: ``dgl-capsules analyze --checkpoint runs/x/model.pt --out
+# capsules do depend on *some* balance of the votes. No network here is robust
+# far beyond what it was trained on: all three keep about half of these digits
+# at a 45-degree rotation, and the EM network, trained with small rotations,
+# keeps a few points more at large ones. Under shifts larger than any seen in
+# training (2 pixels for the CapsNet and the CNN, 1 for the EM network), the
+# CNN of the same size keeps clearly more digits than either capsule network
+# (about 98 % against 88 % and 81 % at 6 pixels). The same measurement on your
+# own network: ``dgl-capsules analyze --checkpoint runs/x/model.pt --out
 # runs/x/analysis --robustness`` (``--compare LABEL=CHECKPOINT`` adds others).
