@@ -10,11 +10,9 @@ puts it in the README).
     python tools/robustness_curves.py                      # measure every entry without a JSON, redraw, print
     python tools/robustness_curves.py --max-samples 2000 --overwrite
 """
-import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -108,26 +106,13 @@ def render(results="results"):
 
 
 def main(argv=None):
-    sys.path.insert(0, str(ROOT))
-    from dgl_capsules.files import write_text
-    from dgl_capsules.models import list_weights
+    from routing_necessity import measure_shipped
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--results", default=str(ROOT / "results"))
-    p.add_argument("--max-samples", type=int, default=None, help="test digits (default: the whole test split)")
-    p.add_argument("--overwrite", action="store_true", help="measure entries that already have a JSON again")
-    args = p.parse_args(argv)
-    folder = os.path.join(args.results, FOLDER)
-    os.makedirs(folder, exist_ok=True)
-    for entry in list_weights():
-        path = os.path.join(folder, f"{entry.model}-{entry.preset}-{entry.name}.json")
-        if entry.data != DATA or (os.path.exists(path) and not args.overwrite):
-            continue
-        print(f"measuring {entry.model} {entry.preset} {entry.name!r} ...", flush=True)
-        write_text(path, json.dumps(measure(entry, args.max_samples), indent=1) + "\n")
+    args = measure_shipped(__doc__.splitlines()[0], FOLDER, lambda e: e.data == DATA,
+                           lambda e, a: measure(e, a.max_samples), argv)
     recs = load(args.results)
     if recs:
-        draw(recs, os.path.join(folder, PICTURE))
+        draw(recs, os.path.join(args.results, FOLDER, PICTURE))
     print(render(args.results))
 
 

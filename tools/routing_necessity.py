@@ -113,24 +113,34 @@ def render(results="results"):
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None):
+def measure_shipped(description, folder_name, wanted, measure, argv=None):
+    """Write ``measure(entry, args)`` (the parsed arguments) as ``RESULTS/FOLDER_NAME/MODEL-PRESET-NAME.json`` for every shipped
+    weights entry that ``wanted(entry)`` accepts and that has no JSON yet (every one with ``--overwrite``); the
+    parsed arguments are returned."""
     sys.path.insert(0, str(ROOT))
     from dgl_capsules.files import write_text
     from dgl_capsules.models import list_weights
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--results", default=str(ROOT / "results"))
     p.add_argument("--max-samples", type=int, default=None, help="test digits (default: the whole test split)")
     p.add_argument("--overwrite", action="store_true", help="measure entries that already have a JSON again")
     args = p.parse_args(argv)
-    folder = os.path.join(args.results, FOLDER)
+    folder = os.path.join(args.results, folder_name)
     os.makedirs(folder, exist_ok=True)
     for entry in list_weights():
         path = os.path.join(folder, f"{entry.model}-{entry.preset}-{entry.name}.json")
-        if not entry.routing.get("family") or (os.path.exists(path) and not args.overwrite):
-            continue  # a network without routing has nothing to swap
+        if not wanted(entry) or (os.path.exists(path) and not args.overwrite):
+            continue
         print(f"measuring {entry.model} {entry.preset} {entry.name!r} ...", flush=True)
-        write_text(path, json.dumps(measure(entry, args.results, args.max_samples), indent=1) + "\n")
+        write_text(path, json.dumps(measure(entry, args), indent=1) + "\n")
+    return args
+
+
+def main(argv=None):
+    # a network without routing has nothing to swap
+    args = measure_shipped(__doc__.splitlines()[0], FOLDER, lambda e: bool(e.routing.get("family")),
+                           lambda e, a: measure(e, a.results, a.max_samples), argv)
     print(render(args.results))
 
 
