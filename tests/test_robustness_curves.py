@@ -45,8 +45,8 @@ def test_no_record_says_how_to_make_one(tmp_path):
         "No shipped network measured yet (`python tools/robustness_curves.py`).\n"
 
 
+@pytest.mark.needs("matplotlib")
 def test_the_picture_puts_every_network_on_one_panel_per_transformation(tmp_path):
-    pytest.importorskip("matplotlib")
     path = tmp_path / "robustness.png"
     robustness_curves.draw([record(), record(model="cnn")], str(path))
     assert path.stat().st_size > 0
