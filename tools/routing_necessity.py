@@ -114,9 +114,9 @@ def render(results="results"):
 
 
 def measure_shipped(description, folder_name, wanted, measure, argv=None):
-    """Write ``measure(entry, args)`` (the parsed arguments) as ``RESULTS/FOLDER_NAME/MODEL-PRESET-NAME.json`` for every shipped
-    weights entry that ``wanted(entry)`` accepts and that has no JSON yet (every one with ``--overwrite``); the
-    parsed arguments are returned."""
+    """Write ``measure(entry, args)`` (``args``: the parsed arguments) as
+    ``RESULTS/FOLDER_NAME/MODEL-PRESET-NAME.json`` for every shipped weights entry that ``wanted(entry)`` accepts
+    and that has no JSON yet (every one with ``--overwrite``); the parsed arguments are returned."""
     sys.path.insert(0, str(ROOT))
     from dgl_capsules.files import write_text
     from dgl_capsules.models import list_weights
