@@ -566,9 +566,14 @@ def test_efficient_capsnet_follows_the_published_recipe_and_records_it(tmp_path,
 
     exp = rp.experiment("efficient-capsnet")
     assert [r.label for r in exp.rows] == ["Efficient-CapsNet", "Efficient-CapsNet, uniform couplings",
-                                           "CNN (same parameters, same decoder)"]
-    assert [r.seeds for r in exp.rows] == [(0, 1, 2), (0,), (0,)]
-    for row in exp.rows:
+                                           "CNN (same parameters, same decoder)", "Efficient-CapsNet, 30 epochs"]
+    assert [r.seeds for r in exp.rows] == [(0, 1, 2), (0,), (0,), (0,)]
+    short = exp.row("Efficient-CapsNet, 30 epochs").config
+    assert (short["epochs"], short["lr_decay"]) == (30, pytest.approx(0.97 ** 5))
+    assert dict(short, epochs=150, lr_decay=0.97) == exp.rows[0].config  # only the schedule differs
+    short_config = TrainConfig(**short)
+    assert learning_rate(short_config, 15, 0) > 5e-5 and learning_rate(short_config, 16, 0) == 5e-5  # from epoch 17
+    for row in exp.rows[:3]:
         c = row.config
         assert (c["lr"], c["lr_decay"], c["lr_decay_steps"] if "lr_decay_steps" in c else 0, c["lr_floor"]) == (
             5e-4, 0.97, 0, 5e-5)
@@ -596,10 +601,10 @@ def test_efficient_capsnet_follows_the_published_recipe_and_records_it(tmp_path,
     monkeypatch.setitem(augment._AUGMENTATIONS, "efficient-capsnet", counted)
     splits = small_splits(32)
     rp.reproduce("efficient-capsnet-tiny", out=str(tmp_path), progress=False, log=lambda *a: None, splits=splits)
-    assert seen == [(16, 1, 28, 28)] * (3 * 2 * 2)  # every training batch: 3 runs x 2 epochs x 2 batches
+    assert seen == [(16, 1, 28, 28)] * (4 * 2 * 2)  # every training batch: 4 runs x 2 epochs x 2 batches
     names = sorted(f for f in os.listdir(tmp_path) if f.endswith(".json"))
-    assert names == ["cnn-same-parameters-same-decoder-seed0.json", "efficient-capsnet-seed0.json",
-                     "efficient-capsnet-uniform-couplings-seed0.json"]
+    assert names == ["cnn-same-parameters-same-decoder-seed0.json", "efficient-capsnet-30-epochs-seed0.json",
+                     "efficient-capsnet-seed0.json", "efficient-capsnet-uniform-couplings-seed0.json"]
     for name in names:
         rec = json.loads((tmp_path / name).read_text())
         assert rec["config"]["augment"] == "efficient-capsnet" and rec["config"]["lr_floor"] == 5e-5

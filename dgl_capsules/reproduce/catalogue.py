@@ -237,6 +237,7 @@ _EFFICIENT_ROWS = (  # label, config changes, seeds, published figure
      "(Table 3)"),
     ("Efficient-CapsNet, uniform couplings", dict(settings=dict(routing="uniform")), (0,), "none"),
     ("CNN (same parameters, same decoder)", dict(model="cnn", preset="efficient-capsnet"), (0,), "none"),
+    ("Efficient-CapsNet, 30 epochs", dict(epochs=30, lr_decay=0.97 ** 5), (0,), "none"),
 )
 _EFFICIENT_PAPER = (
     "Mazzia, Salvetti, Chiaberge 2021 (Scientific Reports 11:14634), MNIST with 161,824 parameters without the "
@@ -247,7 +248,8 @@ _EFFICIENT_PAPER = (
     "selected on the test set. The table gives the validation-selected model's test accuracy and the last epoch's. "
     "Uniform couplings: the same network and parameters with c = 1/10 instead of self-attention routing. CNN: the "
     "baseline CNN with Efficient-CapsNet's decoder and reconstruction loss, its parameters outside the decoder "
-    "matched to 161,824 (161,745)")
+    "matched to 161,824 (161,745). 30 epochs: the same recipe with its schedule compressed five-fold so that a run "
+    "fits in a few hours of two cores: x0.97^5 = x0.859 per epoch, the floor reached from epoch 17 on, 30 epochs")
 
 register_experiment(Experiment(
     name="efficient-capsnet",
@@ -269,8 +271,8 @@ register_experiment(Experiment(
     name="efficient-capsnet-tiny",
     title="Smoke test of efficient-capsnet: the tiny presets on its recipe with a decay that reaches the floor in "
           "the second epoch, two epochs",
-    rows=tuple(Row(label, dict(_EFFICIENT, data="mnist5k", epochs=2, lr_decay=0.05,
-                               **dict(change, preset="efficient-capsnet-tiny" if "model" in change else "tiny")),
+    rows=tuple(Row(label, dict(_EFFICIENT, **dict(change, data="mnist5k", epochs=2, lr_decay=0.05,
+                                                  preset="efficient-capsnet-tiny" if "model" in change else "tiny")),
                    seeds=(0,), paper="none")
                for label, change, _, _ in _EFFICIENT_ROWS),
     hours=0.0, estimate="seconds",
