@@ -176,6 +176,15 @@ def test_summary_line_is_the_headline_row_over_its_seeds_beside_the_cnn(tmp_path
     assert "| 99.20 ± 0.20 % | 3 of 3 | 98.00 % (1 seed) |" in lines[2]
 
 
+def test_summary_line_without_headline_results_names_the_other_capsule_rows_that_have_them(tmp_path):
+    write_run(tmp_path, "efficient-capsnet", "Efficient-CapsNet, 30 epochs", 0, 0.9961)
+    write_run(tmp_path, "efficient-capsnet", "CNN (same parameters, same decoder)", 0, 0.9950)
+    s = summary.summary("efficient-capsnet", tmp_path)
+    hours = experiment("efficient-capsnet").hours
+    assert s["ours"] == f"not run yet (estimated {hours:g} h); Efficient-CapsNet, 30 epochs: 99.61 % (1 seed)"
+    assert s["seeds"] == "0 of 3" and s["cnn"] == "99.50 % (1 seed)"
+
+
 def test_experiments_without_a_headline_entry_still_get_a_line(monkeypatch, tmp_path):
     from dgl_capsules import reproduce
 

@@ -257,7 +257,7 @@ register_experiment(Experiment(
     rows=tuple(Row(label, dict(_EFFICIENT, **change), seeds=seeds, paper=paper)
                for label, change, seeds, paper in _EFFICIENT_ROWS),
     paper=_EFFICIENT_PAPER,
-    hours=73.0,
+    hours=76.0,
     estimate="tools/estimate_times.py efficient-capsnet with one thread (OMP_NUM_THREADS=1, PYTHONPATH the checkout), "
              "50 training steps per row at batch 16 (augmentation, forward, loss, backward, Adam) and one validation "
              "pass per epoch, CPU time, while other sessions' training runs, benchmarks and test suites loaded the 2 "
@@ -265,7 +265,8 @@ register_experiment(Experiment(
              "0.115, CNN 0.061 to 0.066; 3,438 steps per epoch (55,000 digits). The first seed-0 run (commit "
              "ffeadab, one thread beside another training run) took 6.4 CPU min and 10 wall min per epoch: about "
              "16 h of CPU per 150-epoch Efficient-CapsNet run, 9 h per CNN run; 4 x 16 + 9 = 73 h at one thread, "
-             "half that as two runs side by side on a quiet machine"))
+             "half that as two runs side by side on a quiet machine. The 30-epoch row: about 250 s per epoch at two "
+             "threads alone on a quiet machine (seed 0, commit 36bab7c), 2.1 h; about 3 h at one thread"))
 
 register_experiment(Experiment(
     name="efficient-capsnet-tiny",

@@ -162,6 +162,9 @@ def summary(name, results_root):
         ours = pct(values) + (" novel error" if spec.metric == "novel_error" else "")
     else:
         ours = "not run yet" + (f" (estimated {hours:g} h)" if hours is not None else "")
+        others = [(r.label, row_values(exp, results, r, spec.metric)) for r in exp.rows
+                  if r.same_as is None and r is not row and _model(r) != "cnn"]
+        ours += "".join(f"; {label}: {pct(v)} ({_seeds(len(v))})" for label, v in others if v)
     cnn = []
     for r in cnn_rows(exp):
         v = row_values(exp, results, r, spec.metric)
