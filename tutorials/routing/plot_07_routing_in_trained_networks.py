@@ -123,8 +123,9 @@ def entropy_figure(layers, title):
                              squeeze=False)
     for ax, layer in zip(axes[0], layers):
         viz.plot_entropy(layer.graph, layer.result.trace, ax=ax, label="mean over children", capsize=3)
+        strength = dc.routing.get_routing(layer.routing).strength_name
         viz.plot_entropy(layer.graph, layer.result.trace, ax=ax, weights=layer.child_strength, capsize=3,
-                         label=f"weighted by {dc.routing.get_routing(layer.routing).strength_name}", color="tab:red", linestyle="--")
+                         label=f"weighted by {strength}", color="tab:red", linestyle="--")
         ax.set_title(f"{layer.name}: {layer.graph.num_src_nodes()} -> {layer.graph.num_dst_nodes()}",
                      fontsize="medium")
     fig.suptitle(title)
@@ -165,13 +166,18 @@ fig = entropy_figure(caps_layers, "trained CapsNet (dynamic routing), 8 test dig
 # thin, routing did not single out a parent for these children, whatever the
 # network predicts.
 
+def digit_labels(net, image):
+    """The ten class labels with the network's prediction for ``image`` marked."""
+    with torch.no_grad():
+        predicted = net.scores(net(image)).argmax(1).item()
+    return [f"{d} ◀ predicted" if int(d) == predicted else d for d in DIGITS]
+
+
 first = caps_layers[0]
-with torch.no_grad():
-    predicted = capsnet.scores(capsnet(test.images[fixed[:1]])).argmax(1).item()
 ani_capsnet = viz.animate_bipartite(
     first.graph, first.result.trace, sample=0, parent_strength=first.parent_strength,
     top_k=32, child_weights=first.child_strength, weights_label="vote length",
-    parent_labels=[f"{d} ◀ predicted" if int(d) == predicted else d for d in DIGITS],
+    parent_labels=digit_labels(capsnet, test.images[fixed[:1]]),
     title=f"trained CapsNet digitcaps, digit {int(test.labels[fixed[0]])}",
 )
 
@@ -227,12 +233,10 @@ fig = entropy_figure(eff_layers, "trained Efficient-CapsNet (self-attention rout
 # the CapsNet picture above (thin and faint at the uniform 1/10):
 
 eff = eff_layers[0]
-with torch.no_grad():
-    predicted = efficient.scores(efficient(test.images[fixed[:1]])).argmax(1).item()
 ani_efficient = viz.animate_bipartite(
     eff.graph, eff.result.trace, sample=0, parent_strength=eff.parent_strength,
     child_weights=eff.child_strength, weights_label="vote length",
-    parent_labels=[f"{d} ◀ predicted" if int(d) == predicted else d for d in DIGITS],
+    parent_labels=digit_labels(efficient, test.images[fixed[:1]]),
     title=f"trained Efficient-CapsNet, digit {int(test.labels[fixed[0]])}",
 )
 
