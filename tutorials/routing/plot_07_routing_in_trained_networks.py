@@ -229,15 +229,20 @@ entropy_table(eff_layers)
 fig = entropy_figure(eff_layers, "trained Efficient-CapsNet (self-attention routing), 8 test digits")
 
 # %%
-# All 16 primary capsules of the first fixed digit, on the same edge scale as
-# the CapsNet picture above (thin and faint at the uniform 1/10):
+# With a single pass there is nothing to animate over iterations; instead,
+# one frame per fixed test digit: the couplings of all 16 primary capsules,
+# on the same edge scale as the CapsNet picture above (thin and faint at the
+# uniform 1/10), the children sized by their mean vote length over the eight
+# digits. Unlike the CapsNet's, these couplings change from digit to digit.
 
 eff = eff_layers[0]
+with torch.no_grad():
+    eff_predicted = efficient.scores(efficient(test.images[fixed])).argmax(1)
 ani_efficient = viz.animate_bipartite(
-    eff.graph, eff.result.trace, sample=0, parent_strength=eff.parent_strength,
-    child_weights=eff.child_strength, weights_label="vote length",
-    parent_labels=digit_labels(efficient, test.images[fixed[:1]]),
-    title=f"trained Efficient-CapsNet, digit {int(test.labels[fixed[0]])}",
+    eff.graph, [eff.result.trace[-1][:, k] for k in range(len(fixed))], sample=0,
+    child_weights=eff.child_strength.mean(1), weights_label="mean vote length", parent_labels=DIGITS,
+    title="trained Efficient-CapsNet, one frame per test digit",
+    frame_labels=[f"digit {int(test.labels[i])}, predicted {int(p)}" for i, p in zip(fixed, eff_predicted)],
 )
 
 # %%
